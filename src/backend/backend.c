@@ -1,0 +1,40 @@
+#include "backend/backend.h"
+
+#include <string.h>
+
+extern const struct cw_backend_ops cw_redis_backend_ops;
+
+static const struct cw_backend_ops *const backends[] = {&cw_redis_backend_ops};
+
+struct cw_backend *cw_backend_open(const struct cw_backend_opts *o, struct cw_error *err)
+{
+	if (!o->url || !*o->url || !strcmp(o->url, "disabled"))
+		return NULL;
+	size_t n = strcspn(o->url, ":");
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+		if (strlen(backends[i]->scheme) == n && !strncmp(o->url, backends[i]->scheme, n)) {
+			struct cw_backend *b = backends[i]->open(o, err);
+			if (b)
+				b->ops = backends[i];
+			return b;
+		}
+	cw_error_set(err, CW_EINVAL, "unsupported result backend scheme");
+	return NULL;
+}
+
+int cw_backend_store(struct cw_backend *b, const struct cw_result_meta *m, struct cw_error *err)
+{
+	return b ? b->ops->store(b, m, err) : CW_OK;
+}
+
+void cw_backend_reset(struct cw_backend *b)
+{
+	if (b)
+		b->ops->reset(b);
+}
+
+void cw_backend_close(struct cw_backend *b)
+{
+	if (b)
+		b->ops->close(b);
+}

@@ -1,0 +1,40 @@
+/*
+ * Result backends: one vtable per URL scheme.  Calls are synchronous and
+ * run in pool children (the master uses one only for the states it records
+ * itself: unknown tasks, lost children).  store() retries with backoff on
+ * connection errors, like Celery's backend retry policy.
+ */
+#ifndef CW_BACKEND_H
+#define CW_BACKEND_H
+
+#include "protocol/protocol.h"
+
+struct cw_backend_ops;
+
+struct cw_backend {
+	const struct cw_backend_ops *ops;
+};
+
+struct cw_backend_opts {
+	const char *url;
+	double expires;          /* result_expires seconds; 0 = keep forever */
+	double retry_for;        /* give up a store after this many seconds */
+};
+
+struct cw_backend_ops {
+	const char *scheme;
+	struct cw_backend *(*open)(const struct cw_backend_opts *o, struct cw_error *err);
+	/* Store a task's meta; CW_OK or an error after retries ran out. */
+	int (*store)(struct cw_backend *b, const struct cw_result_meta *m, struct cw_error *err);
+	/* Drop the connection (children call this after fork: never share a socket). */
+	void (*reset)(struct cw_backend *b);
+	void (*close)(struct cw_backend *b);
+};
+
+/* Backend for url, or NULL for "no backend" (NULL/""/"disabled"); *err set on bad URL. */
+struct cw_backend *cw_backend_open(const struct cw_backend_opts *o, struct cw_error *err);
+int cw_backend_store(struct cw_backend *b, const struct cw_result_meta *m, struct cw_error *err);
+void cw_backend_reset(struct cw_backend *b);
+void cw_backend_close(struct cw_backend *b);
+
+#endif

@@ -1,0 +1,172 @@
+/*
+ * Celery's Redis result backend (celery/backends/redis.py): the meta dict
+ * as JSON under "celery-task-meta-<id>", written with SETEX (SET when
+ * results never expire) then PUBLISHed on the same name for clients that
+ * wait on pub/sub.  Like _store_result, a SUCCESS already stored is never
+ * overwritten (a lost worker's late FAILURE must not replace it).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "backend/backend.h"
+#include "loop/loop.h"
+#include "util/log.h"
+#include "util/url.h"
+
+struct redis_backend {
+	struct cw_backend base;
+	struct cw_url url;
+	char redacted[512];
+	double expires;
+	double retry_for;
+	redisContext *c;
+};
+
+/* Store unless a SUCCESS is there: KEYS key; ARGV value, expires (0 = none). */
+static const char lua_store[] =
+	"local cur = redis.call('GET', KEYS[1]) "
+	"if cur and string.find(cur, '\"status\": *\"SUCCESS\"') then return 0 end "
+	"if tonumber(ARGV[2]) > 0 then redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1]) "
+	"else redis.call('SET', KEYS[1], ARGV[1]) end "
+	"redis.call('PUBLISH', KEYS[1], ARGV[1]) return 1";
+
+static void drop(struct redis_backend *b)
+{
+	if (b->c)
+		redisFree(b->c);
+	b->c = NULL;
+}
+
+static int ensure(struct redis_backend *b, struct cw_error *err)
+{
+	struct timeval tv = {2, 0};
+	redisReply *r;
+
+	if (b->c)
+		return CW_OK;
+	b->c = redisConnectWithTimeout(b->url.host[0] ? b->url.host : "127.0.0.1",
+				       b->url.port ? b->url.port : 6379, tv);
+	if (!b->c || b->c->err) {
+		cw_error_set(err, CW_EIO, "cannot connect to result backend %s: %s", b->redacted,
+			     b->c ? b->c->errstr : "out of memory");
+		drop(b);
+		return CW_EIO;
+	}
+	redisSetTimeout(b->c, (struct timeval){5, 0});
+	if (b->url.password[0]) {
+		r = b->url.user[0] ? redisCommand(b->c, "AUTH %s %s", b->url.user, b->url.password)
+				   : redisCommand(b->c, "AUTH %s", b->url.password);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			cw_error_set(err, CW_EIO, "result backend %s: authentication failed", b->redacted);
+			if (r)
+				freeReplyObject(r);
+			drop(b);
+			return CW_EIO;
+		}
+		freeReplyObject(r);
+	}
+	r = redisCommand(b->c, "SELECT %d", b->url.db);
+	if (!r || r->type == REDIS_REPLY_ERROR) {
+		cw_error_set(err, CW_EIO, "result backend %s: SELECT failed", b->redacted);
+		if (r)
+			freeReplyObject(r);
+		drop(b);
+		return CW_EIO;
+	}
+	freeReplyObject(r);
+	return CW_OK;
+}
+
+static struct cw_backend *rb_open(const struct cw_backend_opts *o, struct cw_error *err)
+{
+	struct redis_backend *b = calloc(1, sizeof(*b));
+	if (!b) {
+		cw_error_set(err, CW_ENOMEM, "out of memory");
+		return NULL;
+	}
+	if (cw_url_parse(o->url, &b->url, err) != CW_OK) {
+		free(b);
+		return NULL;
+	}
+	cw_url_redact(o->url, b->redacted, sizeof(b->redacted));
+	b->expires = o->expires;
+	b->retry_for = o->retry_for > 0 ? o->retry_for : 60;
+	return &b->base;
+}
+
+static int rb_store(struct cw_backend *base, const struct cw_result_meta *m, struct cw_error *err)
+{
+	struct redis_backend *b = (struct redis_backend *)base;
+	size_t len;
+	char *val = cw_proto_encode_result_meta(m, &len);
+	char key[300], exp[32];
+	double deadline = cw_now() + b->retry_for, delay = 0.05;
+	int rc = CW_EIO;
+
+	if (!val) {
+		cw_error_set(err, CW_ENOMEM, "out of memory encoding result");
+		return CW_ENOMEM;
+	}
+	snprintf(key, sizeof(key), "celery-task-meta-%s", m->task_id);
+	snprintf(exp, sizeof(exp), "%lld", (long long)ceil(b->expires));
+	for (int attempt = 0;; attempt++) {
+		if (ensure(b, err) == CW_OK) {
+			const char *argv[] = {"EVAL", lua_store, "1", key, val, exp};
+			size_t lens[] = {4, strlen(lua_store), 1, strlen(key), len, strlen(exp)};
+			redisReply *r = redisCommandArgv(b->c, 6, argv, lens);
+			if (r && r->type != REDIS_REPLY_ERROR) {
+				freeReplyObject(r);
+				rc = CW_OK;
+				break;
+			}
+			if (r) {
+				cw_error_set(err, CW_EIO, "result backend refused the result: %s", r->str);
+				freeReplyObject(r);
+				break; /* a server error will not heal by retrying */
+			}
+			cw_error_set(err, CW_EIO, "result backend %s: %s", b->redacted, b->c->errstr);
+			drop(b);
+		}
+		if (cw_now() + delay > deadline)
+			break;
+		if (attempt == 0)
+			cw_log(CW_LOG_WARNING, "backend", "%s; retrying for up to %.0fs", err->msg, b->retry_for);
+		struct timespec ts = {(time_t)delay, (long)((delay - floor(delay)) * 1e9)};
+		nanosleep(&ts, NULL);
+		delay = fmin(delay * 2, 1.0);
+	}
+	free(val);
+	return rc;
+}
+
+static void rb_reset(struct cw_backend *base)
+{
+	struct redis_backend *b = (struct redis_backend *)base;
+	/* after fork: forget the parent's socket without sending QUIT on it */
+	if (b->c) {
+		b->c->fd = -1;
+		redisFree(b->c);
+		b->c = NULL;
+	}
+}
+
+static void rb_close(struct cw_backend *base)
+{
+	struct redis_backend *b = (struct redis_backend *)base;
+	drop(b);
+	free(b);
+}
+
+const struct cw_backend_ops cw_redis_backend_ops = {
+	.scheme = "redis",
+	.open = rb_open,
+	.store = rb_store,
+	.reset = rb_reset,
+	.close = rb_close,
+};

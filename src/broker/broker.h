@@ -1,0 +1,71 @@
+/*
+ * Broker interface: one vtable per transport, chosen by URL scheme.
+ *
+ * The consumer drives fetching with credit: the broker takes at most
+ * `credit` messages off the queues before the consumer grants more, which
+ * is how prefetch is made exact.  Every delivered message must end in
+ * exactly one of ack / reject(requeue) before close.
+ */
+#ifndef CW_BROKER_H
+#define CW_BROKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "protocol/protocol.h"
+
+struct cw_loop;
+struct cw_broker_ops;
+
+/* Implementations embed this as their first member. */
+struct cw_broker {
+	const struct cw_broker_ops *ops;
+};
+
+/* One message taken off a queue.  Owned by the consumer after delivery. */
+struct cw_delivery {
+	char *raw;                /* the envelope as it sat on the queue */
+	size_t raw_len;
+	char *queue;              /* queue it came from (priority suffix removed) */
+	char *tag;                /* delivery tag (unique per message) */
+	struct cw_envelope env;   /* decoded envelope */
+	struct cw_delivery *next; /* consumer's list link */
+};
+void cw_delivery_free(struct cw_delivery *d);
+
+struct cw_broker_handler {
+	/* A message arrived; the handler owns d. */
+	void (*on_delivery)(void *arg, struct cw_delivery *d);
+	/* Connection state changed (true = consuming possible). */
+	void (*on_state)(void *arg, bool up);
+	void *arg;
+};
+
+struct cw_broker_opts {
+	const char *url;
+	char **queues;
+	int nqueues;
+	double visibility_timeout;
+	struct cw_proto_limits limits;
+};
+
+struct cw_broker_ops {
+	const char *scheme;
+	struct cw_broker *(*open)(struct cw_loop *loop, const struct cw_broker_opts *o,
+				  const struct cw_broker_handler *h, struct cw_error *err);
+	/* Allow up to n more deliveries (0 stops fetching). */
+	void (*set_credit)(struct cw_broker *b, int n);
+	void (*ack)(struct cw_broker *b, struct cw_delivery *d);
+	/* requeue=false drops the message (Celery: reject without requeue). */
+	void (*reject)(struct cw_broker *b, struct cw_delivery *d, bool requeue);
+	/* Give back a reserved, never started message at the head of its queue. */
+	void (*restore)(struct cw_broker *b, struct cw_delivery *d);
+	/* True while commands are still waiting to reach the server. */
+	bool (*busy)(struct cw_broker *b);
+	bool (*connected)(struct cw_broker *b);
+	void (*close)(struct cw_broker *b);
+};
+
+const struct cw_broker_ops *cw_broker_lookup(const char *url);
+
+#endif

@@ -1,0 +1,449 @@
+#include "config/config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "cw_build.h"
+#include "util/log.h"
+#include "util/url.h"
+
+enum opt_type { T_STR, T_LONG, T_SECONDS, T_BOOL, T_FLAG_ACTION };
+
+struct opt {
+	const char *key;      /* config-file key (Celery setting name) */
+	const char *lflag;    /* long flag without dashes */
+	char sflag;           /* short flag or 0 */
+	const char *env;      /* environment variable or NULL */
+	enum opt_type type;
+	size_t off;           /* offset in struct cw_config */
+	const char *def;      /* default as text (NULL = none) */
+	long min, max;        /* range for T_LONG */
+	bool secret;          /* value may hold credentials */
+	const char *help;
+};
+
+#define OFF(f) offsetof(struct cw_config, f)
+
+static const struct opt opts[] = {
+	{"broker_url", "broker", 'b', "CELERY_BROKER_URL", T_STR, OFF(broker_url),
+	 "redis://127.0.0.1:6379/0", 0, 0, true, "Broker URL (redis://[:password@]host[:port][/db])"},
+	{"result_backend", "result-backend", 0, "CELERY_RESULT_BACKEND", T_STR, OFF(result_backend),
+	 NULL, 0, 0, true, "Result backend URL (redis://...); unset = results are not stored"},
+	{"worker_queues", "queues", 'Q', NULL, T_STR, OFF(queues), "celery", 0, 0, false,
+	 "Comma-separated queues to consume from"},
+	{"worker_concurrency", "concurrency", 'c', NULL, T_LONG, OFF(concurrency), NULL, 1, 1024,
+	 false, "Number of child processes (default: number of CPUs)"},
+	{"worker_pool", "pool", 'P', NULL, T_STR, OFF(pool), "prefork", 0, 0, false,
+	 "Pool implementation: prefork | solo"},
+	{"worker_hostname", "hostname", 'n', NULL, T_STR, OFF(hostname), "celery@%h", 0, 0, false,
+	 "Node name; %h = hostname, %n = name part, %d = domain"},
+	{"worker_loglevel", "loglevel", 'l', NULL, T_STR, OFF(loglevel), "warning", 0, 0, false,
+	 "Log level: debug | info | warning | error | critical"},
+	{"worker_prefetch_multiplier", "prefetch-multiplier", 0, NULL, T_LONG,
+	 OFF(prefetch_multiplier), "4", 1, 65535, false,
+	 "Messages held per child: concurrency x multiplier"},
+	{NULL, "config", 0, NULL, T_STR, OFF(config_file), NULL, 0, 0, false,
+	 "Config file of 'key = value' lines (keys as in this list)"},
+	{"worker_diagnostic_tasks", "diagnostic-tasks", 0, NULL, T_BOOL, OFF(diagnostic_tasks),
+	 "false", 0, 0, false, "Also register cworker.spin and cworker.crash"},
+	{"result_expires", "result-expires", 0, NULL, T_SECONDS, OFF(result_expires), "86400", 0, 0,
+	 false, "Seconds until stored results expire (0 = never)"},
+	{"result_extended", "result-extended", 0, NULL, T_BOOL, OFF(result_extended), "false", 0, 0,
+	 false, "Store name, args, kwargs, worker, retries, queue with results"},
+	{"broker_transport_options.visibility_timeout", "visibility-timeout", 0, NULL, T_SECONDS,
+	 OFF(visibility_timeout), "3600", 0, 0, false,
+	 "Seconds before an unacknowledged Redis message is given to another worker"},
+	{NULL, "list-tasks", 0, NULL, T_FLAG_ACTION, OFF(list_tasks), NULL, 0, 0, false,
+	 "Print the registered task names and exit"},
+};
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+void cw_config_print_help(FILE *out)
+{
+	fprintf(out,
+		"Usage: cworker [worker] [OPTIONS]\n"
+		"A native Celery worker: consumes Celery task messages and runs C tasks.\n\n"
+		"Options (config-file key and environment variable in brackets):\n");
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct opt *o = &opts[i];
+		char flag[64];
+		if (o->sflag)
+			snprintf(flag, sizeof(flag), "-%c, --%s%s", o->sflag, o->lflag,
+				 o->type == T_BOOL || o->type == T_FLAG_ACTION ? "" : " VALUE");
+		else
+			snprintf(flag, sizeof(flag), "    --%s%s", o->lflag,
+				 o->type == T_BOOL || o->type == T_FLAG_ACTION ? "" : " VALUE");
+		fprintf(out, "  %-32s %s", flag, o->help);
+		if (o->def && o->type != T_BOOL)
+			fprintf(out, " (default: %s)", o->def);
+		if (o->key || o->env) {
+			fprintf(out, " [");
+			if (o->key)
+				fprintf(out, "%s", o->key);
+			if (o->env)
+				fprintf(out, "%s%s", o->key ? ", env " : "env ", o->env);
+			fprintf(out, "]");
+		}
+		fputc('\n', out);
+	}
+	fprintf(out, "  %-32s %s\n", "    --version", "Print the version and exit");
+	fprintf(out, "  %-32s %s\n", "-h, --help", "Print this help and exit");
+	fprintf(out, "\nExit status: 0 after a warm shutdown, 64 on a usage error, 1 on a fatal error.\n");
+}
+
+/* Record "NAME: detail" where NAME is how the user spelled the setting. */
+static int fail(struct cw_error *err, const char *src, const struct opt *o, const char *detail)
+{
+	const char *name = src[0] == 'c' ? o->lflag : src[0] == 'e' ? o->env : o->key;
+	cw_error_set(err, CW_EINVAL, "%s%s: %s", src[0] == 'c' ? "--" : "", name, detail);
+	return CW_EINVAL;
+}
+
+/* Apply one textual value to its field; src is "cli", "env" or "file". */
+static int apply(struct cw_config *c, const struct opt *o, const char *val, const char *src,
+		 struct cw_error *err)
+{
+	char *field = (char *)c + o->off;
+	char *end;
+
+	switch (o->type) {
+	case T_STR: {
+		char **s = (char **)(void *)field;
+		char *dup = strdup(val);
+		if (!dup) {
+			cw_error_set(err, CW_ENOMEM, "out of memory");
+			return CW_ENOMEM;
+		}
+		free(*s);
+		*s = dup;
+		return CW_OK;
+	}
+	case T_LONG: {
+		errno = 0;
+		long v = strtol(val, &end, 10);
+		if (errno || end == val || *end)
+			return fail(err, src, o, "not an integer");
+		if (v < o->min || v > o->max) {
+			char msg[96];
+			snprintf(msg, sizeof(msg), "%ld is out of range %ld..%ld", v, o->min, o->max);
+			return fail(err, src, o, msg);
+		}
+		*(long *)(void *)field = v;
+		return CW_OK;
+	}
+	case T_SECONDS: {
+		errno = 0;
+		double v = strtod(val, &end);
+		if (errno || end == val || *end || !isfinite(v) || v < 0 || v > 1e9)
+			return fail(err, src, o, "not a non-negative number of seconds");
+		*(double *)(void *)field = v;
+		return CW_OK;
+	}
+	case T_BOOL:
+	case T_FLAG_ACTION: {
+		bool *b = (bool *)(void *)field;
+		if (!strcasecmp(val, "true") || !strcasecmp(val, "yes") || !strcmp(val, "1") ||
+		    !strcasecmp(val, "on"))
+			*b = true;
+		else if (!strcasecmp(val, "false") || !strcasecmp(val, "no") || !strcmp(val, "0") ||
+			 !strcasecmp(val, "off"))
+			*b = false;
+		else
+			return fail(err, src, o, "not a boolean (true/false)");
+		return CW_OK;
+	}
+	}
+	return CW_EINVAL;
+}
+
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+		s[--n] = '\0';
+	return s;
+}
+
+static int load_file(struct cw_config *c, const char *path, struct cw_error *err)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	int lineno = 0;
+
+	if (!f) {
+		cw_error_set(err, CW_EINVAL, "--config: cannot open '%s': %s", path, strerror(errno));
+		return CW_EINVAL;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		lineno++;
+		char *s = trim(line);
+		if (!*s || *s == '#' || *s == ';')
+			continue;
+		char *eq = strchr(s, '=');
+		if (!eq) {
+			cw_error_set(err, CW_EINVAL, "%s:%d: expected 'key = value'", path, lineno);
+			fclose(f);
+			return CW_EINVAL;
+		}
+		*eq = '\0';
+		char *key = trim(s), *val = trim(eq + 1);
+		size_t vn = strlen(val);
+		if (vn >= 2 && (val[0] == '"' || val[0] == '\'') && val[vn - 1] == val[0]) {
+			val[vn - 1] = '\0';
+			val++;
+		}
+		const struct opt *o = NULL;
+		for (size_t i = 0; i < NOPTS; i++)
+			if (opts[i].key && !strcmp(opts[i].key, key))
+				o = &opts[i];
+		if (!o) {
+			cw_error_set(err, CW_EINVAL, "%s:%d: unknown setting '%s'", path, lineno, key);
+			fclose(f);
+			return CW_EINVAL;
+		}
+		int rc = apply(c, o, val, "file", err);
+		if (rc) {
+			char msg[256];
+			snprintf(msg, sizeof(msg), "%s:%d: %s", path, lineno, err->msg);
+			snprintf(err->msg, sizeof(err->msg), "%s", msg);
+			fclose(f);
+			return rc;
+		}
+	}
+	fclose(f);
+	return CW_OK;
+}
+
+char *cw_config_expand_hostname(const char *fmt, const char *fqdn)
+{
+	const char *dot = strchr(fqdn, '.');
+	size_t namelen = dot ? (size_t)(dot - fqdn) : strlen(fqdn);
+	const char *domain = dot ? dot + 1 : "";
+	size_t cap = strlen(fmt) * (strlen(fqdn) + 1) + 1;
+	char *out = malloc(cap), *w = out;
+
+	if (!out)
+		return NULL;
+	for (const char *p = fmt; *p; p++) {
+		if (p[0] == '%' && p[1]) {
+			p++;
+			switch (*p) {
+			case 'h': w += sprintf(w, "%s", fqdn); continue;
+			case 'n': w += sprintf(w, "%.*s", (int)namelen, fqdn); continue;
+			case 'd': w += sprintf(w, "%s", domain); continue;
+			case '%': *w++ = '%'; continue;
+			default: *w++ = '%'; break;
+			}
+		}
+		*w++ = *p;
+	}
+	*w = '\0';
+	return out;
+}
+
+static int split_queues(struct cw_config *c, struct cw_error *err)
+{
+	char *copy = strdup(c->queues), *save = NULL;
+	int n = 0;
+
+	if (!copy)
+		return CW_ENOMEM;
+	c->queue_list = calloc(strlen(c->queues) + 2, sizeof(char *));
+	if (!c->queue_list) {
+		free(copy);
+		return CW_ENOMEM;
+	}
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		t = trim(t);
+		if (!*t)
+			continue;
+		bool dup = false;
+		for (int i = 0; i < n; i++)
+			dup |= !strcmp(c->queue_list[i], t);
+		if (!dup)
+			c->queue_list[n++] = strdup(t);
+	}
+	free(copy);
+	c->nqueues = n;
+	if (n == 0) {
+		cw_error_set(err, CW_EINVAL, "--queues: no queue names given");
+		return CW_EINVAL;
+	}
+	return CW_OK;
+}
+
+static int finish(struct cw_config *c, struct cw_error *err)
+{
+	struct cw_url u;
+	char host[256];
+
+	if (!strcmp(c->pool, "prefork")) {
+		c->pool_kind = CW_POOL_PREFORK;
+	} else if (!strcmp(c->pool, "solo")) {
+		c->pool_kind = CW_POOL_SOLO;
+	} else {
+		cw_error_set(err, CW_EINVAL, "--pool: '%s' is not one of prefork, solo", c->pool);
+		return CW_EINVAL;
+	}
+	c->log_level = cw_log_parse_level(c->loglevel);
+	if (c->log_level < 0) {
+		cw_error_set(err, CW_EINVAL, "--loglevel: '%s' is not one of debug, info, warning, error, critical",
+			     c->loglevel);
+		return CW_EINVAL;
+	}
+	if (cw_url_parse(c->broker_url, &u, err) || strcmp(u.scheme, "redis")) {
+		char red[512];
+		cw_url_redact(c->broker_url, red, sizeof(red));
+		cw_error_set(err, CW_EINVAL, "--broker: unsupported URL '%s' (this build speaks redis://)", red);
+		return CW_EINVAL;
+	}
+	if (c->result_backend && *c->result_backend && strcmp(c->result_backend, "disabled")) {
+		if (cw_url_parse(c->result_backend, &u, err) || strcmp(u.scheme, "redis")) {
+			char red[512];
+			cw_url_redact(c->result_backend, red, sizeof(red));
+			cw_error_set(err, CW_EINVAL,
+				     "--result-backend: unsupported URL '%s' (this build stores results in redis://)", red);
+			return CW_EINVAL;
+		}
+	}
+	if (c->concurrency == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		c->concurrency = n > 0 ? n : 1;
+	}
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	char *h = cw_config_expand_hostname(c->hostname, host);
+	if (!h)
+		return CW_ENOMEM;
+	free(c->hostname);
+	c->hostname = h;
+	return split_queues(c, err);
+}
+
+int cw_config_load(struct cw_config *c, int argc, char **argv, struct cw_error *err)
+{
+	struct option lopts[NOPTS + 3];
+	char sopts[2 * NOPTS + 4], *sp = sopts;
+	const char **cli = calloc(NOPTS, sizeof(char *));
+	int rc = CW_OK;
+
+	memset(c, 0, sizeof(*c));
+	err->msg[0] = '\0';
+	if (!cli)
+		return CW_ENOMEM;
+	*sp++ = ':';  /* report missing arguments as ':' */
+	for (size_t i = 0; i < NOPTS; i++) {
+		bool noarg = opts[i].type == T_BOOL || opts[i].type == T_FLAG_ACTION;
+		lopts[i] = (struct option){opts[i].lflag, noarg ? no_argument : required_argument, NULL,
+					   (int)(256 + i)};
+		if (opts[i].sflag) {
+			*sp++ = opts[i].sflag;
+			if (!noarg)
+				*sp++ = ':';
+		}
+	}
+	lopts[NOPTS] = (struct option){"version", no_argument, NULL, 'V'};
+	lopts[NOPTS + 1] = (struct option){"help", no_argument, NULL, 'h'};
+	lopts[NOPTS + 2] = (struct option){NULL, 0, NULL, 0};
+	*sp++ = 'h';
+	*sp = '\0';
+
+	optind = 1;
+	opterr = 0;
+	for (;;) {
+		int li = -1;
+		int ch = getopt_long(argc, argv, sopts, lopts, &li);
+		if (ch == -1)
+			break;
+		if (ch == 'h') {
+			cw_config_print_help(stdout);
+			rc = CW_CONFIG_EXIT_OK;
+			goto out;
+		}
+		if (ch == 'V') {
+			printf("cworker %s\n", CW_VERSION);
+			rc = CW_CONFIG_EXIT_OK;
+			goto out;
+		}
+		if (ch == '?' || ch == ':') {
+			const char *bad = argv[optind - 1];
+			if (optopt && optopt < 256)
+				cw_error_set(err, CW_EINVAL, "%s option -%c", ch == ':' ? "missing value for" : "unknown", optopt);
+			else
+				cw_error_set(err, CW_EINVAL, "%s option '%s'", ch == ':' ? "missing value for" : "unknown", bad);
+			rc = CW_EINVAL;
+			goto out;
+		}
+		size_t idx = NOPTS;
+		if (ch >= 256)
+			idx = (size_t)(ch - 256);
+		else
+			for (size_t i = 0; i < NOPTS; i++)
+				if (opts[i].sflag == ch)
+					idx = i;
+		if (idx >= NOPTS) {
+			cw_error_set(err, CW_EINVAL, "unknown option");
+			rc = CW_EINVAL;
+			goto out;
+		}
+		bool noarg = opts[idx].type == T_BOOL || opts[idx].type == T_FLAG_ACTION;
+		cli[idx] = noarg ? "true" : optarg;
+	}
+	for (int i = optind; i < argc; i++) {
+		if (i == optind && !strcmp(argv[i], "worker"))
+			continue;
+		cw_error_set(err, CW_EINVAL, "unexpected argument '%s'", argv[i]);
+		rc = CW_EINVAL;
+		goto out;
+	}
+
+	/* Layer 1: defaults. */
+	for (size_t i = 0; i < NOPTS; i++)
+		if (opts[i].def && (rc = apply(c, &opts[i], opts[i].def, "default", err)))
+			goto out;
+	/* Layer 2: config file (path from CLI only). */
+	for (size_t i = 0; i < NOPTS; i++)
+		if (opts[i].off == OFF(config_file) && cli[i] && (rc = load_file(c, cli[i], err)))
+			goto out;
+	/* Layer 3: environment. */
+	for (size_t i = 0; i < NOPTS; i++) {
+		const char *v = opts[i].env ? getenv(opts[i].env) : NULL;
+		if (v && *v && (rc = apply(c, &opts[i], v, "env", err)))
+			goto out;
+	}
+	/* Layer 4: command line. */
+	for (size_t i = 0; i < NOPTS; i++)
+		if (cli[i] && (rc = apply(c, &opts[i], cli[i], "cli", err)))
+			goto out;
+	rc = finish(c, err);
+	if (rc == CW_OK)
+		rc = CW_CONFIG_RUN;
+out:
+	free(cli);
+	return rc;
+}
+
+void cw_config_free(struct cw_config *c)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (opts[i].type == T_STR) {
+			char **s = (char **)(void *)((char *)c + opts[i].off);
+			free(*s);
+			*s = NULL;
+		}
+	if (c->queue_list)
+		for (int i = 0; i < c->nqueues; i++)
+			free(c->queue_list[i]);
+	free(c->queue_list);
+	c->queue_list = NULL;
+}

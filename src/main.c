@@ -1,0 +1,45 @@
+/* cworker: command line -> configuration -> worker. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "config/config.h"
+#include "consumer/worker.h"
+#include "tasks/registry.h"
+#include "util/log.h"
+
+static int list_tasks(const struct cw_config *cfg)
+{
+	struct cw_registry *r = cw_registry_new();
+	if (!r || cw_tasks_register_builtin(r, cfg->diagnostic_tasks) != 0)
+		return 1;
+	for (size_t i = 0; i < cw_registry_count(r); i++) {
+		const struct cw_task_def *d = cw_registry_at(r, i);
+		printf("%-24s %s\n", d->name, d->doc ? d->doc : "");
+	}
+	cw_registry_free(r);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct cw_config cfg;
+	struct cw_error err = {0};
+	int rc = cw_config_load(&cfg, argc, argv, &err);
+
+	if (rc < 0) {
+		fprintf(stderr, "cworker: error: %s (see cworker --help)\n", err.msg);
+		cw_config_free(&cfg);
+		return CW_EX_USAGE;
+	}
+	if (rc == CW_CONFIG_EXIT_OK) {
+		cw_config_free(&cfg);
+		return 0;
+	}
+	cw_log_threshold = (enum cw_log_level)cfg.log_level;
+	if (cfg.list_tasks)
+		rc = list_tasks(&cfg);
+	else
+		rc = cw_worker_run(&cfg);
+	cw_config_free(&cfg);
+	return rc;
+}

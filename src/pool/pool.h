@@ -1,0 +1,47 @@
+/*
+ * Execution pools.  prefork: N forked children, one task at a time each,
+ * fed over a socketpair with length-prefixed frames, replaced when they
+ * die.  solo: tasks run in the master itself (debugging only: the event
+ * loop stops while a task runs).
+ */
+#ifndef CW_POOL_H
+#define CW_POOL_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "tasks/registry.h"
+
+struct cw_loop;
+struct cw_pool;
+
+struct cw_pool_handler {
+	/* slot finished its task */
+	void (*on_done)(void *arg, int slot, const struct cw_outcome *o);
+	/* the process in slot died while running a task (wstatus from waitpid) */
+	void (*on_lost)(void *arg, int slot, pid_t pid, int wstatus);
+	/* a slot became free for work (new child, or finished task) */
+	void (*on_idle)(void *arg);
+	void *arg;
+};
+
+struct cw_pool *cw_pool_new(struct cw_loop *loop, bool solo, int n, const struct cw_exec_env *env,
+			    const struct cw_pool_handler *h);
+/* Fork the children (prefork); CW_OK or CW_EIO. */
+int cw_pool_start(struct cw_pool *p);
+/* An idle slot, or -1. */
+int cw_pool_idle_slot(const struct cw_pool *p);
+int cw_pool_busy(const struct cw_pool *p);
+int cw_pool_size(const struct cw_pool *p);
+pid_t cw_pool_pid(const struct cw_pool *p, int slot);
+/* Give slot one message (envelope text) to run; CW_OK or CW_EIO. */
+int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *raw, size_t len);
+/* Reap exited children (call on SIGCHLD). */
+void cw_pool_reap(struct cw_pool *p);
+/* Ask idle children to exit and wait for them (up to `wait` seconds, then SIGKILL). */
+void cw_pool_stop(struct cw_pool *p, double wait);
+/* SIGKILL every child now (cold shutdown). */
+void cw_pool_kill(struct cw_pool *p);
+void cw_pool_free(struct cw_pool *p);
+
+#endif

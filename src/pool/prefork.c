@@ -1,0 +1,523 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "loop/loop.h"
+#include "pool/pool.h"
+#include "util/log.h"
+
+enum { FRAME_JOB = 1, FRAME_DONE = 2 };
+#define MAX_FRAME (256u << 20)
+
+struct frame_hdr {
+	uint32_t type;
+	uint32_t len;
+};
+
+struct buf {
+	char *p;
+	size_t len, cap, off;
+};
+
+struct child {
+	pid_t pid;
+	int fd;
+	int index;        /* ForkPoolWorker-<index> */
+	bool busy;
+	double started;   /* when forked */
+	struct buf in, out;
+};
+
+struct cw_pool {
+	struct cw_loop *loop;
+	bool solo;
+	bool stopping;
+	int n;
+	int next_index;
+	struct child *c;
+	const struct cw_exec_env *env;
+	struct cw_pool_handler h;
+	uint64_t respawn_timer;
+};
+
+static volatile sig_atomic_t child_cancel;
+
+static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg);
+
+static int buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n)
+			cap *= 2;
+		char *q = realloc(b->p, cap);
+		if (!q)
+			return CW_ENOMEM;
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return CW_OK;
+}
+
+static void buf_free(struct buf *b)
+{
+	free(b->p);
+	*b = (struct buf){0};
+}
+
+/* ---- child side --------------------------------------------------------- */
+
+static void on_sigusr1(int sig)
+{
+	(void)sig;
+	child_cancel = 1;
+}
+
+static int read_full(int fd, void *p, size_t n)
+{
+	char *q = p;
+	while (n) {
+		ssize_t r = read(fd, q, n);
+		if (r == 0)
+			return 0;
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		q += r;
+		n -= (size_t)r;
+	}
+	return 1;
+}
+
+static int write_full(int fd, const void *p, size_t n)
+{
+	const char *q = p;
+	while (n) {
+		ssize_t w = write(fd, q, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		q += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void close_other_fds(int keep)
+{
+	/* keep stdio and our socket; drop the master's epoll, signalfd, broker sockets */
+	if (keep != 3) {
+		dup2(keep, 3);
+		close(keep);
+	}
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, 4u, ~0u, 0u) == 0)
+		return;
+#endif
+	for (int fd = 4; fd < 65536; fd++)
+		close(fd);
+}
+
+static __attribute__((noreturn)) void child_main(struct cw_pool *p, int fd, int index)
+{
+	sigset_t all;
+	char role[32];
+	struct sigaction sa = {0};
+
+	snprintf(role, sizeof(role), "ForkPoolWorker-%d", index);
+	cw_log_set_role(role);
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	signal(SIGINT, SIG_IGN);   /* Ctrl-C reaches the whole group: the master decides */
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGQUIT, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	signal(SIGPIPE, SIG_IGN);
+	sa.sa_handler = on_sigusr1;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	close_other_fds(fd);
+	fd = 3;
+	cw_backend_reset(p->env->backend);
+
+	struct cw_exec_env env = *p->env;
+	env.cancel = &child_cancel;
+	for (;;) {
+		struct frame_hdr h;
+		int r = read_full(fd, &h, sizeof(h));
+		if (r <= 0)
+			break; /* master closed the socket: exit quietly */
+		if (h.type != FRAME_JOB || h.len > MAX_FRAME || h.len < 4)
+			break;
+		char *msg = malloc(h.len + 1);
+		if (!msg || read_full(fd, msg, h.len) <= 0) {
+			free(msg);
+			break;
+		}
+		msg[h.len] = '\0';
+		uint32_t qlen;
+		memcpy(&qlen, msg, 4);
+		if (qlen > h.len - 4) {
+			free(msg);
+			break;
+		}
+		char *queue = strndup(msg + 4, qlen);
+		const char *raw = msg + 4 + qlen;
+		size_t rawlen = h.len - 4 - qlen;
+		struct cw_outcome o;
+		child_cancel = 0;
+		cw_exec_message(&env, raw, rawlen, queue ? queue : "", &o);
+		free(queue);
+		free(msg);
+		struct frame_hdr d = {FRAME_DONE, (uint32_t)sizeof(o)};
+		if (write_full(fd, &d, sizeof(d)) < 0 || write_full(fd, &o, sizeof(o)) < 0)
+			break;
+	}
+	cw_backend_close(p->env->backend);
+	_exit(0);
+}
+
+/* ---- master side -------------------------------------------------------- */
+
+static int spawn(struct cw_pool *p, int slot)
+{
+	int sv[2];
+	struct child *c = &p->c[slot];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		cw_log(CW_LOG_ERROR, "pool", "socketpair: %s", strerror(errno));
+		return CW_EIO;
+	}
+	int index = ++p->next_index;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		cw_log(CW_LOG_ERROR, "pool", "fork: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return CW_EIO;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		child_main(p, sv[1], index);
+	}
+	close(sv[1]);
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	*c = (struct child){.pid = pid, .fd = sv[0], .index = index, .started = cw_now()};
+	cw_loop_watch(p->loop, c->fd, CW_READ, on_child_io, p);
+	cw_log(CW_LOG_DEBUG, "pool", "started ForkPoolWorker-%d pid %d", index, (int)pid);
+	return CW_OK;
+}
+
+static int slot_of_fd(const struct cw_pool *p, int fd)
+{
+	for (int i = 0; i < p->n; i++)
+		if (p->c[i].fd == fd)
+			return i;
+	return -1;
+}
+
+static void child_close(struct cw_pool *p, struct child *c)
+{
+	if (c->fd >= 0) {
+		cw_loop_watch(p->loop, c->fd, 0, NULL, NULL);
+		close(c->fd);
+		c->fd = -1;
+	}
+}
+
+static void flush_out(struct cw_pool *p, struct child *c)
+{
+	while (c->out.off < c->out.len) {
+		ssize_t w = write(c->fd, c->out.p + c->out.off, c->out.len - c->out.off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			child_close(p, c); /* the child is gone; the reaper reports it */
+			return;
+		}
+		c->out.off += (size_t)w;
+	}
+	if (c->out.off == c->out.len) {
+		c->out.len = c->out.off = 0;
+		cw_loop_watch(p->loop, c->fd, CW_READ, on_child_io, p);
+	} else {
+		cw_loop_watch(p->loop, c->fd, CW_READ | CW_WRITE, on_child_io, p);
+	}
+}
+
+static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
+{
+	struct cw_pool *p = arg;
+	int slot = slot_of_fd(p, fd);
+	(void)loop;
+	if (slot < 0)
+		return;
+	struct child *c = &p->c[slot];
+	if (ev & CW_WRITE)
+		flush_out(p, c);
+	if (!(ev & CW_READ) || c->fd < 0)
+		return;
+	char tmp[4096];
+	ssize_t r = read(fd, tmp, sizeof(tmp));
+	if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+		child_close(p, c);
+		return;
+	}
+	if (r < 0 || buf_append(&c->in, tmp, (size_t)r) != CW_OK)
+		return;
+	while (c->in.len >= sizeof(struct frame_hdr)) {
+		struct frame_hdr h;
+		memcpy(&h, c->in.p, sizeof(h));
+		if (h.type != FRAME_DONE || h.len != sizeof(struct cw_outcome)) {
+			cw_log(CW_LOG_ERROR, "pool", "ForkPoolWorker-%d sent a bad frame; replacing it",
+			       c->index);
+			kill(c->pid, SIGKILL);
+			child_close(p, c);
+			return;
+		}
+		if (c->in.len < sizeof(h) + h.len)
+			break;
+		struct cw_outcome o;
+		memcpy(&o, c->in.p + sizeof(h), sizeof(o));
+		memmove(c->in.p, c->in.p + sizeof(h) + h.len, c->in.len - sizeof(h) - h.len);
+		c->in.len -= sizeof(h) + h.len;
+		c->busy = false;
+		p->h.on_done(p->h.arg, slot, &o);
+		if (p->h.on_idle)
+			p->h.on_idle(p->h.arg);
+	}
+}
+
+struct cw_pool *cw_pool_new(struct cw_loop *loop, bool solo, int n, const struct cw_exec_env *env,
+			    const struct cw_pool_handler *h)
+{
+	struct cw_pool *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->loop = loop;
+	p->solo = solo;
+	p->n = solo ? 1 : n;
+	p->env = env;
+	p->h = *h;
+	p->c = calloc((size_t)p->n, sizeof(struct child));
+	if (!p->c) {
+		free(p);
+		return NULL;
+	}
+	for (int i = 0; i < p->n; i++)
+		p->c[i].fd = -1;
+	return p;
+}
+
+int cw_pool_start(struct cw_pool *p)
+{
+	if (p->solo) {
+		p->c[0].pid = getpid();
+		return CW_OK;
+	}
+	for (int i = 0; i < p->n; i++)
+		if (spawn(p, i) != CW_OK)
+			return CW_EIO;
+	return CW_OK;
+}
+
+int cw_pool_idle_slot(const struct cw_pool *p)
+{
+	for (int i = 0; i < p->n; i++)
+		if (!p->c[i].busy && p->c[i].pid > 0 && (p->solo || p->c[i].fd >= 0))
+			return i;
+	return -1;
+}
+
+int cw_pool_busy(const struct cw_pool *p)
+{
+	int n = 0;
+	for (int i = 0; i < p->n; i++)
+		n += p->c[i].busy;
+	return n;
+}
+
+int cw_pool_size(const struct cw_pool *p)
+{
+	return p->n;
+}
+
+pid_t cw_pool_pid(const struct cw_pool *p, int slot)
+{
+	return slot >= 0 && slot < p->n ? p->c[slot].pid : -1;
+}
+
+int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *raw, size_t len)
+{
+	struct child *c = &p->c[slot];
+
+	if (p->solo) {
+		struct cw_exec_env env = *p->env;
+		struct cw_outcome o;
+		static volatile sig_atomic_t never;
+		env.cancel = &never;
+		c->busy = true;
+		cw_exec_message(&env, raw, len, queue, &o);
+		c->busy = false;
+		p->h.on_done(p->h.arg, slot, &o);
+		return CW_OK;
+	}
+	uint32_t qlen = (uint32_t)strlen(queue);
+	if (len + qlen + 4 > MAX_FRAME)
+		return CW_ELIMIT;
+	struct frame_hdr h = {FRAME_JOB, (uint32_t)(4 + qlen + len)};
+	if (buf_append(&c->out, &h, sizeof(h)) || buf_append(&c->out, &qlen, 4) ||
+	    buf_append(&c->out, queue, qlen) || buf_append(&c->out, raw, len))
+		return CW_ENOMEM;
+	c->busy = true;
+	flush_out(p, c);
+	return CW_OK;
+}
+
+static void respawn_cb(struct cw_loop *loop, void *arg)
+{
+	struct cw_pool *p = arg;
+	(void)loop;
+	p->respawn_timer = 0;
+	bool spawned = false;
+	for (int i = 0; i < p->n && !p->stopping; i++)
+		if (p->c[i].pid == 0) {
+			if (spawn(p, i) == CW_OK)
+				spawned = true;
+			else if (!p->respawn_timer)
+				p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
+		}
+	if (spawned && p->h.on_idle)
+		p->h.on_idle(p->h.arg);
+}
+
+static void describe(int st, char *out, size_t n)
+{
+	if (WIFSIGNALED(st))
+		snprintf(out, n, "signal %d (%s)", WTERMSIG(st), sigabbrev_np(WTERMSIG(st)) ?
+			 sigabbrev_np(WTERMSIG(st)) : "?");
+	else
+		snprintf(out, n, "exitcode %d", WEXITSTATUS(st));
+}
+
+void cw_pool_reap(struct cw_pool *p)
+{
+	int st;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		int slot = -1;
+		for (int i = 0; i < p->n; i++)
+			if (p->c[i].pid == pid)
+				slot = i;
+		if (slot < 0 || p->solo)
+			continue;
+		struct child *c = &p->c[slot];
+		char how[64];
+		describe(st, how, sizeof(how));
+		bool was_busy = c->busy;
+		double lived = cw_now() - c->started;
+		child_close(p, c);
+		buf_free(&c->in);
+		buf_free(&c->out);
+		c->busy = false;
+		c->pid = 0;
+		if (p->stopping)
+			continue;
+		cw_log(was_busy ? CW_LOG_ERROR : CW_LOG_WARNING, "pool",
+		       "Process 'ForkPoolWorker-%d' pid:%d exited with '%s'", c->index, (int)pid, how);
+		if (was_busy)
+			p->h.on_lost(p->h.arg, slot, pid, st);
+		/* a child that dies right after start would make us fork in a loop */
+		if (lived < 1.0 && !was_busy) {
+			if (!p->respawn_timer)
+				p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
+		} else if (spawn(p, slot) == CW_OK) {
+			if (p->h.on_idle)
+				p->h.on_idle(p->h.arg);
+		} else if (!p->respawn_timer) {
+			p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
+		}
+	}
+}
+
+void cw_pool_stop(struct cw_pool *p, double wait)
+{
+	p->stopping = true;
+	if (p->respawn_timer)
+		cw_loop_timer_cancel(p->loop, p->respawn_timer);
+	p->respawn_timer = 0;
+	if (p->solo)
+		return;
+	for (int i = 0; i < p->n; i++)
+		child_close(p, &p->c[i]);
+	double end = cw_now() + wait;
+	for (;;) {
+		int alive = 0;
+		for (int i = 0; i < p->n; i++) {
+			if (p->c[i].pid <= 0)
+				continue;
+			if (waitpid(p->c[i].pid, NULL, WNOHANG) == p->c[i].pid)
+				p->c[i].pid = 0;
+			else
+				alive++;
+		}
+		if (!alive)
+			break;
+		if (cw_now() > end) {
+			cw_pool_kill(p);
+			break;
+		}
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+void cw_pool_kill(struct cw_pool *p)
+{
+	p->stopping = true;
+	if (p->solo)
+		return;
+	for (int i = 0; i < p->n; i++) {
+		if (p->c[i].pid <= 0)
+			continue;
+		kill(p->c[i].pid, SIGKILL);
+		waitpid(p->c[i].pid, NULL, 0);
+		p->c[i].pid = 0;
+		child_close(p, &p->c[i]);
+	}
+}
+
+void cw_pool_free(struct cw_pool *p)
+{
+	if (!p)
+		return;
+	for (int i = 0; i < p->n; i++) {
+		child_close(p, &p->c[i]);
+		buf_free(&p->c[i].in);
+		buf_free(&p->c[i].out);
+	}
+	free(p->c);
+	free(p);
+}

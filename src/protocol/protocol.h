@@ -1,0 +1,166 @@
+/*
+ * Celery/kombu wire formats: pure functions, no I/O, clock, globals or
+ * logging.  Everything here is fed bytes from the network and is fuzzed.
+ *
+ *  - cw_json_*: JSON with integers outside int64 preserved exactly.
+ *  - kombu Redis envelope: {"body": b64, "content-type", "headers", "properties"}.
+ *  - Celery task message protocol v2 (headers + [args, kwargs, embed]) and v1
+ *    (everything in a body dict), decoded into one struct cw_request.
+ *  - Result meta ({"status", "result", "traceback", "children", "date_done",
+ *    "task_id", ...}) as Celery's Redis backend stores it.
+ */
+#ifndef CW_PROTOCOL_H
+#define CW_PROTOCOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "util/err.h"
+
+/* Hard caps on hostile input; callers may lower them. */
+struct cw_proto_limits {
+	size_t max_message;  /* bytes of one envelope (default 64 MiB) */
+	size_t max_depth;    /* JSON nesting (default 512) */
+};
+#define CW_PROTO_LIMITS_DEFAULT {64u << 20, 512}
+
+/* ---- JSON with big integers --------------------------------------- */
+
+/*
+ * Parse JSON text.  Integers that do not fit int64 become "bigint" values
+ * (see cw_json_is_bigint) which cw_json_dumps writes back digit for digit.
+ * Accepts NUL in strings.  Returns a new reference or NULL with *err set
+ * (CW_EDECODE, CW_ELIMIT, CW_ENOMEM).
+ */
+json_t *cw_json_loads(const char *buf, size_t len, const struct cw_proto_limits *lim,
+		      struct cw_error *err);
+/* Compact JSON text, malloc'd and NUL-terminated; *len excludes the NUL. NULL on ENOMEM. */
+char *cw_json_dumps(const json_t *v, size_t *len);
+bool cw_json_is_bigint(const json_t *v);
+/* New bigint value from decimal digits (optional leading '-'); NULL if not digits. */
+json_t *cw_json_bigint(const char *digits);
+
+/* ---- base64 ---------------------------------------------------------- */
+
+/* Standard alphabet with padding; ignores nothing.  out must hold len/4*3 bytes. */
+int cw_base64_decode(const char *in, size_t len, unsigned char *out, size_t *out_len);
+/* malloc'd, NUL-terminated. */
+char *cw_base64_encode(const unsigned char *in, size_t len, size_t *out_len);
+
+/* ---- kombu Redis envelope ------------------------------------------- */
+
+struct cw_envelope {
+	json_t *root;                 /* owns the strings below */
+	const char *content_type;     /* "application/json", never NULL after decode */
+	const char *content_encoding; /* "utf-8" or "binary"; never NULL */
+	json_t *headers;              /* object; empty object when absent/null */
+	json_t *properties;           /* object; empty object when absent */
+	const char *delivery_tag;     /* properties.delivery_tag; NULL if absent */
+	const char *exchange;         /* delivery_info.exchange; "" if absent */
+	const char *routing_key;      /* delivery_info.routing_key; "" if absent */
+	const char *correlation_id;   /* may be NULL */
+	const char *reply_to;         /* may be NULL */
+	int priority;                 /* properties.priority, 0 if absent */
+	bool redelivered;             /* delivery_info.redelivered or headers.redelivered */
+	unsigned char *body;          /* malloc'd payload bytes (base64-decoded if
+					 body_encoding == "base64"), NUL-terminated */
+	size_t body_len;
+};
+
+/*
+ * Decode a Redis-list item.  CW_EFORMAT when it is not a JSON object with a
+ * string "body" (garbage on the queue), CW_EDECODE for bad base64.
+ * On failure *env is cleared (safe to cw_envelope_clear again).
+ */
+int cw_proto_decode_envelope(const char *buf, size_t len, const struct cw_proto_limits *lim,
+			     struct cw_envelope *env, struct cw_error *err) CW_MUST_CHECK;
+void cw_envelope_clear(struct cw_envelope *env);
+
+/* ---- task messages --------------------------------------------------- */
+
+struct cw_request {
+	int proto;              /* 1 or 2 */
+	char *id;               /* task id (required) */
+	char *task;             /* task name (required) */
+	char *root_id, *parent_id, *group, *shadow, *origin;
+	char *eta, *expires;    /* ISO-8601 strings as sent, or NULL */
+	char *argsrepr, *kwargsrepr;
+	char *reply_to, *correlation_id;
+	int64_t retries;
+	int64_t group_index;    /* -1 when absent */
+	double time_limit;      /* hard, seconds; 0 = none (timelimit[0]) */
+	double soft_time_limit; /* soft, seconds; 0 = none (timelimit[1]) */
+	bool ignore_result;
+	bool utc;               /* v1 "utc" flag; true for v2 */
+	json_t *args;           /* array (owned) */
+	json_t *kwargs;         /* object (owned) */
+	json_t *embed;          /* object {callbacks, errbacks, chain, chord} (owned) */
+};
+
+/*
+ * Cheap first step, matching Celery's consumer: the task name and id from
+ * headers (v2) or from the decoded body (v1), so an unknown task can be
+ * reported before its arguments are decoded.  *name and *id are set to
+ * malloc'd copies: the caller frees both.
+ * CW_EFORMAT if neither v2 headers nor a v1 body dict with "task" exist;
+ * CW_ECONTENT/CW_EDECODE when a v1 body cannot be decoded.
+ */
+int cw_proto_peek_task(const struct cw_envelope *env, const struct cw_proto_limits *lim,
+		       char **name, char **id, struct cw_error *err) CW_MUST_CHECK;
+
+/*
+ * Full decode into *req.  Only application/json bodies are accepted
+ * (CW_ECONTENT otherwise, like Celery with accept_content=['json']);
+ * CW_EDECODE for broken JSON, CW_EINVALTASK for wrong shapes (args not a
+ * list, kwargs not a mapping, missing id).  On failure *req is cleared.
+ */
+int cw_proto_decode_request(const struct cw_envelope *env, const struct cw_proto_limits *lim,
+			    struct cw_request *req, struct cw_error *err) CW_MUST_CHECK;
+void cw_request_clear(struct cw_request *req);
+
+/*
+ * Parse an ISO-8601 timestamp as Celery sends it ("2026-11-24T11:40:04.123456+00:00",
+ * with or without offset/fraction).  Naive times are UTC when utc is true.
+ * Returns seconds since the epoch (UTC) in *out.
+ */
+int cw_proto_parse_iso8601(const char *s, bool utc, double *out) CW_MUST_CHECK;
+/* Format like Python's datetime.utcnow().isoformat(): "YYYY-MM-DDTHH:MM:SS.ffffff" (naive UTC). */
+void cw_proto_format_iso8601(double epoch, char out[32]);
+
+/* ---- results ---------------------------------------------------------- */
+
+enum cw_state {
+	CW_STATE_PENDING, CW_STATE_RECEIVED, CW_STATE_STARTED, CW_STATE_SUCCESS,
+	CW_STATE_FAILURE, CW_STATE_RETRY, CW_STATE_REVOKED, CW_STATE_REJECTED,
+};
+const char *cw_state_name(enum cw_state s);
+
+struct cw_result_meta {
+	enum cw_state state;
+	const char *task_id;
+	json_t *result;          /* success value (borrowed; NULL = null) */
+	const char *exc_type;    /* failure/revoked: exception class name */
+	const char *exc_module;  /* "builtins", "celery.exceptions", ... */
+	const char *exc_message; /* becomes exc_message: [message] */
+	const char *traceback;   /* NULL = null */
+	double date_done;        /* epoch seconds; used for ready states */
+	const char *group_id, *parent_id;  /* added when non-NULL */
+	/* result_extended: added when extended is true */
+	bool extended;
+	const char *name, *worker, *queue;
+	json_t *args, *kwargs;   /* borrowed */
+	int64_t retries;
+};
+
+/*
+ * JSON text of the meta dict, exactly as Celery's Redis backend stores it:
+ * status, result (value, or {"exc_type","exc_message":[msg],"exc_module"}),
+ * traceback, children ([]), date_done (isoformat, null when not ready),
+ * [group_id], [parent_id], [name,args,kwargs,worker,retries,queue], task_id.
+ * malloc'd; NULL on ENOMEM.
+ */
+char *cw_proto_encode_result_meta(const struct cw_result_meta *m, size_t *len);
+
+#endif

@@ -1,0 +1,53 @@
+/* Task registry: Celery task name -> C function.  Built before children fork. */
+#ifndef CW_REGISTRY_H
+#define CW_REGISTRY_H
+
+#include <stdbool.h>
+#include <signal.h>
+
+#include "cworker/task.h"
+#include "protocol/protocol.h"
+
+struct cw_registry;
+
+struct cw_registry *cw_registry_new(void);
+void cw_registry_free(struct cw_registry *r);
+/* Adds def (borrowed, must outlive the registry); CW_EINVAL on duplicate or bad ABI. */
+int cw_registry_add(struct cw_registry *r, const struct cw_task_def *def);
+const struct cw_task_def *cw_registry_find(const struct cw_registry *r, const char *name);
+size_t cw_registry_count(const struct cw_registry *r);
+const struct cw_task_def *cw_registry_at(const struct cw_registry *r, size_t i);
+/* The built-in cworker.* tasks; diagnostic ones only when asked. */
+int cw_tasks_register_builtin(struct cw_registry *r, bool diagnostic);
+
+/* What executing one message produced, for the master's log and events. */
+struct cw_outcome {
+	enum cw_state state;     /* SUCCESS or FAILURE */
+	double runtime;          /* seconds */
+	char exc_type[128];
+	char exc_message[512];   /* truncated for logs; the backend gets it whole */
+	char result_repr[512];   /* truncated JSON of the result, for logs */
+};
+
+struct cw_exec_env {
+	const struct cw_registry *reg;
+	struct cw_backend *backend;
+	const char *hostname;
+	bool result_extended;
+	struct cw_proto_limits limits;
+	volatile sig_atomic_t *cancel;   /* set when the task must stop (soft limit) */
+};
+
+/*
+ * Decode one envelope, run its task, store the result.  Never fails: every
+ * problem becomes a FAILURE outcome (and a stored FAILURE when the task id
+ * is known).
+ */
+void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
+		     const char *queue, struct cw_outcome *out);
+
+/* Store a terminal failure for a task the master handled itself. */
+void cw_exec_store_failure(struct cw_backend *backend, const char *task_id, const char *exc_type,
+			   const char *exc_module, const char *message, const char *traceback);
+
+#endif
