@@ -60,6 +60,11 @@ struct cw_broker_ops {
 	void (*reject)(struct cw_broker *b, struct cw_delivery *d, bool requeue);
 	/* Give back a reserved, never started message at the head of its queue. */
 	void (*restore)(struct cw_broker *b, struct cw_delivery *d);
+	/*
+	 * Tell the broker the message is still held, so visibility-timeout
+	 * recovery (ours or another worker's) leaves it alone while we live.
+	 */
+	void (*touch)(struct cw_broker *b, struct cw_delivery *d);
 	/* True while commands are still waiting to reach the server. */
 	bool (*busy)(struct cw_broker *b);
 	bool (*connected)(struct cw_broker *b);

@@ -44,6 +44,10 @@ static const int priority_steps[] = {0, 3, 6, 9};
 static const char lua_deliver[] =
 	"redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) "
 	"redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) return 1";
+/* Refresh a held message's timestamp, only if it is still recorded. */
+static const char lua_touch[] =
+	"if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then "
+	"redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[2]) end return 1";
 /* Ack / reject without requeue: KEYS unacked_index, unacked; ARGV tag. */
 static const char lua_ack[] =
 	"redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) return 1";
@@ -688,6 +692,15 @@ static void rb_ack(struct cw_broker *base, struct cw_delivery *d)
 	cmd(b, NULL, NULL, 6, argv, NULL);
 }
 
+static void rb_touch(struct cw_broker *base, struct cw_delivery *d)
+{
+	struct redis_broker *b = (struct redis_broker *)base;
+	char score[32];
+	snprintf(score, sizeof(score), "%.6f", cw_wall());
+	const char *argv[] = {"EVAL", lua_touch, "2", "unacked_index", "unacked", score, d->tag};
+	cmd(b, NULL, NULL, 7, argv, NULL);
+}
+
 static void requeue(struct redis_broker *b, struct cw_delivery *d, const char *side)
 {
 	char *payload = mark_redelivered(d->env.root);
@@ -760,6 +773,7 @@ const struct cw_broker_ops cw_redis_broker_ops = {
 	.ack = rb_ack,
 	.reject = rb_reject,
 	.restore = rb_restore,
+	.touch = rb_touch,
 	.busy = rb_busy,
 	.connected = rb_connected,
 	.close = rb_close,

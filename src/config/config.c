@@ -212,9 +212,9 @@ static int load_file(struct cw_config *c, const char *path, struct cw_error *err
 		}
 		int rc = apply(c, o, val, "file", err);
 		if (rc) {
-			char msg[256];
-			snprintf(msg, sizeof(msg), "%s:%d: %s", path, lineno, err->msg);
-			snprintf(err->msg, sizeof(err->msg), "%s", msg);
+			char msg[sizeof(err->msg)];
+			snprintf(msg, sizeof(msg), "%s", err->msg);
+			cw_error_set(err, rc, "%.80s:%d: %.160s", path, lineno, msg);
 			fclose(f);
 			return rc;
 		}

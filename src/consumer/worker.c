@@ -47,6 +47,12 @@ struct worker {
 	int exit_code;
 };
 
+static double touch_interval(const struct cw_config *cfg)
+{
+	double t = cfg->visibility_timeout / 4;
+	return t < 0.05 ? 0.05 : t > 60 ? 60 : t;
+}
+
 static void release(struct worker *w, struct held *h)
 {
 	cw_delivery_free(h->d);
@@ -223,6 +229,24 @@ static void on_idle(void *arg)
 	dispatch(w);
 }
 
+/*
+ * Keep the broker's record of every held message fresh (a quarter of the
+ * visibility timeout apart), so no scan hands it to another worker while
+ * this one is alive and holding it.
+ */
+static void touch_tick(struct cw_loop *loop, void *arg)
+{
+	struct worker *w = arg;
+	if (w->bops->connected(w->broker)) {
+		for (size_t i = 0; i < w->nready; i++)
+			w->bops->touch(w->broker, w->ready[i].d);
+		for (int i = 0; i < cw_pool_size(w->pool); i++)
+			if (w->running[i].d)
+				w->bops->touch(w->broker, w->running[i].d);
+	}
+	cw_loop_timer(loop, touch_interval(w->cfg), touch_tick, w);
+}
+
 static void begin_shutdown(struct worker *w, bool cold)
 {
 	if (cold) {
@@ -361,6 +385,7 @@ int cw_worker_run(const struct cw_config *cfg)
 	}
 	w.broker->ops = w.bops;
 	cw_loop_timer(w.loop, 0.05, shutdown_tick, &w);
+	cw_loop_timer(w.loop, touch_interval(cfg), touch_tick, &w);
 	if (cw_loop_run(w.loop) < 0)
 		goto out;
 	rc = w.exit_code;

@@ -1,0 +1,276 @@
+/*
+ * Celery task messages, protocol v2 (metadata in headers, body
+ * [args, kwargs, embed]) and v1 (everything in a body dict), decoded into
+ * one struct cw_request.  Mirrors celery/worker/consumer/consumer.py
+ * (on_task_received), strategy.py (proto1_to_proto2) and request.py.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "protocol/protocol.h"
+
+static bool is_json_type(const char *ct)
+{
+	return !strcmp(ct, "application/json");
+}
+
+static int decode_body(const struct cw_envelope *env, const struct cw_proto_limits *lim,
+		       json_t **out, struct cw_error *err)
+{
+	if (!is_json_type(env->content_type)) {
+		cw_error_set(err, CW_ECONTENT, "Refusing to deserialize untrusted content of type %s",
+			     env->content_type[0] ? env->content_type : "(none)");
+		return CW_ECONTENT;
+	}
+	struct cw_error jerr = {0};
+	*out = cw_json_loads((const char *)env->body, env->body_len, lim, &jerr);
+	if (!*out) {
+		cw_error_set(err, CW_EDECODE, "body: %s", jerr.msg);
+		return CW_EDECODE;
+	}
+	return CW_OK;
+}
+
+int cw_proto_peek_task(const struct cw_envelope *env, const struct cw_proto_limits *lim,
+		       char **name, char **id, struct cw_error *err)
+{
+	json_t *task = json_object_get(env->headers, "task");
+	json_t *body = NULL;
+	const char *n, *i;
+
+	*name = *id = NULL;
+	if (task) { /* protocol v2 */
+		n = json_string_value(task);
+		i = json_string_value(json_object_get(env->headers, "id"));
+		if (!n) {
+			cw_error_set(err, CW_EFORMAT, "task header is not a string");
+			return CW_EFORMAT;
+		}
+	} else { /* protocol v1: the body must be decoded to find the name */
+		int rc = decode_body(env, lim, &body, err);
+		if (rc)
+			return rc;
+		n = json_string_value(json_object_get(body, "task"));
+		i = json_string_value(json_object_get(body, "id"));
+		if (!json_is_object(body) || !n) {
+			json_decref(body);
+			cw_error_set(err, CW_EFORMAT, "neither a v2 task header nor a v1 task body");
+			return CW_EFORMAT;
+		}
+	}
+	*name = strdup(n);
+	*id = strdup(i ? i : "");
+	json_decref(body);
+	if (!*name || !*id) {
+		free(*name);
+		free(*id);
+		*name = *id = NULL;
+		cw_error_set(err, CW_ENOMEM, "out of memory");
+		return CW_ENOMEM;
+	}
+	return CW_OK;
+}
+
+void cw_request_clear(struct cw_request *r)
+{
+	char **strs[] = {&r->id, &r->task, &r->root_id, &r->parent_id, &r->group, &r->shadow,
+			 &r->origin, &r->eta, &r->expires, &r->argsrepr, &r->kwargsrepr,
+			 &r->reply_to, &r->correlation_id};
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		free(*strs[i]);
+	json_decref(r->args);
+	json_decref(r->kwargs);
+	json_decref(r->embed);
+	memset(r, 0, sizeof(*r));
+	r->group_index = -1;
+}
+
+/* Copy an optional string field; non-strings other than null are errors. */
+static int opt_str(json_t *obj, const char *key, char **out, struct cw_error *err)
+{
+	json_t *v = json_object_get(obj, key);
+	if (!v || json_is_null(v))
+		return CW_OK;
+	if (!json_is_string(v) || cw_json_is_bigint(v)) {
+		cw_error_set(err, CW_EINVALTASK, "field %s is not a string", key);
+		return CW_EINVALTASK;
+	}
+	*out = strdup(json_string_value(v));
+	return *out ? CW_OK : CW_ENOMEM;
+}
+
+static int opt_int(json_t *obj, const char *key, int64_t dflt, int64_t *out, struct cw_error *err)
+{
+	json_t *v = json_object_get(obj, key);
+	*out = dflt;
+	if (!v || json_is_null(v))
+		return CW_OK;
+	if (!json_is_integer(v)) {
+		cw_error_set(err, CW_EINVALTASK, "field %s is not an integer", key);
+		return CW_EINVALTASK;
+	}
+	*out = json_integer_value(v);
+	return CW_OK;
+}
+
+/* timelimit = [hard, soft], either may be null; numbers may be int or float. */
+static int timelimit(json_t *tl, struct cw_request *r, struct cw_error *err)
+{
+	if (!tl || json_is_null(tl))
+		return CW_OK;
+	if (!json_is_array(tl) || json_array_size(tl) != 2)
+		goto bad;
+	for (size_t i = 0; i < 2; i++) {
+		json_t *v = json_array_get(tl, i);
+		double d = 0;
+		if (json_is_number(v))
+			d = json_number_value(v);
+		else if (!json_is_null(v))
+			goto bad;
+		if (!isfinite(d) || d < 0)
+			goto bad;
+		if (i == 0)
+			r->time_limit = d;
+		else
+			r->soft_time_limit = d;
+	}
+	return CW_OK;
+bad:
+	cw_error_set(err, CW_EINVALTASK, "timelimit is not [hard, soft]");
+	return CW_EINVALTASK;
+}
+
+static int check_time(const char *s, const char *what, bool utc, struct cw_error *err)
+{
+	double t;
+	if (s && cw_proto_parse_iso8601(s, utc, &t) != CW_OK) {
+		cw_error_set(err, CW_EINVALTASK, "invalid %s value '%.64s'", what, s);
+		return CW_EINVALTASK;
+	}
+	return CW_OK;
+}
+
+static int take_args(struct cw_request *r, json_t *args, json_t *kwargs, struct cw_error *err)
+{
+	if (!args || json_is_null(args))
+		args = NULL;
+	if (!kwargs || json_is_null(kwargs))
+		kwargs = NULL;
+	if (args && !json_is_array(args)) {
+		cw_error_set(err, CW_EINVALTASK, "task positional arguments must be a list");
+		return CW_EINVALTASK;
+	}
+	if (kwargs && !json_is_object(kwargs)) {
+		cw_error_set(err, CW_EINVALTASK, "Task keyword arguments must be a mapping");
+		return CW_EINVALTASK;
+	}
+	r->args = args ? json_incref(args) : json_array();
+	r->kwargs = kwargs ? json_incref(kwargs) : json_object();
+	return r->args && r->kwargs ? CW_OK : CW_ENOMEM;
+}
+
+static int decode_v2(const struct cw_envelope *env, json_t *body, struct cw_request *r,
+		     struct cw_error *err)
+{
+	json_t *h = env->headers;
+	int rc;
+
+	r->proto = 2;
+	r->utc = true;
+	if ((rc = opt_str(h, "id", &r->id, err)) || (rc = opt_str(h, "task", &r->task, err)) ||
+	    (rc = opt_str(h, "root_id", &r->root_id, err)) ||
+	    (rc = opt_str(h, "parent_id", &r->parent_id, err)) ||
+	    (rc = opt_str(h, "group", &r->group, err)) || (rc = opt_str(h, "shadow", &r->shadow, err)) ||
+	    (rc = opt_str(h, "origin", &r->origin, err)) || (rc = opt_str(h, "eta", &r->eta, err)) ||
+	    (rc = opt_str(h, "expires", &r->expires, err)) ||
+	    (rc = opt_str(h, "argsrepr", &r->argsrepr, err)) ||
+	    (rc = opt_str(h, "kwargsrepr", &r->kwargsrepr, err)) ||
+	    (rc = opt_int(h, "retries", 0, &r->retries, err)) ||
+	    (rc = opt_int(h, "group_index", -1, &r->group_index, err)) ||
+	    (rc = timelimit(json_object_get(h, "timelimit"), r, err)))
+		return rc;
+	r->ignore_result = json_is_true(json_object_get(h, "ignore_result"));
+	if (!json_is_array(body) || json_array_size(body) != 3) {
+		cw_error_set(err, CW_EINVALTASK, "task body is not [args, kwargs, embed]");
+		return CW_EINVALTASK;
+	}
+	if ((rc = take_args(r, json_array_get(body, 0), json_array_get(body, 1), err)))
+		return rc;
+	json_t *embed = json_array_get(body, 2);
+	if (json_is_null(embed))
+		embed = NULL;
+	if (embed && !json_is_object(embed)) {
+		cw_error_set(err, CW_EINVALTASK, "task embed is not a mapping");
+		return CW_EINVALTASK;
+	}
+	r->embed = embed ? json_incref(embed) : json_object();
+	return CW_OK;
+}
+
+static int decode_v1(json_t *body, struct cw_request *r, struct cw_error *err)
+{
+	int rc;
+
+	r->proto = 1;
+	if (!json_is_object(body)) {
+		cw_error_set(err, CW_EINVALTASK, "v1 task body is not a mapping");
+		return CW_EINVALTASK;
+	}
+	json_t *utc = json_object_get(body, "utc");
+	r->utc = !utc || json_is_null(utc) || json_is_true(utc);
+	if ((rc = opt_str(body, "id", &r->id, err)) || (rc = opt_str(body, "task", &r->task, err)) ||
+	    (rc = opt_str(body, "taskset", &r->group, err)) ||
+	    (rc = opt_str(body, "eta", &r->eta, err)) ||
+	    (rc = opt_str(body, "expires", &r->expires, err)) ||
+	    (rc = opt_int(body, "retries", 0, &r->retries, err)) ||
+	    (rc = timelimit(json_object_get(body, "timelimit"), r, err)))
+		return rc;
+	if ((rc = take_args(r, json_object_get(body, "args"), json_object_get(body, "kwargs"), err)))
+		return rc;
+	r->embed = json_object();
+	if (!r->embed)
+		return CW_ENOMEM;
+	const char *keys[] = {"callbacks", "errbacks", "chord"};
+	for (size_t i = 0; i < 3; i++)
+		json_object_set(r->embed, keys[i],
+				json_object_get(body, keys[i]) ? json_object_get(body, keys[i]) : json_null());
+	json_object_set_new(r->embed, "chain", json_null());
+	return CW_OK;
+}
+
+int cw_proto_decode_request(const struct cw_envelope *env, const struct cw_proto_limits *lim,
+			    struct cw_request *r, struct cw_error *err)
+{
+	json_t *body = NULL;
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	r->group_index = -1;
+	rc = decode_body(env, lim, &body, err);
+	if (rc)
+		return rc;
+	if (json_object_get(env->headers, "task"))
+		rc = decode_v2(env, body, r, err);
+	else
+		rc = decode_v1(body, r, err);
+	json_decref(body);
+	if (rc == CW_OK && (!r->id || !*r->id)) {
+		cw_error_set(err, CW_EINVALTASK, "task message has no id");
+		rc = CW_EINVALTASK;
+	}
+	if (rc == CW_OK && !r->task) {
+		cw_error_set(err, CW_EINVALTASK, "task message has no task name");
+		rc = CW_EINVALTASK;
+	}
+	if (rc == CW_OK)
+		rc = check_time(r->eta, "ETA", r->utc, err);
+	if (rc == CW_OK)
+		rc = check_time(r->expires, "expires", r->utc, err);
+	if (rc == CW_OK && ((env->reply_to && !(r->reply_to = strdup(env->reply_to))) ||
+			    (env->correlation_id && !(r->correlation_id = strdup(env->correlation_id)))))
+		rc = CW_ENOMEM;
+	if (rc != CW_OK)
+		cw_request_clear(r);
+	return rc;
+}
