@@ -175,7 +175,13 @@ static void ev_add_read(void *p) { struct rconn *c = p; set_mask(c, c->mask | CW
 static void ev_del_read(void *p) { struct rconn *c = p; set_mask(c, c->mask & ~CW_READ); }
 static void ev_add_write(void *p) { struct rconn *c = p; set_mask(c, c->mask | CW_WRITE); }
 static void ev_del_write(void *p) { struct rconn *c = p; set_mask(c, c->mask & ~CW_WRITE); }
-static void ev_cleanup(void *p) { struct rconn *c = p; set_mask(c, 0); }
+static void ev_cleanup(void *p)
+{
+	struct rconn *c = p;
+	/* forget the fd outright: hiredis closes it next, and the number gets reused */
+	cw_loop_watch(c->b->loop, c->fd, 0, NULL, NULL);
+	c->mask = 0;
+}
 
 /* ---- connection management --------------------------------------------- */
 
@@ -212,8 +218,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 {
 	struct rconn *c = ac->data;
 	(void)status;
-	c->ac = NULL;
-	c->mask = 0;
+	c->ac = NULL; /* hiredis frees it; its cleanup hook unwatches the fd */
 	bool was = c->up;
 	c->up = false;
 	if (c == &c->b->blk)
@@ -234,7 +239,6 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		/* hiredis frees the context after this callback */
 		cw_log(CW_LOG_DEBUG, "broker", "connect %s failed: %s", c->name, ac->errstr);
 		c->ac = NULL;
-		c->mask = 0;
 		schedule_retry(c);
 	}
 }

@@ -132,7 +132,7 @@ static void on_delivery(void *arg, struct cw_delivery *d)
 	}
 	int rc = cw_proto_peek_task(&d->env, &w->limits, &h.name, &h.id, &err);
 	if (rc == CW_EFORMAT) {
-		cw_log(CW_LOG_WARNING, "consumer",
+		cw_log(CW_LOG_ERROR, "consumer",
 		       "Received and deleted unknown message. Wrong destination?!? (queue %s, "
 		       "content-type %s): %s", d->queue, d->env.content_type, err.msg);
 		drop(w, &h);

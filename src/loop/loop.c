@@ -97,8 +97,11 @@ int cw_loop_watch(struct cw_loop *l, int fd, unsigned mask, cw_io_cb cb, void *a
 	op = w->mask ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 	ev.events = ((mask & CW_READ) ? EPOLLIN : 0) | ((mask & CW_WRITE) ? EPOLLOUT : 0);
 	ev.data.fd = fd;
-	if (epoll_ctl(l->epfd, op, fd, &ev) < 0)
-		return -1;
+	if (epoll_ctl(l->epfd, op, fd, &ev) < 0) {
+		/* a watched fd that was closed and reused is no longer in the epoll set */
+		if (op != EPOLL_CTL_MOD || errno != ENOENT || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+			return -1;
+	}
 	w->mask = mask;
 	w->cb = cb;
 	w->arg = arg;

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Install everything cworker's build and test suites need on Debian 12.
+#
+# Idempotent: when every package is already installed it does nothing (no
+# apt-get update, no network). Otherwise it runs `apt-get update` once and
+# installs only the missing packages. Quiet on success, loud on failure.
+#
+# Usage: bash scripts/install-deps.sh        (as root, or with sudo available)
+set -euo pipefail
+
+PACKAGES=(
+	# build
+	build-essential meson ninja-build pkg-config
+	libhiredis-dev libjansson-dev
+	# integration tests: real redis, stock Python Celery (Debian's, used via /usr/bin/python3)
+	redis-server redis-tools
+	python3 python3-celery python3-kombu python3-redis python3-pytest python3-yaml
+	procps
+	# fuzzing (libFuzzer ships in libclang-rt) and leak checks
+	clang libclang-rt-14-dev valgrind
+)
+
+die() { echo "install-deps: error: $*" >&2; exit 1; }
+
+[[ -r /etc/debian_version ]] || die "this script targets Debian 12 (no /etc/debian_version)"
+command -v dpkg-query >/dev/null || die "dpkg-query not found"
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+	[[ $status == ii* ]] || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+	echo "install-deps: all ${#PACKAGES[@]} packages present"
+	exit 0
+fi
+
+SUDO=()
+if ((EUID != 0)); then
+	command -v sudo >/dev/null || die "not root and no sudo; missing: ${missing[*]}"
+	SUDO=(sudo)
+fi
+
+echo "install-deps: installing ${missing[*]}"
+log=$(mktemp -t cworker-install-deps.XXXXXX)
+trap 'rm -f "$log"' EXIT
+export DEBIAN_FRONTEND=noninteractive
+# One update per run, only because something is missing.
+if ! "${SUDO[@]}" apt-get update -qq >"$log" 2>&1; then
+	cat "$log" >&2
+	die "apt-get update failed"
+fi
+if ! "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
+	cat "$log" >&2
+	die "apt-get install failed for: ${missing[*]}"
+fi
+
+# Verify: a package list that silently changed names must not pass.
+for p in "${missing[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+	[[ $status == ii* ]] || die "package $p still not installed"
+done
+/usr/bin/python3 -c 'import celery, kombu, redis, pytest' ||
+	die "/usr/bin/python3 cannot import celery/kombu/redis/pytest"
+echo "install-deps: done"

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Build cworker and run every test suite:
+#   1. build/       meson test: unit, fuzz (corpus replay), integration (pytest)
+#   2. build-asan/  ASan+UBSan build: unit + integration suites
+#   3. build-fuzz/  a short libFuzzer run of fuzz_message (clang only)
+# then print one summary block (meson's Ok/Fail counts and pytest's summary
+# line for each run). Exit status 0 only when every phase passed.
+#
+# Usage: bash scripts/test.sh
+# Env:   FUZZ_SECONDS (default 60), SKIP_ASAN=1, SKIP_FUZZ=1, SKIP_DEPS=1
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+LOGDIR=$(mktemp -d -t cworker-test.XXXXXX)
+trap 'rm -rf "$LOGDIR"' EXIT
+summary=()
+failed=0
+t_start=$SECONDS
+
+say() { printf '\n==> %s\n' "$*"; }
+record() {                       # record PHASE STATUS DETAIL...
+	local phase=$1 status=$2; shift 2
+	summary+=("$(printf '%-22s %-5s %s' "$phase" "$status" "$*")")
+	[[ $status == FAIL ]] && failed=1
+	return 0
+}
+
+# meson's summary lines ("Ok: 3", "Fail: 1", ...) from a meson test log
+meson_counts() {
+	grep -E '^(Ok|Expected Fail|Fail|Unexpected Pass|Skipped|Timeout): +[0-9]+' "$1" |
+		tr -s ' ' | paste -sd ' ' -
+}
+# pytest's final line ("=== 150 passed, 2 failed in 90.1s ===") from meson's testlog
+pytest_summary() {
+	grep -aE '^=+ .*\b(passed|failed|error|errors|skipped|deselected|no tests ran)\b.* in [0-9.]+s.*=+$' \
+		"$1" 2>/dev/null | tail -n 1
+}
+
+# meson test in dir $1 with extra args; records the phase as $2
+run_meson_test() {
+	local dir=$1 phase=$2; shift 2
+	local log="$LOGDIR/$phase.log" rc
+	meson test -C "$dir" --print-errorlogs "$@" 2>&1 | tee "$log"
+	rc=${PIPESTATUS[0]}
+	local counts py
+	counts=$(meson_counts "$log")
+	py=$(pytest_summary "$dir/meson-logs/testlog.txt")
+	if ((rc == 0)); then record "$phase" ok "$counts"; else record "$phase" FAIL "$counts (exit $rc)"; fi
+	[[ -n $py ]] && summary+=("$(printf '%-22s %-5s %s' "  integration/pytest" "" "$py")")
+	return 0
+}
+
+# ---------------------------------------------------------------------------
+if [[ ${SKIP_DEPS:-0} != 1 ]]; then
+	say "installing dependencies"
+	bash scripts/install-deps.sh || { echo "test.sh: dependency installation failed" >&2; exit 1; }
+fi
+
+say "building build/"
+t=$SECONDS
+if { [[ -f build/build.ninja ]] || meson setup build; } && meson compile -C build; then
+	record "build" ok "$((SECONDS - t))s"
+else
+	record "build" FAIL "meson setup/compile failed"
+	printf '%s\n' "${summary[@]}"
+	echo "RESULT: FAIL (build)"
+	exit 1
+fi
+
+say "meson test -C build (unit, fuzz corpus, integration)"
+run_meson_test build "test"
+
+# ---------------------------------------------------------------------------
+if [[ ${SKIP_ASAN:-0} == 1 ]]; then
+	record "asan" skip "SKIP_ASAN=1"
+else
+	say "building build-asan/ (address,undefined)"
+	t=$SECONDS
+	if { [[ -f build-asan/build.ninja ]] ||
+		meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; } &&
+		meson compile -C build-asan; then
+		record "asan build" ok "$((SECONDS - t))s"
+		say "meson test -C build-asan (unit, integration) under ASan+UBSan"
+		suites=()
+		for s in unit integration; do
+			if meson test -C build-asan --list --suite "$s" >/dev/null 2>&1; then
+				suites+=(--suite "$s")
+			fi
+		done
+		if ((${#suites[@]} == 0)); then
+			record "asan test" skip "no unit/integration suites defined"
+		else
+			# halt on the first report; the integration fixtures fail a test whose
+			# worker log holds a sanitizer report. Waits are scaled for the slowdown.
+			ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=0:detect_leaks=1:print_summary=1} \
+			UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:print_summary=1} \
+			CW_TEST_SLOW=${CW_TEST_SLOW:-3} \
+				run_meson_test build-asan "asan test" "${suites[@]}" --timeout-multiplier 2
+		fi
+	else
+		record "asan build" FAIL "meson setup/compile failed"
+	fi
+fi
+
+# ---------------------------------------------------------------------------
+if [[ ${SKIP_FUZZ:-0} == 1 ]]; then
+	record "fuzz" skip "SKIP_FUZZ=1"
+elif ! command -v clang >/dev/null; then
+	record "fuzz" skip "clang not installed"
+elif ! grep -qs 'fuzz_message' tests/fuzz/meson.build; then
+	record "fuzz" skip "no fuzz_message target in tests/fuzz/meson.build yet"
+	echo "test.sh: skipping libFuzzer run: tests/fuzz/meson.build has no fuzz_message target"
+else
+	say "building build-fuzz/ (clang, -Dfuzzing=true) and fuzzing fuzz_message for ${FUZZ_SECONDS}s"
+	t=$SECONDS
+	if { [[ -f build-fuzz/build.ninja ]] ||
+		CC=clang meson setup build-fuzz -Dfuzzing=true -Dintegration=false \
+			-Db_sanitize=address,undefined -Db_lundef=false; } &&
+		meson compile -C build-fuzz; then
+		fuzzer=$(find build-fuzz -type f -name fuzz_message -perm -u+x | head -n 1)
+		corpus=tests/fuzz/corpus
+		for d in tests/fuzz/corpus/fuzz_message tests/fuzz/corpus/message; do
+			[[ -d $d ]] && corpus=$d && break
+		done
+		if [[ -z $fuzzer ]]; then
+			record "fuzz" FAIL "fuzz_message not built in build-fuzz/"
+		elif ! "$fuzzer" -help=1 2>&1 | grep -q -- '-max_total_time'; then
+			record "fuzz" skip "fuzz_message is not a libFuzzer binary"
+		else
+			# new inputs go to a scratch corpus; the checked-in corpus is read only
+			work=build-fuzz/corpus-work artifacts=build-fuzz/artifacts/
+			mkdir -p "$work" "$artifacts"
+			log="$LOGDIR/fuzz.log"
+			"$fuzzer" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+				-print_final_stats=1 -artifact_prefix="$artifacts" "$work" "$corpus" >"$log" 2>&1
+			rc=$?
+			tail -n 15 "$log"
+			execs=$(grep -aoE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || true)
+			if ((rc == 0)); then
+				record "fuzz" ok "fuzz_message ${FUZZ_SECONDS}s, ${execs:-?} execs, no crash"
+			else
+				grep -aE 'ERROR:|SUMMARY:|Test unit written' "$log" | head -n 10
+				record "fuzz" FAIL "fuzz_message exit $rc; inputs in $artifacts"
+			fi
+		fi
+	else
+		record "fuzz" FAIL "build-fuzz setup/compile failed"
+	fi
+fi
+
+# ---------------------------------------------------------------------------
+echo
+echo "==================== scripts/test.sh summary ($((SECONDS - t_start))s) ===================="
+printf '%s\n' "${summary[@]}"
+if ((failed)); then
+	echo "RESULT: FAIL"
+	exit 1
+fi
+echo "RESULT: OK"

@@ -1,0 +1,51 @@
+"""Self-tests of the harness: these need no cworker binary.
+
+They prove the redis fixture, restarts with AOF, the stock Python worker and
+process cleanup work, so a failure elsewhere points at cworker, not here."""
+
+import os
+import signal
+
+import pytest
+
+from conftest import descendants, queue_len, wait_for
+
+
+def test_redis_fixture_serves_and_restarts_with_aof(redis_factory):
+    srv = redis_factory(aof=True)
+    c = srv.client()
+    c.lpush("celery", b"x", b"y")
+    port, pid = srv.port, srv.mp.pid
+    srv.restart(downtime=0.2)
+    assert srv.port == port and srv.mp.pid != pid
+    c2 = srv.client()
+    assert c2.llen("celery") == 2, "AOF did not keep the list across a restart"
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_redis_password(redis_factory):
+    srv = redis_factory(password="s3cr3t")
+    assert srv.client().ping()
+    assert srv.url().startswith("redis://:s3cr3t@127.0.0.1:")
+
+
+def test_python_worker_runs_cworker_task_names(redis_server, app, pyworker_factory):
+    w = pyworker_factory(redis_server, pool="prefork", concurrency=2)
+    assert len(descendants(w.pid)) >= 2
+    assert app.send_task("cworker.echo", args=[{"a": [1, "é"]}]).get(timeout=30) == {"a": [1, "é"]}
+    assert app.send_task("cworker.add", args=[2, 3]).get(timeout=30) == 5
+    with pytest.raises(ValueError):
+        app.send_task("cworker.fail", args=["ValueError", "boom"]).get(timeout=30)
+    kids = w.children()
+    w.stop()
+    for k in kids:
+        assert not os.path.exists(f"/proc/{k}"), f"child {k} survived stop()"
+    assert queue_len(redis_server.client()) == 0
+
+
+def test_kill_cleans_up_children(redis_server, pyworker_factory):
+    w = pyworker_factory(redis_server, pool="prefork", concurrency=2)
+    kids = wait_for(lambda: w.children(), 10, what="prefork children")
+    w.stop(sig=signal.SIGKILL)
+    for k in kids:
+        wait_for(lambda: not os.path.exists(f"/proc/{k}"), 5, what=f"child {k} gone")

@@ -1,0 +1,190 @@
+"""kombu's Redis transport semantics: priority sub-queues (0 = highest),
+several queues, the unacked/unacked_index bookkeeping, and visibility-timeout
+restores in both directions between cworker and stock Python workers."""
+
+import json
+import signal
+import time
+import uuid
+
+import pytest
+
+from conftest import (PRIORITY_SEP, capture_envelope, meta, queue_len, unacked_count,
+                      wait_for)
+
+
+def result_order(monitor, ids):
+    """Task ids in the order their results were written (SET/SETEX on the server)."""
+    wanted = set(ids)
+    order = []
+    for cmd in monitor.commands():
+        if cmd and cmd[0].upper() in ("SET", "SETEX", "PSETEX") and len(cmd) > 1:
+            key = cmd[1]
+            if key.startswith("celery-task-meta-"):
+                tid = key[len("celery-task-meta-"):]
+                if tid in wanted and tid not in order:
+                    order.append(tid)
+    return order
+
+
+def test_priority_order(redis_server, cworker_factory, app, redis_monitor):
+    # queued before any worker runs; priorities interleaved in send order
+    sent = []
+    for rnd in range(3):
+        for pri in (9, 3, 0, 6):
+            r = app.send_task("cworker.echo", args=[f"p{pri}-{rnd}"], priority=pri)
+            sent.append((pri, rnd, r.id))
+    c = redis_server.client()
+    assert c.llen("celery") == 3 and c.llen(f"celery{PRIORITY_SEP}9") == 3, \
+        "producer did not use kombu's priority lists"
+    mon = redis_monitor(redis_server)
+    cworker_factory(["-c", "1", "--prefetch-multiplier", "1"], redis=redis_server)
+    ids = [tid for _, _, tid in sent]
+    wait_for(lambda: all(meta(c, t) for t in ids), 30, what="all 12 results")
+    time.sleep(0.3)
+    got = result_order(mon, ids)
+    expected = [tid for _, _, tid in sorted(sent, key=lambda s: (s[0], s[1]))]
+    by_id = {tid: f"p{pri}-{rnd}" for pri, rnd, tid in sent}
+    assert [by_id[t] for t in got] == [by_id[t] for t in expected], \
+        "execution order does not follow kombu priorities (0 first, FIFO within a priority)"
+
+
+def test_priority_higher_jumps_queue_while_running(redis_server, cworker_factory, app):
+    """With one slot busy, a later priority-0 task runs before earlier priority-9 ones."""
+    c = redis_server.client()
+    cworker_factory(["-c", "1", "--prefetch-multiplier", "1", "-P", "prefork"],
+                    redis=redis_server)
+    blocker = app.send_task("cworker.sleep", args=[1.0])
+    wait_for(lambda: queue_len(c) == 0, 10, what="blocker taken")
+    low = [app.send_task("cworker.noop", priority=9) for _ in range(3)]
+    high = app.send_task("cworker.noop", priority=0)
+    for r in [blocker, high] + low:
+        r.get(timeout=30)
+    t_high = high.date_done
+    assert all(t_high <= r.date_done for r in low), \
+        f"priority 0 finished at {t_high}, after some priority 9: {[r.date_done for r in low]}"
+
+
+def test_multiple_queues(redis_server, cworker_factory, app):
+    cworker_factory(["-c", "2", "-Q", "alpha,beta"], redis=redis_server)
+    c = redis_server.client()
+    # the worker declares its queues as Celery does (before any producer did)
+    for q in ("alpha", "beta"):
+        members = c.smembers(f"_kombu.binding.{q}")
+        assert any(m.decode().endswith(f"{PRIORITY_SEP}{q}") for m in members), \
+            f"_kombu.binding.{q} = {members}"
+    ra = [app.send_task("cworker.add", args=[i, 1], queue="alpha") for i in range(10)]
+    rb = [app.send_task("cworker.add", args=[i, 2], queue="beta") for i in range(10)]
+    rc = app.send_task("cworker.add", args=[0, 0], queue="gamma")
+    assert [r.get(timeout=30) for r in ra] == [i + 1 for i in range(10)]
+    assert [r.get(timeout=30) for r in rb] == [i + 2 for i in range(10)]
+    time.sleep(0.5)
+    assert c.llen("gamma") == 1, "consumed a queue it was not told to"
+    assert rc.state == "PENDING"
+
+
+def test_unacked_bookkeeping_format(redis_server, cworker_factory, app):
+    """While held, reserved messages sit in `unacked` as [envelope, exchange, routing_key]
+    with the same tags in `unacked_index`; afterwards both are empty."""
+    c = redis_server.client()
+    cworker_factory(["-c", "1", "--prefetch-multiplier", "4"], redis=redis_server)
+    blocker = app.send_task("cworker.sleep", args=[2.0])
+    held = [app.send_task("cworker.echo", args=[i]) for i in range(3)]
+    wait_for(lambda: queue_len(c) == 0 and c.hlen("unacked") >= 3, 10,
+             what="3 reserved messages in unacked")
+    entries = c.hgetall("unacked")
+    index = {k: v for k, v in c.zrange("unacked_index", 0, -1, withscores=True)}
+    ids = set()
+    for tag, raw in entries.items():
+        val = json.loads(raw)
+        assert isinstance(val, list) and len(val) == 3, val
+        envelope, exchange, routing_key = val
+        assert envelope["properties"]["delivery_tag"] == tag.decode()
+        assert routing_key == "celery" and exchange in ("celery", ""), (exchange, routing_key)
+        assert tag in index, "tag in unacked but not in unacked_index"
+        assert abs(index[tag] - time.time()) < 60, "unacked_index score is not a unix time"
+        ids.add(envelope["headers"]["id"])
+    assert {r.id for r in held} <= ids
+    for r in [blocker] + held:
+        r.get(timeout=30)
+    wait_for(lambda: unacked_count(c) == 0, 10, what="bookkeeping emptied after acks")
+
+
+def fake_unacked(app, c, value, age):
+    """Leave a message in the unacked bookkeeping exactly as kombu's QoS.append does
+    for a consumer of the default queue (delivery_info exchange '' and routing key
+    'celery'), `age` seconds ago; returns (task id, delivery tag)."""
+    tid, env = capture_envelope(app, c, "cworker.echo", args=[value])
+    env["properties"]["delivery_info"] = {"exchange": "", "routing_key": "celery"}
+    tag = env["properties"]["delivery_tag"]
+    c.hset("unacked", tag, json.dumps([env, "", "celery"]))
+    c.zadd("unacked_index", {tag: time.time() - age})
+    return tid, tag
+
+
+def test_visibility_timeout_restore_by_cworker(redis_server, cworker_factory, app):
+    """A message a dead consumer left in `unacked` (score in the past) is restored by
+    cworker's scan and executed."""
+    c = redis_server.client()
+    tid, tag = fake_unacked(app, c, "restored", age=100)
+    cworker_factory(["-c", "1", "--visibility-timeout", "1"], redis=redis_server)
+    wait_for(lambda: meta(c, tid), 30, what="restored task executed")
+    assert meta(c, tid)["result"] == "restored"
+    wait_for(lambda: unacked_count(c) == 0, 10, what="bookkeeping emptied")
+    assert queue_len(c) == 0
+
+
+def test_visibility_timeout_not_restored_when_fresh(redis_server, cworker_factory, app):
+    """An entry younger than the visibility timeout is left alone."""
+    c = redis_server.client()
+    tid, tag = fake_unacked(app, c, "fresh", age=0)
+    cworker_factory(["-c", "1", "--visibility-timeout", "3600"], redis=redis_server)
+    time.sleep(2)
+    assert meta(c, tid) is None, "restored an entry that had not timed out"
+    assert c.hexists("unacked", tag)
+
+
+def test_restore_honours_mutex(redis_server, cworker_factory, app):
+    """While another consumer holds `unacked_mutex`, cworker does not restore."""
+    c = redis_server.client()
+    tid, tag = fake_unacked(app, c, "locked", age=100)
+    c.set("unacked_mutex", "someone-else", ex=4)
+    cworker_factory(["-c", "1", "--visibility-timeout", "1"], redis=redis_server)
+    time.sleep(2)
+    assert meta(c, tid) is None, "restored while unacked_mutex was held by another consumer"
+    assert c.get("unacked_mutex") == b"someone-else", "cworker overwrote someone else's mutex"
+    # after the mutex expires the message comes back
+    wait_for(lambda: meta(c, tid), 30, what="restore after the mutex expired")
+
+
+def test_sigkilled_cworker_messages_restored_by_python_worker(
+        redis_server, cworker_factory, pyworker_factory, app):
+    c = redis_server.client()
+    w = cworker_factory(["-c", "1", "--prefetch-multiplier", "4"], redis=redis_server)
+    long_task = app.send_task("cworker.sleep", args=[30])
+    held = [app.send_task("cworker.getpid") for _ in range(3)]
+    wait_for(lambda: queue_len(c) == 0 and c.hlen("unacked") >= 3, 10,
+             what="cworker holding 3 reserved messages")
+    held_ids = {r.id for r in held}
+    w.stop(sig=signal.SIGKILL)
+    assert held_ids <= {json.loads(v)[0]["headers"]["id"] for v in c.hvals("unacked")}
+    time.sleep(1.5)     # older than the Python worker's visibility timeout
+    py = pyworker_factory(redis_server, visibility_timeout=1)
+    pids = [r.get(timeout=60) for r in held]
+    assert pids == [py.pid] * 3, f"restored tasks should run in the Python worker {py.pid}: {pids}"
+    wait_for(lambda: unacked_count(c) == 0, 10, what="bookkeeping emptied")
+
+
+def test_mixed_python_and_c_workers(redis_server, cworker_factory, pyworker_factory, app):
+    """One broker, a Python worker on queue `py` and cworker on `c`: each runs its own."""
+    cw = cworker_factory(["-P", "solo", "-Q", "c"], redis=redis_server)
+    py = pyworker_factory(redis_server, queues="py")
+    rc = [app.send_task("cworker.getpid", queue="c") for _ in range(10)]
+    rp = [app.send_task("cworker.getpid", queue="py") for _ in range(10)]
+    assert {r.get(timeout=30) for r in rc} == {cw.pid}
+    assert {r.get(timeout=30) for r in rp} == {py.pid}
+    # same queue, both consuming: everything completes exactly once
+    cw2 = cworker_factory(["-P", "solo", "-Q", "py"], redis=redis_server)
+    rs = [app.send_task("cworker.echo", args=[i], queue="py") for i in range(100)]
+    assert [r.get(timeout=60) for r in rs] == list(range(100))
+    assert cw2.alive() and py.alive()
