@@ -1,0 +1,390 @@
+/*
+ * Unit tests for src/protocol: envelopes captured from Debian's Python
+ * Celery 5.2 (tests/unit/data), task protocol v1/v2, refusal of other
+ * content types, hostile input, JSON with big integers, ISO-8601, result
+ * meta text.  Run from tests/unit (meson sets the workdir).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "protocol/protocol.h"
+
+static int failures, checks;
+static const struct cw_proto_limits lim = CW_PROTO_LIMITS_DEFAULT;
+
+#define CHECK(cond)                                                              \
+	do {                                                                     \
+		checks++;                                                        \
+		if (!(cond)) {                                                   \
+			failures++;                                              \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+		}                                                                \
+	} while (0)
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		fprintf(stderr, "cannot open %s (run from tests/unit)\n", path);
+		exit(1);
+	}
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *p = malloc((size_t)n + 1);
+	if (!p || fread(p, 1, (size_t)n, f) != (size_t)n)
+		exit(1);
+	p[n] = '\0';
+	fclose(f);
+	*len = (size_t)n;
+	return p;
+}
+
+/* Decode envelope + request from a captured file; returns the request rc. */
+static int decode_file(const char *path, struct cw_envelope *env, struct cw_request *req,
+		       struct cw_error *err)
+{
+	size_t len;
+	char *raw = slurp(path, &len);
+	int rc = cw_proto_decode_envelope(raw, len, &lim, env, err);
+	free(raw);
+	if (rc != CW_OK)
+		return rc;
+	return cw_proto_decode_request(env, &lim, req, err);
+}
+
+static void test_v2_capture(void)
+{
+	struct cw_envelope env;
+	struct cw_request req;
+	struct cw_error err = {0};
+	char *name, *id;
+
+	CHECK(decode_file("data/v2_eta_priority.json", &env, &req, &err) == CW_OK);
+	CHECK(req.proto == 2 && !strcmp(req.task, "cworker.add"));
+	CHECK(strlen(req.id) == 36 && !strcmp(req.id, req.root_id));
+	CHECK(req.eta && req.expires && req.retries == 0 && req.group_index == -1);
+	CHECK(env.priority == 3 && !strcmp(env.routing_key, "celery") && env.exchange[0] == '\0');
+	CHECK(env.delivery_tag && strlen(env.delivery_tag) == 36);
+	CHECK(json_array_size(req.args) == 2 && json_integer_value(json_array_get(req.args, 1)) == 2);
+	json_t *big = json_object_get(req.kwargs, "big");
+	CHECK(cw_json_is_bigint(big));
+	char *txt = cw_json_dumps(req.kwargs, NULL);
+	CHECK(txt && !strcmp(txt, "{\"big\":1180591620717411303424}"));
+	free(txt);
+	CHECK(json_is_object(req.embed) && json_object_get(req.embed, "callbacks"));
+	double eta, exp;
+	CHECK(cw_proto_parse_iso8601(req.eta, true, &eta) == CW_OK);
+	CHECK(cw_proto_parse_iso8601(req.expires, true, &exp) == CW_OK && exp - eta > 45 && exp - eta < 55);
+	CHECK(cw_proto_peek_task(&env, &lim, &name, &id, &err) == CW_OK);
+	CHECK(!strcmp(name, "cworker.add") && !strcmp(id, req.id));
+	free(name);
+	free(id);
+	cw_request_clear(&req);
+	cw_envelope_clear(&env);
+
+	CHECK(decode_file("data/v2_unicode.json", &env, &req, &err) == CW_OK);
+	json_t *s = json_array_get(req.args, 0);
+	CHECK(json_string_length(s) == strlen("ü😀") + 2);
+	CHECK(!memcmp(json_string_value(s), "ü😀\0x", strlen("ü😀") + 2));
+	cw_request_clear(&req);
+	cw_envelope_clear(&env);
+}
+
+static void test_v1_capture(void)
+{
+	struct cw_envelope env;
+	struct cw_request req;
+	struct cw_error err = {0};
+	char *name, *id;
+
+	CHECK(decode_file("data/v1_eta.json", &env, &req, &err) == CW_OK);
+	CHECK(req.proto == 1 && !strcmp(req.task, "cworker.add") && req.utc);
+	CHECK(req.eta && !req.expires && json_array_size(req.args) == 2);
+	CHECK(json_is_object(req.kwargs) && json_object_size(req.kwargs) == 0);
+	CHECK(json_object_get(req.embed, "chain") && json_is_null(json_object_get(req.embed, "chain")));
+	CHECK(cw_proto_peek_task(&env, &lim, &name, &id, &err) == CW_OK);
+	CHECK(!strcmp(name, "cworker.add") && !strcmp(id, req.id));
+	free(name);
+	free(id);
+	cw_request_clear(&req);
+	cw_envelope_clear(&env);
+}
+
+static void test_pickle_refused(void)
+{
+	struct cw_envelope env;
+	struct cw_request req;
+	struct cw_error err = {0};
+	char *name, *id;
+
+	CHECK(decode_file("data/v2_pickle.json", &env, &req, &err) == CW_ECONTENT);
+	CHECK(strstr(err.msg, "application/x-python-serialize") != NULL);
+	/* v2: the name is still readable from the headers (NotRegistered must work) */
+	CHECK(cw_proto_peek_task(&env, &lim, &name, &id, &err) == CW_OK && !strcmp(name, "cworker.add"));
+	free(name);
+	free(id);
+	cw_envelope_clear(&env);
+}
+
+/* Build an envelope around a body (base64-encoded, as kombu does). */
+static char *envelope(const char *ctype, const char *headers, const char *body)
+{
+	char *b64 = cw_base64_encode((const unsigned char *)body, strlen(body), NULL);
+	size_t n = strlen(b64) + strlen(headers) + strlen(ctype) + 512;
+	char *out = malloc(n);
+	snprintf(out, n,
+		 "{\"body\": \"%s\", \"content-encoding\": \"utf-8\", \"content-type\": \"%s\", "
+		 "\"headers\": %s, \"properties\": {\"delivery_tag\": \"t1\", \"body_encoding\": "
+		 "\"base64\", \"delivery_info\": {\"exchange\": \"\", \"routing_key\": \"q\"}}}",
+		 b64, ctype, headers);
+	free(b64);
+	return out;
+}
+
+static int decode_text(const char *raw, struct cw_request *req, struct cw_error *err)
+{
+	struct cw_envelope env;
+	int rc = cw_proto_decode_envelope(raw, strlen(raw), &lim, &env, err);
+	if (rc == CW_OK) {
+		rc = cw_proto_decode_request(&env, &lim, req, err);
+		if (rc == CW_OK)
+			cw_request_clear(req);
+	}
+	cw_envelope_clear(&env);
+	return rc;
+}
+
+static void test_bad_messages(void)
+{
+	struct cw_request req;
+	struct cw_error err = {0};
+	const char *v2h = "{\"task\": \"t\", \"id\": \"i\"}";
+	struct {
+		const char *ctype, *headers, *body;
+		int want;
+	} cases[] = {
+		{"application/json", v2h, "[[1], {}, {}]", CW_OK},
+		{"application/json", v2h, "[[1], {}, null]", CW_OK},
+		{"application/json", v2h, "[[1], {}]", CW_EINVALTASK},
+		{"application/json", v2h, "[\"x\", {}, {}]", CW_EINVALTASK},
+		{"application/json", v2h, "[[], [], {}]", CW_EINVALTASK},
+		{"application/json", v2h, "[[], {}, 5]", CW_EINVALTASK},
+		{"application/json", v2h, "{\"a\": 1}", CW_EINVALTASK},
+		{"application/json", v2h, "[[1], {}, {}", CW_EDECODE},
+		{"application/json", v2h, "[[NaN], {}, {}]", CW_EDECODE},
+		{"application/json", v2h, "[[1e999], {}, {}]", CW_EDECODE},
+		{"application/x-yaml", v2h, "- 1", CW_ECONTENT},
+		{"application/x-msgpack", v2h, "\x93", CW_ECONTENT},
+		{"", v2h, "[[], {}, {}]", CW_ECONTENT},
+		{"application/json", "{\"task\": \"t\"}", "[[], {}, {}]", CW_EINVALTASK},
+		{"application/json", "{\"task\": \"t\", \"id\": \"i\", \"eta\": \"tomorrow\"}",
+		 "[[], {}, {}]", CW_EINVALTASK},
+		{"application/json", "{\"task\": \"t\", \"id\": \"i\", \"timelimit\": [1]}",
+		 "[[], {}, {}]", CW_EINVALTASK},
+		{"application/json", "{\"task\": \"t\", \"id\": \"i\", \"timelimit\": [10, 5.5]}",
+		 "[[], {}, {}]", CW_OK},
+		{"application/json", "{\"task\": \"t\", \"id\": \"i\", \"retries\": \"x\"}",
+		 "[[], {}, {}]", CW_EINVALTASK},
+		{"application/json", "{}", "{\"task\": \"t\", \"id\": \"i\", \"kwargs\": []}",
+		 CW_EINVALTASK},
+		{"application/json", "{}", "{\"task\": \"t\", \"id\": \"i\"}", CW_OK},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *raw = envelope(cases[i].ctype, cases[i].headers, cases[i].body);
+		int rc = decode_text(raw, &req, &err);
+		if (rc != cases[i].want)
+			fprintf(stderr, "case %zu: got %d want %d (%s)\n", i, rc, cases[i].want, err.msg);
+		CHECK(rc == cases[i].want);
+		free(raw);
+	}
+
+	/* timelimit is [hard, soft] */
+	struct cw_envelope env;
+	char *raw = envelope("application/json",
+			     "{\"task\": \"t\", \"id\": \"i\", \"timelimit\": [10, 5.5]}", "[[], {}, {}]");
+	CHECK(cw_proto_decode_envelope(raw, strlen(raw), &lim, &env, &err) == CW_OK);
+	CHECK(cw_proto_decode_request(&env, &lim, &req, &err) == CW_OK);
+	CHECK(req.time_limit == 10 && req.soft_time_limit == 5.5);
+	cw_request_clear(&req);
+	cw_envelope_clear(&env);
+	free(raw);
+
+	/* garbage and broken envelopes never decode, never crash */
+	const char *garbage[] = {"", "x", "null", "[]", "{}", "{\"body\": 5}", "\xff\xfe",
+				 "{\"body\": \"@@@@\", \"properties\": {\"body_encoding\": \"base64\"}}",
+				 "{\"body\": \"abc\", \"headers\": [1]}"};
+	for (size_t i = 0; i < sizeof(garbage) / sizeof(garbage[0]); i++) {
+		int rc = cw_proto_decode_envelope(garbage[i], strlen(garbage[i]), &lim, &env, &err);
+		CHECK(rc == CW_EFORMAT || rc == CW_EDECODE);
+		cw_envelope_clear(&env);
+	}
+	/* v1 body that is not a task */
+	raw = envelope("application/json", "{}", "[1, 2]");
+	CHECK(cw_proto_decode_envelope(raw, strlen(raw), &lim, &env, &err) == CW_OK);
+	char *name, *id;
+	CHECK(cw_proto_peek_task(&env, &lim, &name, &id, &err) == CW_EFORMAT);
+	cw_envelope_clear(&env);
+	free(raw);
+	/* v1 pickle body: the name cannot be read; a decode error */
+	raw = envelope("application/x-python-serialize", "{}", "\x80\x04.");
+	CHECK(cw_proto_decode_envelope(raw, strlen(raw), &lim, &env, &err) == CW_OK);
+	CHECK(cw_proto_peek_task(&env, &lim, &name, &id, &err) == CW_ECONTENT);
+	cw_envelope_clear(&env);
+	free(raw);
+}
+
+static void roundtrip(const char *in, const char *want)
+{
+	struct cw_error err = {0};
+	json_t *v = cw_json_loads(in, strlen(in), &lim, &err);
+	CHECK(v != NULL);
+	if (!v) {
+		fprintf(stderr, "  %s: %s\n", in, err.msg);
+		return;
+	}
+	char *out = cw_json_dumps(v, NULL);
+	if (strcmp(out, want))
+		fprintf(stderr, "  roundtrip %s -> %s (want %s)\n", in, out, want);
+	CHECK(!strcmp(out, want));
+	free(out);
+	json_decref(v);
+}
+
+static void test_json(void)
+{
+	struct cw_error err = {0};
+
+	roundtrip("[1180591620717411303424, -1267650600228229401496703205376]",
+		  "[1180591620717411303424,-1267650600228229401496703205376]");
+	roundtrip("[9223372036854775807, -9223372036854775808]",
+		  "[9223372036854775807,-9223372036854775808]");
+	roundtrip("[9223372036854775808, -9223372036854775809]",
+		  "[9223372036854775808,-9223372036854775809]");
+	roundtrip("{\"k\": \"1180591620717411303424\"}", "{\"k\":\"1180591620717411303424\"}");
+	roundtrip("[\"a\\\"b\\\\\", 100000000000000000000000, \"]\"]",
+		  "[\"a\\\"b\\\\\",100000000000000000000000,\"]\"]");
+	roundtrip("null", "null");
+	roundtrip("\"x\\u0000y\"", "\"x\\u0000y\"");
+
+	/* floats keep their value exactly */
+	const char *floats[] = {"0.1", "1e-300", "1.7976931348623157e308", "-2.5", "5e-324"};
+	for (size_t i = 0; i < sizeof(floats) / sizeof(floats[0]); i++) {
+		json_t *v = cw_json_loads(floats[i], strlen(floats[i]), &lim, &err);
+		char *out = cw_json_dumps(v, NULL);
+		CHECK(out && strtod(out, NULL) == strtod(floats[i], NULL));
+		free(out);
+		json_decref(v);
+	}
+	/* 10**400 as an integer literal */
+	char big[410];
+	big[0] = '1';
+	memset(big + 1, '0', 400);
+	big[401] = '\0';
+	roundtrip(big, big);
+
+	/* nesting limit */
+	char deep[2000];
+	memset(deep, '[', 600);
+	memset(deep + 600, ']', 600);
+	deep[1200] = '\0';
+	CHECK(cw_json_loads(deep, 1200, &lim, &err) == NULL && err.code == CW_ELIMIT);
+	struct cw_proto_limits small = {16, 8};
+	CHECK(cw_json_loads("[1,2,3,4,5,6,7,8,9]", 19, &small, &err) == NULL && err.code == CW_ELIMIT);
+
+	json_t *b = cw_json_bigint("-123456789012345678901234567890");
+	CHECK(cw_json_is_bigint(b));
+	json_decref(b);
+	b = cw_json_bigint("42");
+	CHECK(json_is_integer(b) && json_integer_value(b) == 42);
+	json_decref(b);
+	CHECK(cw_json_bigint("12a") == NULL && cw_json_bigint("-") == NULL);
+}
+
+static void test_base64(void)
+{
+	unsigned char out[16];
+	size_t n;
+	CHECK(cw_base64_decode("aGVsbG8=", 8, out, &n) == CW_OK && n == 5 && !memcmp(out, "hello", 5));
+	CHECK(cw_base64_decode("aGk=", 4, out, &n) == CW_OK && n == 2);
+	CHECK(cw_base64_decode("aA==", 4, out, &n) == CW_OK && n == 1);
+	CHECK(cw_base64_decode("aGk", 3, out, &n) != CW_OK);
+	CHECK(cw_base64_decode("a=Gk", 4, out, &n) != CW_OK);
+	CHECK(cw_base64_decode("aG\nk", 4, out, &n) != CW_OK);
+	CHECK(cw_base64_decode("====", 4, out, &n) != CW_OK);
+	char *e = cw_base64_encode((const unsigned char *)"hello", 5, &n);
+	CHECK(!strcmp(e, "aGVsbG8=") && n == 8);
+	free(e);
+}
+
+static void test_iso8601(void)
+{
+	double t;
+	char buf[32];
+	CHECK(cw_proto_parse_iso8601("1970-01-01T00:00:00", true, &t) == CW_OK && t == 0);
+	CHECK(cw_proto_parse_iso8601("2026-11-24T11:40:04.123456+00:00", true, &t) == CW_OK);
+	CHECK(fabs(t - 1795520404.123456) < 1e-6);
+	CHECK(cw_proto_parse_iso8601("2026-11-24T13:40:04.123456+02:00", true, &t) == CW_OK);
+	CHECK(fabs(t - 1795520404.123456) < 1e-6);
+	CHECK(cw_proto_parse_iso8601("2026-11-24T06:10:04-05:30", true, &t) == CW_OK && t == 1795520404);
+	CHECK(cw_proto_parse_iso8601("2026-11-24T11:40:04Z", true, &t) == CW_OK && t == 1795520404);
+	CHECK(cw_proto_parse_iso8601("2024-02-29T00:00:00", true, &t) == CW_OK && t == 1709164800);
+	CHECK(cw_proto_parse_iso8601("2026-13-01T00:00:00", true, &t) != CW_OK);
+	CHECK(cw_proto_parse_iso8601("2026-11-24T11:40:04+0", true, &t) != CW_OK);
+	CHECK(cw_proto_parse_iso8601("2026-11-24T11:40:04.", true, &t) != CW_OK);
+	CHECK(cw_proto_parse_iso8601("yesterday", true, &t) != CW_OK);
+	cw_proto_format_iso8601(1795520404.123456, buf);
+	CHECK(!strcmp(buf, "2026-11-24T11:40:04.123456"));
+	cw_proto_format_iso8601(0, buf);
+	CHECK(!strcmp(buf, "1970-01-01T00:00:00.000000"));
+}
+
+static void test_result_meta(void)
+{
+	json_t *v = cw_json_loads("[1, 1180591620717411303424]", 27, &lim, NULL);
+	struct cw_result_meta m = {.state = CW_STATE_SUCCESS, .task_id = "abc", .result = v,
+				   .date_done = 1795520404.5};
+	char *txt = cw_proto_encode_result_meta(&m, NULL);
+	CHECK(!strcmp(txt, "{\"status\":\"SUCCESS\",\"result\":[1,1180591620717411303424],"
+			   "\"traceback\":null,\"children\":[],\"date_done\":\"2026-11-24T11:40:04.500000\","
+			   "\"task_id\":\"abc\"}"));
+	free(txt);
+
+	json_t *args = json_pack("[i]", 7), *kwargs = json_object();
+	struct cw_result_meta f = {.state = CW_STATE_FAILURE, .task_id = "t", .exc_type = "ValueError",
+				   .exc_module = "builtins", .exc_message = "boom", .traceback = "tb",
+				   .date_done = 0, .parent_id = "p", .extended = true, .name = "n",
+				   .worker = "w@h", .queue = "celery", .args = args, .kwargs = kwargs,
+				   .retries = 2};
+	txt = cw_proto_encode_result_meta(&f, NULL);
+	CHECK(!strcmp(txt, "{\"status\":\"FAILURE\",\"result\":{\"exc_type\":\"ValueError\",\"exc_message\":"
+			   "[\"boom\"],\"exc_module\":\"builtins\"},\"traceback\":\"tb\",\"children\":[],"
+			   "\"date_done\":\"1970-01-01T00:00:00.000000\",\"parent_id\":\"p\",\"name\":\"n\","
+			   "\"args\":[7],\"kwargs\":{},\"worker\":\"w@h\",\"retries\":2,\"queue\":\"celery\","
+			   "\"task_id\":\"t\"}"));
+	free(txt);
+	struct cw_result_meta p = {.state = CW_STATE_STARTED, .task_id = "s"};
+	txt = cw_proto_encode_result_meta(&p, NULL);
+	CHECK(strstr(txt, "\"date_done\":null") && strstr(txt, "\"result\":null"));
+	free(txt);
+	json_decref(args);
+	json_decref(kwargs);
+	json_decref(v);
+	CHECK(!strcmp(cw_state_name(CW_STATE_REVOKED), "REVOKED"));
+}
+
+int main(void)
+{
+	test_v2_capture();
+	test_v1_capture();
+	test_pickle_refused();
+	test_bad_messages();
+	test_json();
+	test_base64();
+	test_iso8601();
+	test_result_meta();
+	printf("%d checks, %d failures\n", checks, failures);
+	return failures ? 1 : 0;
+}
