@@ -2,7 +2,6 @@
 the queue and from the unacked bookkeeping), never crashes the worker, and the
 next normal task still succeeds."""
 
-import base64
 import json
 
 import pytest

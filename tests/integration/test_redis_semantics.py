@@ -5,7 +5,6 @@ restores in both directions between cworker and stock Python workers."""
 import json
 import signal
 import time
-import uuid
 
 import pytest
 
@@ -63,6 +62,23 @@ def test_priority_higher_jumps_queue_while_running(redis_server, cworker_factory
     t_high = high.date_done
     assert all(t_high <= r.date_done for r in low), \
         f"priority 0 finished at {t_high}, after some priority 9: {[r.date_done for r in low]}"
+
+
+@pytest.mark.parametrize("c,m", [(1, 1), (2, 1), (2, 4)])
+def test_prefetch_limit(redis_server, cworker_factory, app, c, m):
+    """The worker holds at most concurrency x prefetch-multiplier messages, running plus
+    reserved (docs/configuration.md), and fills up to that limit."""
+    r = redis_server.client()
+    cworker_factory(["-c", str(c), "--prefetch-multiplier", str(m)], redis=redis_server)
+    for _ in range(12):
+        app.send_task("cworker.sleep", args=[3])
+    limit = c * m
+    wait_for(lambda: queue_len(r) <= 12 - limit, 10, what=f"worker holding {limit}")
+    time.sleep(1.0)
+    assert queue_len(r) == 12 - limit, \
+        f"holds {12 - queue_len(r)} messages with -c {c} --prefetch-multiplier {m}"
+    assert r.hlen("unacked") == limit - c, \
+        f"{r.hlen('unacked')} unacked (reserved, not started); expected {limit - c}"
 
 
 def test_multiple_queues(redis_server, cworker_factory, app):
@@ -161,7 +177,7 @@ def test_sigkilled_cworker_messages_restored_by_python_worker(
         redis_server, cworker_factory, pyworker_factory, app):
     c = redis_server.client()
     w = cworker_factory(["-c", "1", "--prefetch-multiplier", "4"], redis=redis_server)
-    long_task = app.send_task("cworker.sleep", args=[30])
+    app.send_task("cworker.sleep", args=[30])      # runs, acked early: not restorable
     held = [app.send_task("cworker.getpid") for _ in range(3)]
     wait_for(lambda: queue_len(c) == 0 and c.hlen("unacked") >= 3, 10,
              what="cworker holding 3 reserved messages")

@@ -4,9 +4,7 @@ types; the stored meta has the right shape, TTL and (extended) fields."""
 
 import datetime
 import json
-import os
 import random
-import signal
 import time
 
 import pytest
