@@ -29,6 +29,7 @@ struct cw_delivery {
 	char *queue;              /* queue it came from (priority suffix removed) */
 	char *tag;                /* delivery tag (unique per message) */
 	struct cw_envelope env;   /* decoded envelope */
+	long deliveries;          /* times this message was delivered (1 = first) */
 	struct cw_delivery *next; /* consumer's list link */
 };
 void cw_delivery_free(struct cw_delivery *d);

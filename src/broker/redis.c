@@ -40,17 +40,25 @@
 static const int priority_steps[] = {0, 3, 6, 9};
 #define NPRI (int)(sizeof(priority_steps) / sizeof(priority_steps[0]))
 
-/* Record a delivery: KEYS unacked_index, unacked; ARGV time, tag, [env, ex, rk]. */
+/*
+ * Record a delivery and count it: KEYS unacked_index, unacked,
+ * cworker.deliveries; ARGV time, tag, [env, ex, rk].  Returns how many
+ * times this message has been delivered (the count survives requeues and
+ * visibility restores; an ack deletes it).
+ */
 static const char lua_deliver[] =
 	"redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) "
-	"redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) return 1";
+	"redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) "
+	"return redis.call('HINCRBY', KEYS[3], ARGV[2], 1)";
+#define DELIVERIES_KEY "cworker.deliveries"
 /* Refresh a held message's timestamp, only if it is still recorded. */
 static const char lua_touch[] =
 	"if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then "
 	"redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[2]) end return 1";
-/* Ack / reject without requeue: KEYS unacked_index, unacked; ARGV tag. */
+/* Ack / reject without requeue: KEYS unacked_index, unacked, cworker.deliveries; ARGV tag. */
 static const char lua_ack[] =
-	"redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) return 1";
+	"redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) "
+	"redis.call('HDEL', KEYS[3], ARGV[1]) return 1";
 /*
  * Give back a message we hold: only if it is still ours (present in
  * `unacked`), so a message another worker already restored is not doubled.
@@ -437,6 +445,13 @@ static char *json_str(const char *s)
 	return out;
 }
 
+static void on_recorded(struct redis_broker *b, redisReply *r, void *arg)
+{
+	struct cw_delivery *d = arg;
+	d->deliveries = r->type == REDIS_REPLY_INTEGER ? (long)r->integer : 1;
+	b->h.on_delivery(b->h.arg, d);
+}
+
 static void deliver(struct redis_broker *b, const char *key, const char *item, size_t len)
 {
 	struct cw_delivery *d = calloc(1, sizeof(*d));
@@ -487,15 +502,17 @@ static void deliver(struct redis_broker *b, const char *key, const char *item, s
 	free(rk);
 	char score[32];
 	snprintf(score, sizeof(score), "%.6f", cw_wall());
-	const char *argv[] = {"EVAL", lua_deliver, "2", "unacked_index", "unacked", score, d->tag, val};
-	size_t lens[] = {4, strlen(lua_deliver), 1, 13, 7, strlen(score), strlen(d->tag), vlen};
-	cmd(b, NULL, NULL, 8, argv, lens);
+	const char *argv[] = {"EVAL", lua_deliver, "3", "unacked_index", "unacked", DELIVERIES_KEY,
+			      score, d->tag, val};
+	size_t lens[] = {4, strlen(lua_deliver), 1, 13, 7, strlen(DELIVERIES_KEY), strlen(score),
+			 strlen(d->tag), vlen};
+	/* the consumer sees the message only once Redis has it recorded as unacked */
+	cmd(b, on_recorded, d, 9, argv, lens);
 	free(val);
 
 	rotate(b, d->queue);
 	if (b->credit > 0)
 		b->credit--;
-	b->h.on_delivery(b->h.arg, d);
 	return;
 drop:
 	cw_delivery_free(d);
@@ -692,8 +709,8 @@ static void rb_set_credit(struct cw_broker *base, int n)
 static void rb_ack(struct cw_broker *base, struct cw_delivery *d)
 {
 	struct redis_broker *b = (struct redis_broker *)base;
-	const char *argv[] = {"EVAL", lua_ack, "2", "unacked_index", "unacked", d->tag};
-	cmd(b, NULL, NULL, 6, argv, NULL);
+	const char *argv[] = {"EVAL", lua_ack, "3", "unacked_index", "unacked", DELIVERIES_KEY, d->tag};
+	cmd(b, NULL, NULL, 7, argv, NULL);
 }
 
 static void rb_touch(struct cw_broker *base, struct cw_delivery *d)
@@ -762,6 +779,8 @@ static void rb_close(struct cw_broker *base)
 	while (b->head) {
 		struct rcmd *q = b->head;
 		b->head = q->next;
+		if (q->done == on_recorded) /* never handed to the consumer: ours to free */
+			cw_delivery_free(q->arg);
 		rcmd_free(q);
 	}
 	for (int i = 0; i < b->nqueues; i++)

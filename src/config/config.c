@@ -60,6 +60,26 @@ static const struct opt opts[] = {
 	{"broker_transport_options.visibility_timeout", "visibility-timeout", 0, NULL, T_SECONDS,
 	 OFF(visibility_timeout), "3600", 0, 0, false,
 	 "Seconds before an unacknowledged Redis message is given to another worker"},
+	{"task_acks_late", "acks-late", 0, NULL, T_BOOL, OFF(acks_late), "false", 0, 0, false,
+	 "Acknowledge messages after the task ends instead of just before it starts"},
+	{"task_reject_on_worker_lost", "reject-on-worker-lost", 0, NULL, T_BOOL,
+	 OFF(reject_on_worker_lost), "false", 0, 0, false,
+	 "With acks_late: requeue a message whose child died instead of failing it"},
+	{"task_time_limit", "time-limit", 0, NULL, T_SECONDS, OFF(time_limit), "0", 0, 0, false,
+	 "Hard time limit: the child is killed, state FAILURE TimeLimitExceeded (0 = none)"},
+	{"task_soft_time_limit", "soft-time-limit", 0, NULL, T_SECONDS, OFF(soft_time_limit), "0", 0,
+	 0, false, "Soft time limit: the task is asked to stop, SoftTimeLimitExceeded (0 = none)"},
+	{"worker_max_tasks_per_child", "max-tasks-per-child", 0, NULL, T_LONG,
+	 OFF(max_tasks_per_child), "0", 0, 1000000000L, false,
+	 "Replace a child after this many tasks (0 = never)"},
+	{"worker_max_memory_per_child", "max-memory-per-child", 0, NULL, T_LONG,
+	 OFF(max_memory_per_child), "0", 0, 1000000000L, false,
+	 "Replace a child whose RSS passed this many KiB after a task (0 = never)"},
+	{"worker_child_memory_limit", "child-memory-limit", 0, NULL, T_LONG, OFF(child_memory_limit),
+	 "0", 0, 1000000000L, false,
+	 "Kill a task whose child's RSS passes this many KiB while it runs: MemoryLimitExceeded (0 = none)"},
+	{"worker_max_redeliveries", "max-redeliveries", 0, NULL, T_LONG, OFF(max_redeliveries), "0", 0,
+	 1000000L, false, "Fail a message delivered more than this many times (0 = unlimited)"},
 	{NULL, "list-tasks", 0, NULL, T_FLAG_ACTION, OFF(list_tasks), NULL, 0, 0, false,
 	 "Print the registered task names and exit"},
 };
@@ -97,6 +117,8 @@ void cw_config_print_help(FILE *out)
 	fprintf(out, "  %-32s %s\n", "-h, --help", "Print this help and exit");
 	fprintf(out, "\nExit status: 0 after a warm shutdown, 64 on a usage error, 1 on a fatal error.\n");
 }
+
+static int parse_bool(const char *val, bool *out);
 
 /* Record "NAME: detail" where NAME is how the user spelled the setting. */
 static int fail(struct cw_error *err, const char *src, const struct opt *o, const char *detail)
@@ -147,18 +169,10 @@ static int apply(struct cw_config *c, const struct opt *o, const char *val, cons
 		return CW_OK;
 	}
 	case T_BOOL:
-	case T_FLAG_ACTION: {
-		bool *b = (bool *)(void *)field;
-		if (!strcasecmp(val, "true") || !strcasecmp(val, "yes") || !strcmp(val, "1") ||
-		    !strcasecmp(val, "on"))
-			*b = true;
-		else if (!strcasecmp(val, "false") || !strcasecmp(val, "no") || !strcmp(val, "0") ||
-			 !strcasecmp(val, "off"))
-			*b = false;
-		else
+	case T_FLAG_ACTION:
+		if (parse_bool(val, (bool *)(void *)field))
 			return fail(err, src, o, "not a boolean (true/false)");
 		return CW_OK;
-	}
 	}
 	return CW_EINVAL;
 }
@@ -173,6 +187,78 @@ static char *trim(char *s)
 	return s;
 }
 
+static struct cw_task_conf *add_task_section(struct cw_config *c, const char *name)
+{
+	for (int i = 0; i < c->ntasks; i++)
+		if (!strcmp(c->tasks[i].name, name))
+			return &c->tasks[i];
+	struct cw_task_conf *t = realloc(c->tasks, (size_t)(c->ntasks + 1) * sizeof(*t));
+	if (!t)
+		return NULL;
+	c->tasks = t;
+	t = &c->tasks[c->ntasks];
+	*t = (struct cw_task_conf){.name = strdup(name), .acks_late = -1,
+				   .reject_on_worker_lost = -1, .time_limit = -1,
+				   .soft_time_limit = -1};
+	if (!t->name)
+		return NULL;
+	c->ntasks++;
+	return t;
+}
+
+static int parse_bool(const char *val, bool *out)
+{
+	if (!strcasecmp(val, "true") || !strcasecmp(val, "yes") || !strcmp(val, "1") ||
+	    !strcasecmp(val, "on"))
+		*out = true;
+	else if (!strcasecmp(val, "false") || !strcasecmp(val, "no") || !strcmp(val, "0") ||
+		 !strcasecmp(val, "off"))
+		*out = false;
+	else
+		return CW_EINVAL;
+	return CW_OK;
+}
+
+/* Keys of a [task:NAME] section: Celery's task attribute names. */
+static int apply_task_key(struct cw_task_conf *t, const char *key, const char *val,
+			  struct cw_error *err)
+{
+	bool b;
+	char *end;
+	if (!strcmp(key, "acks_late") || !strcmp(key, "reject_on_worker_lost")) {
+		if (parse_bool(val, &b)) {
+			cw_error_set(err, CW_EINVAL, "%s: not a boolean (true/false)", key);
+			return CW_EINVAL;
+		}
+		*(key[0] == 'a' ? &t->acks_late : &t->reject_on_worker_lost) = b;
+		return CW_OK;
+	}
+	if (!strcmp(key, "time_limit") || !strcmp(key, "soft_time_limit")) {
+		double v = strtod(val, &end);
+		if (end == val || *end || !isfinite(v) || v < 0 || v > 1e9) {
+			cw_error_set(err, CW_EINVAL, "%s: not a non-negative number of seconds", key);
+			return CW_EINVAL;
+		}
+		*(key[0] == 't' ? &t->time_limit : &t->soft_time_limit) = v;
+		return CW_OK;
+	}
+	if (!strcmp(key, "rate_limit")) {
+		free(t->rate_limit);
+		t->rate_limit = strdup(val);
+		return t->rate_limit ? CW_OK : CW_ENOMEM;
+	}
+	cw_error_set(err, CW_EINVAL, "unknown task setting '%s'", key);
+	return CW_EINVAL;
+}
+
+const struct cw_task_conf *cw_config_task(const struct cw_config *c, const char *name)
+{
+	for (int i = 0; i < c->ntasks; i++)
+		if (!strcmp(c->tasks[i].name, name))
+			return &c->tasks[i];
+	return NULL;
+}
+
 static int load_file(struct cw_config *c, const char *path, struct cw_error *err)
 {
 	FILE *f = fopen(path, "r");
@@ -183,11 +269,29 @@ static int load_file(struct cw_config *c, const char *path, struct cw_error *err
 		cw_error_set(err, CW_EINVAL, "--config: cannot open '%s': %s", path, strerror(errno));
 		return CW_EINVAL;
 	}
+	struct cw_task_conf *section = NULL;
 	while (fgets(line, sizeof(line), f)) {
 		lineno++;
 		char *s = trim(line);
 		if (!*s || *s == '#' || *s == ';')
 			continue;
+		if (*s == '[') {
+			size_t n = strlen(s);
+			if (n < 8 || s[n - 1] != ']' || strncmp(s, "[task:", 6) != 0) {
+				cw_error_set(err, CW_EINVAL, "%.80s:%d: expected a [task:NAME] section",
+					     path, lineno);
+				fclose(f);
+				return CW_EINVAL;
+			}
+			s[n - 1] = '\0';
+			section = add_task_section(c, trim(s + 6));
+			if (!section) {
+				cw_error_set(err, CW_ENOMEM, "out of memory");
+				fclose(f);
+				return CW_ENOMEM;
+			}
+			continue;
+		}
 		char *eq = strchr(s, '=');
 		if (!eq) {
 			cw_error_set(err, CW_EINVAL, "%s:%d: expected 'key = value'", path, lineno);
@@ -200,6 +304,18 @@ static int load_file(struct cw_config *c, const char *path, struct cw_error *err
 		if (vn >= 2 && (val[0] == '"' || val[0] == '\'') && val[vn - 1] == val[0]) {
 			val[vn - 1] = '\0';
 			val++;
+		}
+		if (section) {
+			int rc = apply_task_key(section, key, val, err);
+			if (rc) {
+				char msg[sizeof(err->msg)];
+				snprintf(msg, sizeof(msg), "%s", err->msg);
+				cw_error_set(err, rc, "%.80s:%d: [task:%.60s] %.100s", path, lineno,
+					     section->name, msg);
+				fclose(f);
+				return rc;
+			}
+			continue;
 		}
 		const struct opt *o = NULL;
 		for (size_t i = 0; i < NOPTS; i++)
@@ -446,4 +562,11 @@ void cw_config_free(struct cw_config *c)
 			free(c->queue_list[i]);
 	free(c->queue_list);
 	c->queue_list = NULL;
+	for (int i = 0; i < c->ntasks; i++) {
+		free(c->tasks[i].name);
+		free(c->tasks[i].rate_limit);
+	}
+	free(c->tasks);
+	c->tasks = NULL;
+	c->ntasks = 0;
 }

@@ -15,6 +15,16 @@
 
 enum cw_pool_kind { CW_POOL_PREFORK, CW_POOL_SOLO };
 
+/* Per-task settings from a [task:NAME] section; -1 / < 0 = not set. */
+struct cw_task_conf {
+	char *name;
+	int acks_late;
+	int reject_on_worker_lost;
+	double time_limit;
+	double soft_time_limit;
+	char *rate_limit;
+};
+
 struct cw_config {
 	char *broker_url;
 	char *result_backend;        /* NULL or "" = results not stored */
@@ -30,6 +40,17 @@ struct cw_config {
 	bool result_extended;
 	double visibility_timeout;   /* seconds */
 	bool list_tasks;             /* --list-tasks: print the registry and exit */
+	bool acks_late;              /* task_acks_late */
+	bool reject_on_worker_lost;  /* task_reject_on_worker_lost */
+	double time_limit;           /* task_time_limit, seconds; 0 = none */
+	double soft_time_limit;      /* task_soft_time_limit, seconds; 0 = none */
+	long max_tasks_per_child;    /* 0 = unlimited */
+	long max_memory_per_child;   /* KiB, checked after each task; 0 = unlimited */
+	long child_memory_limit;     /* KiB, enforced while a task runs; 0 = none */
+	long max_redeliveries;       /* deliveries of one message before FAILURE; 0 = unlimited */
+
+	struct cw_task_conf *tasks;  /* [task:NAME] sections */
+	int ntasks;
 
 	/* derived */
 	enum cw_pool_kind pool_kind;
@@ -48,6 +69,9 @@ enum cw_config_action { CW_CONFIG_RUN, CW_CONFIG_EXIT_OK };
 int cw_config_load(struct cw_config *cfg, int argc, char **argv, struct cw_error *err);
 void cw_config_free(struct cw_config *cfg);
 void cw_config_print_help(FILE *out);
+/* The [task:NAME] section for name, or NULL. */
+const struct cw_task_conf *cw_config_task(const struct cw_config *cfg, const char *name);
+
 /* Expand %h (full hostname), %n (name part), %d (domain) in fmt. malloc'd. */
 char *cw_config_expand_hostname(const char *fmt, const char *fqdn);
 

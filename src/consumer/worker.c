@@ -17,10 +17,22 @@
 #include "util/log.h"
 #include "util/url.h"
 
-/* A message the worker holds: reserved (in `ready`) or running (in a slot). */
+/*
+ * A message the worker holds: waiting for its ETA, reserved (in `ready`)
+ * or running (in `running[slot]`).  Allocated once; moves between lists by
+ * pointer so timers can refer to it.
+ */
 struct held {
 	struct cw_delivery *d;
-	char *id, *name;
+	struct cw_request req;     /* decoded once, on arrival */
+	double eta;                /* wall clock; 0 = none */
+	double expires;            /* wall clock; 0 = none */
+	bool acks_late, reject_on_worker_lost;
+	double soft, hard;         /* effective limits, seconds; 0 = none */
+	int slot;                  /* while running */
+	bool counted;              /* counts against the prefetch limit */
+	uint64_t eta_timer, soft_timer, hard_timer;
+	struct worker *w;
 };
 
 struct worker {
@@ -34,11 +46,14 @@ struct worker {
 	struct cw_exec_env env;
 	struct cw_proto_limits limits;
 
-	struct held *ready;      /* FIFO of reserved, unstarted messages */
+	struct held **ready;       /* FIFO of reserved, unstarted messages */
 	size_t nready, capready;
-	struct held *running;    /* indexed by pool slot */
-	int limit;               /* concurrency x prefetch multiplier */
-	int held;                /* reserved + running */
+	struct held **eta;         /* messages waiting for their ETA (unordered) */
+	size_t neta, capeta;
+	struct held **running;     /* indexed by pool slot */
+	int nslots;
+	int limit;                 /* concurrency x prefetch multiplier */
+	int held;                  /* counted messages: reserved + running */
 
 	int sigfd;
 	enum { RUNNING, WARM, COLD } phase;
@@ -53,13 +68,41 @@ static double touch_interval(const struct cw_config *cfg)
 	return t < 0.05 ? 0.05 : t > 60 ? 60 : t;
 }
 
+static bool push(struct held ***arr, size_t *n, size_t *cap, struct held *h)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 16;
+		struct held **a = realloc(*arr, c * sizeof(*a));
+		if (!a)
+			return false;
+		*arr = a;
+		*cap = c;
+	}
+	(*arr)[(*n)++] = h;
+	return true;
+}
+
+static void remove_at(struct held **arr, size_t *n, size_t i)
+{
+	memmove(arr + i, arr + i + 1, (*n - i - 1) * sizeof(*arr));
+	(*n)--;
+}
+
 static void release(struct worker *w, struct held *h)
 {
+	if (!h)
+		return;
+	if (h->eta_timer)
+		cw_loop_timer_cancel(w->loop, h->eta_timer);
+	if (h->soft_timer)
+		cw_loop_timer_cancel(w->loop, h->soft_timer);
+	if (h->hard_timer)
+		cw_loop_timer_cancel(w->loop, h->hard_timer);
+	if (h->counted)
+		w->held--;
+	cw_request_clear(&h->req);
 	cw_delivery_free(h->d);
-	free(h->id);
-	free(h->name);
-	*h = (struct held){0};
-	w->held--;
+	free(h);
 }
 
 static void update_credit(struct worker *w)
@@ -68,109 +111,247 @@ static void update_credit(struct worker *w)
 	w->bops->set_credit(w->broker, credit > 0 ? credit : 0);
 }
 
+/* Store a state the master decided (revoked, lost, timed out, ...). */
+static void store_exc(struct worker *w, struct held *h, enum cw_state state, const char *type,
+		      const char *module, const char *msg, json_t *args)
+{
+	struct cw_result_meta m = {.state = state, .exc_type = type, .exc_module = module,
+				   .exc_message = msg, .exc_args = args};
+	cw_exec_store(&w->env, &h->req, h->d->queue, &m);
+}
+
+static void ack(struct worker *w, struct held *h)
+{
+	w->bops->ack(w->broker, h->d);
+}
+
+static bool expired(const struct held *h)
+{
+	return h->expires > 0 && cw_wall() >= h->expires;
+}
+
+/* Celery's Request.revoked() for an expired task: REVOKED, acked. */
+static void revoke_expired(struct worker *w, struct held *h)
+{
+	cw_log(CW_LOG_WARNING, "consumer", "Discarding revoked task: %s[%s] (expired)", h->req.task,
+	       h->req.id);
+	store_exc(w, h, CW_STATE_REVOKED, "TaskRevokedError", "celery.exceptions", "expired", NULL);
+	ack(w, h);
+	release(w, h);
+}
+
+static void on_soft_limit(struct cw_loop *loop, void *arg)
+{
+	struct held *h = arg;
+	(void)loop;
+	h->soft_timer = 0;
+	cw_log(CW_LOG_WARNING, "pool", "Soft time limit (%gs) exceeded for %s[%s]", h->soft,
+	       h->req.task, h->req.id);
+	cw_pool_signal(h->w->pool, h->slot, SIGUSR1);
+}
+
+static void on_hard_limit(struct cw_loop *loop, void *arg)
+{
+	struct held *h = arg;
+	(void)loop;
+	h->hard_timer = 0;
+	cw_log(CW_LOG_ERROR, "pool", "Hard time limit (%gs) exceeded for %s[%s]", h->hard,
+	       h->req.task, h->req.id);
+	cw_pool_kill_slot(h->w->pool, h->slot, CW_LOST_TIMEOUT);
+}
+
 static void dispatch(struct worker *w)
 {
 	while (w->nready && w->phase != COLD) {
 		int slot = cw_pool_idle_slot(w->pool);
 		if (slot < 0)
 			return;
-		struct held h = w->ready[0];
-		memmove(w->ready, w->ready + 1, (w->nready - 1) * sizeof(*w->ready));
-		w->nready--;
-		/* early ack, as Celery's default: just before the task starts */
-		w->bops->ack(w->broker, h.d);
-		w->running[slot] = h;
-		int rc = cw_pool_submit(w->pool, slot, h.d->queue, h.d->raw, h.d->raw_len);
-		if (rc != CW_OK) {
-			cw_log(CW_LOG_ERROR, "consumer", "Task %s[%s]: cannot hand to the pool: %s", h.name,
-			       h.id, cw_strerror(rc));
-			cw_exec_store_failure(w->backend, h.id, "WorkerLostError", "billiard.exceptions",
-					      "could not start the task", NULL);
-			release(w, &w->running[slot]);
+		struct held *h = w->ready[0];
+		remove_at(w->ready, &w->nready, 0);
+		if (expired(h)) {
+			revoke_expired(w, h);
+			update_credit(w);
+			continue;
 		}
+		/* early ack, as Celery's default: just before the task starts */
+		if (!h->acks_late)
+			ack(w, h);
+		h->slot = slot;
+		w->running[slot] = h;
+		int rc = cw_pool_submit(w->pool, slot, h->d->queue, h->d->raw, h->d->raw_len);
+		if (rc != CW_OK) {
+			cw_log(CW_LOG_ERROR, "consumer", "Task %s[%s]: cannot hand to the pool: %s",
+			       h->req.task, h->req.id, cw_strerror(rc));
+			store_exc(w, h, CW_STATE_FAILURE, "WorkerLostError", "billiard.exceptions",
+				  "could not start the task", NULL);
+			if (h->acks_late)
+				ack(w, h);
+			w->running[slot] = NULL;
+			release(w, h);
+			continue;
+		}
+		/* solo: the task already ran and on_done released it */
+		if (w->running[slot] != h)
+			continue;
+		if (h->soft > 0 && (!h->hard || h->soft < h->hard))
+			h->soft_timer = cw_loop_timer(w->loop, h->soft, on_soft_limit, h);
+		if (h->hard > 0)
+			h->hard_timer = cw_loop_timer(w->loop, h->hard, on_hard_limit, h);
 	}
 }
 
-static void push_ready(struct worker *w, struct held h)
+static void on_eta(struct cw_loop *loop, void *arg)
 {
-	if (w->nready == w->capready) {
-		size_t cap = w->capready ? w->capready * 2 : 16;
-		struct held *r = realloc(w->ready, cap * sizeof(*r));
-		if (!r) {
-			cw_log(CW_LOG_ERROR, "consumer", "out of memory: giving %s back", h.id);
-			w->bops->restore(w->broker, h.d);
-			release(w, &h);
-			return;
+	struct held *h = arg;
+	struct worker *w = h->w;
+	(void)loop;
+	h->eta_timer = 0;
+	for (size_t i = 0; i < w->neta; i++)
+		if (w->eta[i] == h) {
+			remove_at(w->eta, &w->neta, i);
+			break;
 		}
-		w->ready = r;
-		w->capready = cap;
+	h->counted = true;
+	w->held++;
+	if (!push(&w->ready, &w->nready, &w->capready, h)) {
+		w->bops->restore(w->broker, h->d);
+		release(w, h);
+		return;
 	}
-	w->ready[w->nready++] = h;
+	dispatch(w);
+	update_credit(w);
 }
 
 /* Messages Celery's consumer drops: logged, removed from the queue for good. */
-static void drop(struct worker *w, struct held *h)
+static void drop(struct worker *w, struct cw_delivery *d)
 {
-	w->bops->reject(w->broker, h->d, false);
-	release(w, h);
-	update_credit(w);
+	w->bops->reject(w->broker, d, false);
+	cw_delivery_free(d);
+}
+
+/* Resolve per-message settings: message header > [task:NAME] section > global. */
+static void settle(struct worker *w, struct held *h)
+{
+	const struct cw_config *c = w->cfg;
+	const struct cw_task_conf *t = cw_config_task(c, h->req.task);
+
+	h->acks_late = t && t->acks_late >= 0 ? t->acks_late : c->acks_late;
+	h->reject_on_worker_lost = t && t->reject_on_worker_lost >= 0 ? t->reject_on_worker_lost
+								       : c->reject_on_worker_lost;
+	h->hard = h->req.time_limit > 0 ? h->req.time_limit
+		  : t && t->time_limit >= 0 ? t->time_limit : c->time_limit;
+	h->soft = h->req.soft_time_limit > 0 ? h->req.soft_time_limit
+		  : t && t->soft_time_limit >= 0 ? t->soft_time_limit : c->soft_time_limit;
+	if (h->req.eta && cw_proto_parse_iso8601(h->req.eta, h->req.utc, &h->eta) != CW_OK)
+		h->eta = 0;
+	if (h->req.expires && cw_proto_parse_iso8601(h->req.expires, h->req.utc, &h->expires) != CW_OK)
+		h->expires = 0;
 }
 
 static void on_delivery(void *arg, struct cw_delivery *d)
 {
 	struct worker *w = arg;
-	struct held h = {.d = d};
 	struct cw_error err = {0};
-	struct cw_request req = {0};
+	char *name = NULL, *id = NULL;
 
-	w->held++;
 	if (w->phase != RUNNING) {
 		/* arrived while shutting down: give it straight back */
 		w->bops->restore(w->broker, d);
-		release(w, &h);
+		cw_delivery_free(d);
 		return;
 	}
-	int rc = cw_proto_peek_task(&d->env, &w->limits, &h.name, &h.id, &err);
+	int rc = cw_proto_peek_task(&d->env, &w->limits, &name, &id, &err);
 	if (rc == CW_EFORMAT) {
 		cw_log(CW_LOG_ERROR, "consumer",
 		       "Received and deleted unknown message. Wrong destination?!? (queue %s, "
 		       "content-type %s): %s", d->queue, d->env.content_type, err.msg);
-		drop(w, &h);
-		return;
+		drop(w, d);
+		goto out;
 	}
 	if (rc != CW_OK) {
 		cw_log(CW_LOG_ERROR, "consumer",
 		       "Can't decode message body: %s (type:%s encoding:%s, queue %s); message dropped",
 		       err.msg, d->env.content_type, d->env.content_encoding, d->queue);
-		drop(w, &h);
-		return;
+		drop(w, d);
+		goto out;
 	}
-	if (!cw_registry_find(w->reg, h.name)) {
+	if (!cw_registry_find(w->reg, name)) {
 		cw_log(CW_LOG_ERROR, "consumer",
 		       "Received unregistered task of type '%s'. The message has been ignored and "
-		       "discarded. (id %s, queue %s)", h.name, h.id, d->queue);
-		cw_exec_store_failure(w->backend, h.id, "NotRegistered", "celery.exceptions", h.name,
-				      NULL);
-		drop(w, &h);
-		return;
+		       "discarded. (id %s, queue %s)", name, id, d->queue);
+		struct cw_result_meta m = {.state = CW_STATE_FAILURE, .task_id = id,
+					   .exc_type = "NotRegistered", .exc_module = "celery.exceptions",
+					   .exc_message = name};
+		if (*id)
+			cw_exec_store(&w->env, NULL, d->queue, &m);
+		drop(w, d);
+		goto out;
 	}
-	rc = cw_proto_decode_request(&d->env, &w->limits, &req, &err);
-	cw_request_clear(&req);
+	struct held *h = calloc(1, sizeof(*h));
+	if (!h) {
+		w->bops->restore(w->broker, d);
+		cw_delivery_free(d);
+		goto out;
+	}
+	h->w = w;
+	h->d = d;
+	rc = cw_proto_decode_request(&d->env, &w->limits, &h->req, &err);
 	if (rc != CW_OK) {
 		if (rc == CW_EDECODE)
 			cw_log(CW_LOG_ERROR, "consumer",
 			       "Can't decode message body: %s (type:%s encoding:%s) task %s[%s]; message "
-			       "dropped", err.msg, d->env.content_type, d->env.content_encoding, h.name, h.id);
+			       "dropped", err.msg, d->env.content_type, d->env.content_encoding, name, id);
 		else
 			cw_log(CW_LOG_ERROR, "consumer",
 			       "Received invalid task message: %s (task %s[%s], content-type %s); message "
-			       "rejected", err.msg, h.name, h.id, d->env.content_type);
-		drop(w, &h);
-		return;
+			       "rejected", err.msg, name, id, d->env.content_type);
+		h->d = NULL;
+		release(w, h);
+		drop(w, d);
+		goto out;
 	}
-	cw_log(CW_LOG_INFO, "consumer", "Task %s[%s] received", h.name, h.id);
-	push_ready(w, h);
+	settle(w, h);
+	if (w->cfg->max_redeliveries > 0 && d->deliveries > w->cfg->max_redeliveries) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "message delivered %ld times, over max_redeliveries (%ld): "
+			 "it keeps killing its worker", d->deliveries, w->cfg->max_redeliveries);
+		cw_log(CW_LOG_ERROR, "consumer", "Task %s[%s]: %s", name, id, msg);
+		store_exc(w, h, CW_STATE_FAILURE, "RedeliveryLimitExceeded", "cworker.exceptions", msg,
+			  NULL);
+		ack(w, h);
+		release(w, h);
+		goto out;
+	}
+	cw_log(CW_LOG_INFO, "consumer", "Task %s[%s] received", name, id);
+	if (expired(h)) {
+		revoke_expired(w, h);
+		goto out;
+	}
+	if (h->eta > cw_wall()) {
+		/* held in the master until due, outside the prefetch limit (as Celery) */
+		if (!push(&w->eta, &w->neta, &w->capeta, h)) {
+			w->bops->restore(w->broker, d);
+			h->d = NULL;
+			release(w, h);
+			cw_delivery_free(d);
+			goto out;
+		}
+		h->eta_timer = cw_loop_timer(w->loop, h->eta - cw_wall(), on_eta, h);
+		goto out;
+	}
+	h->counted = true;
+	w->held++;
+	if (!push(&w->ready, &w->nready, &w->capready, h)) {
+		w->bops->restore(w->broker, d);
+		h->d = NULL;
+		release(w, h);
+		cw_delivery_free(d);
+		goto out;
+	}
 	dispatch(w);
+out:
+	free(name);
+	free(id);
 	update_credit(w);
 }
 
@@ -188,37 +369,61 @@ static void on_state(void *arg, bool up)
 static void on_done(void *arg, int slot, const struct cw_outcome *o)
 {
 	struct worker *w = arg;
-	struct held *h = &w->running[slot];
+	struct held *h = w->running[slot];
 
-	if (!h->d)
+	if (!h)
 		return;
+	w->running[slot] = NULL;
 	if (o->state == CW_STATE_SUCCESS)
-		cw_log(CW_LOG_INFO, "task", "Task %s[%s] succeeded in %.6fs: %s", h->name, h->id,
+		cw_log(CW_LOG_INFO, "task", "Task %s[%s] succeeded in %.6fs: %s", h->req.task, h->req.id,
 		       o->runtime, o->result_repr);
 	else
-		cw_log(CW_LOG_ERROR, "task", "Task %s[%s] raised unexpected: %s(%s)", h->name, h->id,
-		       o->exc_type, o->exc_message);
+		cw_log(CW_LOG_ERROR, "task", "Task %s[%s] raised unexpected: %s(%s)", h->req.task,
+		       h->req.id, o->exc_type, o->exc_message);
+	if (h->acks_late)
+		ack(w, h);
 	release(w, h);
 	update_credit(w);
 }
 
-static void on_lost(void *arg, int slot, pid_t pid, int st)
+static void on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_reason why)
 {
 	struct worker *w = arg;
-	struct held *h = &w->running[slot];
-	char msg[160];
+	struct held *h = w->running[slot];
+	char msg[200];
 
-	if (!h->d)
+	if (!h)
 		return;
-	if (WIFSIGNALED(st))
-		snprintf(msg, sizeof(msg), "Worker exited prematurely: signal %d (%s) Job: %s.",
-			 WTERMSIG(st), sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?", h->id);
-	else
-		snprintf(msg, sizeof(msg), "Worker exited prematurely: exitcode %d Job: %s.",
-			 WEXITSTATUS(st), h->id);
-	cw_log(CW_LOG_ERROR, "task", "Task handler raised error: WorkerLostError('%s') (task %s, pid %d)",
-	       msg, h->name, (int)pid);
-	cw_exec_store_failure(w->backend, h->id, "WorkerLostError", "billiard.exceptions", msg, NULL);
+	w->running[slot] = NULL;
+	if (why == CW_LOST_TIMEOUT) {
+		json_t *args = json_pack("[f]", h->hard);
+		store_exc(w, h, CW_STATE_FAILURE, "TimeLimitExceeded", "billiard.exceptions", NULL, args);
+		json_decref(args);
+		ack(w, h); /* task_acks_on_failure_or_timeout */
+	} else if (why == CW_LOST_MEMORY) {
+		snprintf(msg, sizeof(msg), "child RSS passed the limit of %ld KiB",
+			 w->cfg->child_memory_limit);
+		cw_log(CW_LOG_ERROR, "task", "Task %s[%s] killed: %s", h->req.task, h->req.id, msg);
+		store_exc(w, h, CW_STATE_FAILURE, "MemoryLimitExceeded", "cworker.exceptions", msg, NULL);
+		ack(w, h);
+	} else if (h->acks_late && h->reject_on_worker_lost) {
+		cw_log(CW_LOG_WARNING, "task", "Task %s[%s]: worker pid %d lost; requeued "
+		       "(reject_on_worker_lost)", h->req.task, h->req.id, (int)pid);
+		w->bops->reject(w->broker, h->d, true);
+	} else {
+		if (WIFSIGNALED(st))
+			snprintf(msg, sizeof(msg), "Worker exited prematurely: signal %d (%s) Job: %s.",
+				 WTERMSIG(st), sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?",
+				 h->req.id);
+		else
+			snprintf(msg, sizeof(msg), "Worker exited prematurely: exitcode %d Job: %s.",
+				 WEXITSTATUS(st), h->req.id);
+		cw_log(CW_LOG_ERROR, "task", "Task handler raised error: WorkerLostError('%s') (task %s)",
+		       msg, h->req.task);
+		store_exc(w, h, CW_STATE_FAILURE, "WorkerLostError", "billiard.exceptions", msg, NULL);
+		if (h->acks_late)
+			ack(w, h);
+	}
 	release(w, h);
 	update_credit(w);
 }
@@ -227,6 +432,7 @@ static void on_idle(void *arg)
 {
 	struct worker *w = arg;
 	dispatch(w);
+	update_credit(w);
 }
 
 /*
@@ -239,12 +445,24 @@ static void touch_tick(struct cw_loop *loop, void *arg)
 	struct worker *w = arg;
 	if (w->bops->connected(w->broker)) {
 		for (size_t i = 0; i < w->nready; i++)
-			w->bops->touch(w->broker, w->ready[i].d);
-		for (int i = 0; i < cw_pool_size(w->pool); i++)
-			if (w->running[i].d)
-				w->bops->touch(w->broker, w->running[i].d);
+			w->bops->touch(w->broker, w->ready[i]->d);
+		for (size_t i = 0; i < w->neta; i++)
+			w->bops->touch(w->broker, w->eta[i]->d);
+		for (int i = 0; i < w->nslots; i++)
+			if (w->running[i])
+				w->bops->touch(w->broker, w->running[i]->d);
 	}
 	cw_loop_timer(loop, touch_interval(w->cfg), touch_tick, w);
+}
+
+/* With --child-memory-limit: look at running children's RSS ten times a second. */
+static void memory_tick(struct cw_loop *loop, void *arg)
+{
+	struct worker *w = arg;
+	for (int i = 0; i < w->nslots; i++)
+		if (w->running[i] && cw_pool_rss_kib(w->pool, i) > w->cfg->child_memory_limit)
+			cw_pool_kill_slot(w->pool, i, CW_LOST_MEMORY);
+	cw_loop_timer(loop, 0.1, memory_tick, w);
 }
 
 static void begin_shutdown(struct worker *w, bool cold)
@@ -262,12 +480,17 @@ static void begin_shutdown(struct worker *w, bool cold)
 		return;
 	}
 	update_credit(w);
-	/* reserved but unstarted messages go back to the head of their queues */
+	/* reserved and ETA-held messages go back to the head of their queues */
 	for (size_t i = 0; i < w->nready; i++) {
-		w->bops->restore(w->broker, w->ready[i].d);
-		release(w, &w->ready[i]);
+		w->bops->restore(w->broker, w->ready[i]->d);
+		release(w, w->ready[i]);
 	}
 	w->nready = 0;
+	for (size_t i = 0; i < w->neta; i++) {
+		w->bops->restore(w->broker, w->eta[i]->d);
+		release(w, w->eta[i]);
+	}
+	w->neta = 0;
 }
 
 static void on_signal(struct cw_loop *loop, int fd, unsigned ev, void *arg)
@@ -297,7 +520,7 @@ static void on_signal(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 	}
 }
 
-/* Checked every 50 ms while shutting down: leave when nothing is in flight. */
+/* Checked every 50 ms: leave when shutting down and nothing is in flight. */
 static void shutdown_tick(struct cw_loop *loop, void *arg)
 {
 	struct worker *w = arg;
@@ -340,7 +563,7 @@ int cw_worker_run(const struct cw_config *cfg)
 	struct worker w = {.cfg = cfg, .sigfd = -1, .exit_code = 0};
 	struct cw_error err = {0};
 	char redacted[512];
-	int rc = 1, n = 0;
+	int rc = 1;
 
 	w.limits = (struct cw_proto_limits)CW_PROTO_LIMITS_DEFAULT;
 	w.loop = cw_loop_new();
@@ -361,18 +584,21 @@ int cw_worker_run(const struct cw_config *cfg)
 		cw_log(CW_LOG_ERROR, "worker", "signal setup failed: %s", strerror(errno));
 		goto out;
 	}
-	n = cfg->pool_kind == CW_POOL_SOLO ? 1 : (int)cfg->concurrency;
-	w.limit = n * (int)cfg->prefetch_multiplier;
-	w.running = calloc((size_t)n, sizeof(*w.running));
+	w.nslots = cfg->pool_kind == CW_POOL_SOLO ? 1 : (int)cfg->concurrency;
+	w.limit = w.nslots * (int)cfg->prefetch_multiplier;
+	w.running = calloc((size_t)w.nslots, sizeof(*w.running));
 	struct cw_pool_handler ph = {.on_done = on_done, .on_lost = on_lost, .on_idle = on_idle,
 				     .arg = &w};
-	w.pool = cw_pool_new(w.loop, cfg->pool_kind == CW_POOL_SOLO, n, &w.env, &ph);
-	if (!w.running || !w.pool || cw_pool_start(w.pool) != CW_OK)
+	w.pool = cw_pool_new(w.loop, cfg->pool_kind == CW_POOL_SOLO, w.nslots, &w.env, &ph);
+	if (!w.running || !w.pool)
+		goto out;
+	cw_pool_set_recycling(w.pool, cfg->max_tasks_per_child, cfg->max_memory_per_child);
+	if (cw_pool_start(w.pool) != CW_OK)
 		goto out;
 
 	cw_url_redact(cfg->broker_url, redacted, sizeof(redacted));
 	cw_log(CW_LOG_INFO, "worker", "%s: broker %s, %s pool of %d, prefetch %d, queues %s",
-	       cfg->hostname, redacted, cfg->pool, n, w.limit, cfg->queues);
+	       cfg->hostname, redacted, cfg->pool, w.nslots, w.limit, cfg->queues);
 	w.bops = cw_broker_lookup(cfg->broker_url);
 	struct cw_broker_opts opts = {.url = cfg->broker_url, .queues = cfg->queue_list,
 				      .nqueues = cfg->nqueues,
@@ -386,6 +612,8 @@ int cw_worker_run(const struct cw_config *cfg)
 	w.broker->ops = w.bops;
 	cw_loop_timer(w.loop, 0.05, shutdown_tick, &w);
 	cw_loop_timer(w.loop, touch_interval(cfg), touch_tick, &w);
+	if (cfg->child_memory_limit > 0 && cfg->pool_kind == CW_POOL_PREFORK)
+		cw_loop_timer(w.loop, 0.1, memory_tick, &w);
 	if (cw_loop_run(w.loop) < 0)
 		goto out;
 	rc = w.exit_code;
@@ -395,11 +623,13 @@ out:
 		cw_pool_free(w.pool);
 	}
 	for (size_t i = 0; i < w.nready; i++)
-		release(&w, &w.ready[i]);
-	for (int i = 0; w.running && i < n; i++)
-		if (w.running[i].d)
-			release(&w, &w.running[i]);
+		release(&w, w.ready[i]);
+	for (size_t i = 0; i < w.neta; i++)
+		release(&w, w.eta[i]);
+	for (int i = 0; w.running && i < w.nslots; i++)
+		release(&w, w.running[i]);
 	free(w.ready);
+	free(w.eta);
 	free(w.running);
 	if (w.broker)
 		w.bops->close(w.broker);

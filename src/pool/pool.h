@@ -15,11 +15,19 @@
 struct cw_loop;
 struct cw_pool;
 
+/* Why a busy child died. */
+enum cw_lost_reason {
+	CW_LOST_CRASH,       /* died on its own (signal or exit) */
+	CW_LOST_TIMEOUT,     /* killed at its hard time limit */
+	CW_LOST_MEMORY,      /* killed over the per-child memory limit */
+	CW_LOST_TERMINATED,  /* killed on request (revoke terminate) */
+};
+
 struct cw_pool_handler {
 	/* slot finished its task */
 	void (*on_done)(void *arg, int slot, const struct cw_outcome *o);
 	/* the process in slot died while running a task (wstatus from waitpid) */
-	void (*on_lost)(void *arg, int slot, pid_t pid, int wstatus);
+	void (*on_lost)(void *arg, int slot, pid_t pid, int wstatus, enum cw_lost_reason why);
 	/* a slot became free for work (new child, or finished task) */
 	void (*on_idle)(void *arg);
 	void *arg;
@@ -36,6 +44,16 @@ int cw_pool_size(const struct cw_pool *p);
 pid_t cw_pool_pid(const struct cw_pool *p, int slot);
 /* Give slot one message (envelope text) to run; CW_OK or CW_EIO. */
 int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *raw, size_t len);
+/* Replace children after max_tasks tasks / when RSS passed max_kib after a task (0 = off). */
+void cw_pool_set_recycling(struct cw_pool *p, long max_tasks, long max_kib);
+/* Send sig to the child in slot (prefork only); CW_OK or CW_EINVAL. */
+int cw_pool_signal(struct cw_pool *p, int slot, int sig);
+/* SIGKILL the child in slot; on_lost reports why. */
+void cw_pool_kill_slot(struct cw_pool *p, int slot, enum cw_lost_reason why);
+/* Resident set size of the child in slot, KiB (0 if unknown). */
+long cw_pool_rss_kib(const struct cw_pool *p, int slot);
+/* Resident set size of a process, KiB (0 if unknown). */
+long cw_proc_rss_kib(pid_t pid);
 /* Reap exited children (call on SIGCHLD). */
 void cw_pool_reap(struct cw_pool *p);
 /* Ask idle children to exit and wait for them (up to `wait` seconds, then SIGKILL). */

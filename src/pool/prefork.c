@@ -34,6 +34,9 @@ struct child {
 	int fd;
 	int index;        /* ForkPoolWorker-<index> */
 	bool busy;
+	bool retiring;    /* asked to exit after its task: recycled, not lost */
+	int ntasks;       /* tasks finished by this process */
+	enum cw_lost_reason kill_reason;
 	double started;   /* when forked */
 	struct buf in, out;
 };
@@ -48,6 +51,7 @@ struct cw_pool {
 	const struct cw_exec_env *env;
 	struct cw_pool_handler h;
 	uint64_t respawn_timer;
+	long max_tasks, max_kib;
 };
 
 static volatile sig_atomic_t child_cancel;
@@ -75,6 +79,22 @@ static void buf_free(struct buf *b)
 {
 	free(b->p);
 	*b = (struct buf){0};
+}
+
+long cw_proc_rss_kib(pid_t pid)
+{
+	char path[64], buf[128];
+	long pages = 0, rss = 0;
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (fgets(buf, sizeof(buf), f) && sscanf(buf, "%ld %ld", &pages, &rss) == 2)
+		rss = rss * (sysconf(_SC_PAGESIZE) / 1024);
+	else
+		rss = 0;
+	fclose(f);
+	return rss;
 }
 
 /* ---- child side --------------------------------------------------------- */
@@ -185,6 +205,7 @@ static __attribute__((noreturn)) void child_main(struct cw_pool *p, int fd, int 
 		cw_exec_message(&env, raw, rawlen, queue ? queue : "", &o);
 		free(queue);
 		free(msg);
+		o.rss_kib = cw_proc_rss_kib(getpid());
 		struct frame_hdr d = {FRAME_DONE, (uint32_t)sizeof(o)};
 		if (write_full(fd, &d, sizeof(d)) < 0 || write_full(fd, &o, sizeof(o)) < 0)
 			break;
@@ -266,6 +287,13 @@ static void flush_out(struct cw_pool *p, struct child *c)
 	}
 }
 
+/* Ask an idle child to exit (EOF on its socket); the reaper replaces it. */
+static void retire(struct cw_pool *p, struct child *c)
+{
+	c->retiring = true;
+	child_close(p, c);
+}
+
 static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 {
 	struct cw_pool *p = arg;
@@ -303,7 +331,20 @@ static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 		memmove(c->in.p, c->in.p + sizeof(h) + h.len, c->in.len - sizeof(h) - h.len);
 		c->in.len -= sizeof(h) + h.len;
 		c->busy = false;
+		c->ntasks++;
 		p->h.on_done(p->h.arg, slot, &o);
+		if (p->max_tasks && c->ntasks >= p->max_tasks) {
+			cw_log(CW_LOG_INFO, "pool", "ForkPoolWorker-%d pid:%d reached max-tasks-per-child "
+			       "(%d); replacing it", c->index, (int)c->pid, c->ntasks);
+			retire(p, c);
+		} else if (p->max_kib && o.rss_kib > p->max_kib) {
+			cw_log(CW_LOG_WARNING, "pool", "ForkPoolWorker-%d pid:%d RSS %ld KiB is over "
+			       "max-memory-per-child (%ld KiB); replacing it", c->index, (int)c->pid,
+			       o.rss_kib, p->max_kib);
+			retire(p, c);
+		}
+		if (c->fd < 0)
+			return;
 		if (p->h.on_idle)
 			p->h.on_idle(p->h.arg);
 	}
@@ -436,21 +477,25 @@ void cw_pool_reap(struct cw_pool *p)
 		struct child *c = &p->c[slot];
 		char how[64];
 		describe(st, how, sizeof(how));
-		bool was_busy = c->busy;
+		bool was_busy = c->busy, retired = c->retiring && !c->busy;
+		enum cw_lost_reason why = c->kill_reason;
 		double lived = cw_now() - c->started;
 		child_close(p, c);
 		buf_free(&c->in);
 		buf_free(&c->out);
 		c->busy = false;
 		c->pid = 0;
+		c->retiring = false;
+		c->kill_reason = CW_LOST_CRASH;
 		if (p->stopping)
 			continue;
-		cw_log(was_busy ? CW_LOG_ERROR : CW_LOG_WARNING, "pool",
-		       "Process 'ForkPoolWorker-%d' pid:%d exited with '%s'", c->index, (int)pid, how);
+		if (!retired)
+			cw_log(was_busy ? CW_LOG_ERROR : CW_LOG_WARNING, "pool",
+			       "Process 'ForkPoolWorker-%d' pid:%d exited with '%s'", c->index, (int)pid, how);
 		if (was_busy)
-			p->h.on_lost(p->h.arg, slot, pid, st);
+			p->h.on_lost(p->h.arg, slot, pid, st, why);
 		/* a child that dies right after start would make us fork in a loop */
-		if (lived < 1.0 && !was_busy) {
+		if (lived < 1.0 && !was_busy && !retired) {
 			if (!p->respawn_timer)
 				p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
 		} else if (spawn(p, slot) == CW_OK) {
@@ -460,6 +505,34 @@ void cw_pool_reap(struct cw_pool *p)
 			p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
 		}
 	}
+}
+
+void cw_pool_set_recycling(struct cw_pool *p, long max_tasks, long max_kib)
+{
+	p->max_tasks = p->solo ? 0 : max_tasks;
+	p->max_kib = p->solo ? 0 : max_kib;
+}
+
+int cw_pool_signal(struct cw_pool *p, int slot, int sig)
+{
+	if (p->solo || slot < 0 || slot >= p->n || p->c[slot].pid <= 0)
+		return CW_EINVAL;
+	return kill(p->c[slot].pid, sig) == 0 ? CW_OK : CW_EINVAL;
+}
+
+void cw_pool_kill_slot(struct cw_pool *p, int slot, enum cw_lost_reason why)
+{
+	if (p->solo || slot < 0 || slot >= p->n || p->c[slot].pid <= 0)
+		return;
+	p->c[slot].kill_reason = why;
+	kill(p->c[slot].pid, SIGKILL);
+}
+
+long cw_pool_rss_kib(const struct cw_pool *p, int slot)
+{
+	if (slot < 0 || slot >= p->n || p->c[slot].pid <= 0)
+		return 0;
+	return cw_proc_rss_kib(p->c[slot].pid);
 }
 
 void cw_pool_stop(struct cw_pool *p, double wait)

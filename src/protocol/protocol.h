@@ -144,6 +144,7 @@ struct cw_result_meta {
 	const char *exc_type;    /* failure/revoked: exception class name */
 	const char *exc_module;  /* "builtins", "celery.exceptions", ... */
 	const char *exc_message; /* becomes exc_message: [message] */
+	json_t *exc_args;        /* when set: exc_message is this array instead (borrowed) */
 	const char *traceback;   /* NULL = null */
 	double date_done;        /* epoch seconds; used for ready states */
 	const char *group_id, *parent_id;  /* added when non-NULL */

@@ -26,8 +26,13 @@ char *cw_proto_encode_result_meta(const struct cw_result_meta *m, size_t *len)
 		return NULL;
 	if (m->exc_type) {
 		result = json_object();
-		json_t *msg = json_array();
-		json_array_append_new(msg, json_string(m->exc_message ? m->exc_message : ""));
+		json_t *msg;
+		if (json_is_array(m->exc_args)) {
+			msg = json_incref(m->exc_args);
+		} else {
+			msg = json_array();
+			json_array_append_new(msg, json_string(m->exc_message ? m->exc_message : ""));
+		}
 		json_object_set_new(result, "exc_type", json_string(m->exc_type));
 		json_object_set_new(result, "exc_message", msg);
 		json_object_set_new(result, "exc_module",

@@ -67,43 +67,31 @@ int64_t cw_task_retries(const struct cw_task_ctx *ctx) { return ctx->req->retrie
 bool cw_task_cancelled(const struct cw_task_ctx *ctx) { return ctx->cancel && *ctx->cancel; }
 bool cw_task_is_bigint(const json_t *v) { return cw_json_is_bigint(v); }
 
-static void store(const struct cw_exec_env *env, const struct cw_request *req, const char *queue,
-		  struct cw_result_meta *m)
+void cw_exec_store(const struct cw_exec_env *env, const struct cw_request *req, const char *queue,
+		   struct cw_result_meta *m)
 {
 	struct cw_error err = {0};
 
-	if (!env->backend || req->ignore_result)
+	if (!env->backend || (req && req->ignore_result))
 		return;
-	m->task_id = req->id;
 	m->date_done = cw_wall();
-	m->group_id = req->group;
-	m->parent_id = req->parent_id;
-	if (env->result_extended) {
-		m->extended = true;
-		m->name = req->task;
-		m->args = req->args;
-		m->kwargs = req->kwargs;
-		m->worker = env->hostname;
-		m->retries = req->retries;
-		m->queue = queue;
+	if (req) {
+		m->task_id = req->id;
+		m->group_id = req->group;
+		m->parent_id = req->parent_id;
+		if (env->result_extended) {
+			m->extended = true;
+			m->name = req->task;
+			m->args = req->args;
+			m->kwargs = req->kwargs;
+			m->worker = env->hostname;
+			m->retries = req->retries;
+			m->queue = queue;
+		}
 	}
 	if (cw_backend_store(env->backend, m, &err) != CW_OK)
-		cw_log(CW_LOG_ERROR, "backend", "Task %s[%s]: result not stored: %s", req->task, req->id,
-		       err.msg);
-}
-
-void cw_exec_store_failure(struct cw_backend *backend, const char *task_id, const char *exc_type,
-			   const char *exc_module, const char *message, const char *traceback)
-{
-	struct cw_result_meta m = {
-		.state = CW_STATE_FAILURE, .task_id = task_id, .exc_type = exc_type,
-		.exc_module = exc_module, .exc_message = message, .traceback = traceback,
-		.date_done = cw_wall(),
-	};
-	struct cw_error err = {0};
-
-	if (backend && cw_backend_store(backend, &m, &err) != CW_OK)
-		cw_log(CW_LOG_ERROR, "backend", "Task [%s]: failure not stored: %s", task_id, err.msg);
+		cw_log(CW_LOG_ERROR, "backend", "Task %s[%s]: %s not stored: %s",
+		       req ? req->task : "?", m->task_id, cw_state_name(m->state), err.msg);
 }
 
 static void outcome_fail(struct cw_outcome *out, const char *type, const char *msg)
@@ -131,9 +119,10 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 	}
 	const struct cw_task_def *def = cw_registry_find(env->reg, req.task);
 	if (!def) {
+		struct cw_result_meta m = {.state = CW_STATE_FAILURE, .exc_type = "NotRegistered",
+					   .exc_module = "celery.exceptions", .exc_message = req.task};
 		outcome_fail(out, "NotRegistered", req.task);
-		cw_exec_store_failure(env->backend, req.id, "NotRegistered", "celery.exceptions",
-				      req.task, NULL);
+		cw_exec_store(env, &req, queue, &m);
 		goto out;
 	}
 	ctx.req = &req;
@@ -151,7 +140,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		char *txt = cw_json_dumps(result ? result : json_null(), NULL);
 		snprintf(out->result_repr, sizeof(out->result_repr), "%s", txt ? txt : "?");
 		free(txt);
-		store(env, &req, queue, &m);
+		cw_exec_store(env, &req, queue, &m);
 	} else {
 		if (!ctx.exc_type)
 			cw_task_fail(&ctx, "TaskError", NULL, "task returned failure without a reason");
@@ -164,7 +153,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		m.exc_module = ctx.exc_module;
 		m.exc_message = ctx.exc_message ? ctx.exc_message : "";
 		m.traceback = tb;
-		store(env, &req, queue, &m);
+		cw_exec_store(env, &req, queue, &m);
 	}
 	json_decref(result);
 out:

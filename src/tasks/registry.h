@@ -27,6 +27,7 @@ struct cw_outcome {
 	char exc_type[128];
 	char exc_message[512];   /* truncated for logs; the backend gets it whole */
 	char result_repr[512];   /* truncated JSON of the result, for logs */
+	long rss_kib;            /* the executing process's RSS after the task */
 };
 
 struct cw_exec_env {
@@ -46,8 +47,12 @@ struct cw_exec_env {
 void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		     const char *queue, struct cw_outcome *out);
 
-/* Store a terminal failure for a task the master handled itself. */
-void cw_exec_store_failure(struct cw_backend *backend, const char *task_id, const char *exc_type,
-			   const char *exc_module, const char *message, const char *traceback);
+/*
+ * Store the state of a task the master handled itself (unknown, expired,
+ * lost, timed out): m->task_id, group/parent and the extended fields are
+ * filled from req when it is non-NULL.
+ */
+void cw_exec_store(const struct cw_exec_env *env, const struct cw_request *req, const char *queue,
+		   struct cw_result_meta *m);
 
 #endif
