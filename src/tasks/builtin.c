@@ -221,6 +221,39 @@ static enum cw_task_status t_spin(struct cw_task_ctx *ctx, json_t *args, json_t 
 	return CW_TASK_SUCCESS;
 }
 
+static enum cw_task_status t_alloc(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
+				   json_t **result)
+{
+	static const char *const names[] = {"mib", "seconds", "leak"};
+	if (!arity(ctx, args, kwargs, 3, names, "alloc"))
+		return CW_TASK_FAILURE;
+	json_t *m = param(ctx, args, kwargs, 0, "mib", true, "alloc");
+	json_t *s = m ? param(ctx, args, kwargs, 1, "seconds", false, "alloc") : NULL;
+	if (!m)
+		return CW_TASK_FAILURE;
+	if (!json_is_integer(m) || json_integer_value(m) < 0 || json_integer_value(m) > 1 << 20)
+		return cw_task_fail(ctx, "ValueError", NULL, "alloc(): mib must be 0..1048576");
+	double hold = json_is_number(s) ? json_number_value(s) : 0;
+	size_t n = (size_t)json_integer_value(m) << 20;
+	char *p = malloc(n ? n : 1);
+	if (!p)
+		return cw_task_fail(ctx, "MemoryError", NULL, "alloc(): cannot allocate %zu bytes", n);
+	/* touch every page so the memory is resident, a little at a time */
+	double end = cw_now() + hold;
+	for (size_t off = 0; off < n; off += 4096)
+		p[off] = (char)off;
+	while (cw_now() < end && !cw_task_cancelled(ctx)) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	/* leak=True keeps the memory (a leaky task, what max-memory-per-child is for) */
+	json_t *leak = param(ctx, args, kwargs, 2, "leak", false, "alloc");
+	if (!json_is_true(leak))
+		free(p);
+	*result = json_integer(json_integer_value(m));
+	return CW_TASK_SUCCESS;
+}
+
 static enum cw_task_status t_crash(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 				   json_t **result)
 {
@@ -243,6 +276,7 @@ static const struct cw_task_def builtin[] = {
 	TASK("cworker.fail", t_fail, "fail(exc_type, message): fail with that exception", false),
 	TASK("cworker.spin", t_spin, "spin(seconds): busy CPU, ignores soft limits", true),
 	TASK("cworker.crash", t_crash, "crash(): the executing process dies by SIGSEGV", true),
+	TASK("cworker.alloc", t_alloc, "alloc(mib, seconds, leak=False): hold mib MiB resident", true),
 };
 
 int cw_tasks_register_builtin(struct cw_registry *r, bool diagnostic)
