@@ -29,6 +29,7 @@ struct cw_task_ctx;
 enum cw_task_status {
 	CW_TASK_SUCCESS = 0,
 	CW_TASK_FAILURE = 1,
+	CW_TASK_RETRY = 2,    /* returned by cw_task_retry() */
 };
 
 typedef enum cw_task_status (*cw_task_fn)(struct cw_task_ctx *ctx,
@@ -54,6 +55,20 @@ struct cw_task_def {
 enum cw_task_status cw_task_fail(struct cw_task_ctx *ctx, const char *exc_type,
 				 const char *exc_module, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+
+/*
+ * Ask for the task to run again later, as Celery's Task.retry(): the same
+ * task id and arguments are sent again with retries + 1 and an ETA of now +
+ * countdown seconds; the state becomes RETRY.  When the request has already
+ * been retried max_retries times (max_retries < 0: unlimited), the task
+ * fails instead: with exc_type/message when exc_type is given (Celery
+ * re-raises the exception passed to retry), else with
+ * celery.exceptions.MaxRetriesExceededError.  Returns the status the task
+ * function must return.
+ */
+enum cw_task_status cw_task_retry(struct cw_task_ctx *ctx, double countdown, int max_retries,
+				  const char *exc_type, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 
 /* Task id, name and retry count of the running request. */
 const char *cw_task_id(const struct cw_task_ctx *ctx);

@@ -62,6 +62,13 @@ struct cw_broker_ops {
 	/* Give back a reserved, never started message at the head of its queue. */
 	void (*restore)(struct cw_broker *b, struct cw_delivery *d);
 	/*
+	 * Send a new message (an envelope with its own delivery tag) to queue at
+	 * the given priority; delivered at most once even if resent after a
+	 * connection loss.
+	 */
+	void (*publish)(struct cw_broker *b, const char *queue, int priority, const char *tag,
+			const char *raw, size_t len);
+	/*
 	 * Tell the broker the message is still held, so visibility-timeout
 	 * recovery (ours or another worker's) leaves it alone while we live.
 	 */

@@ -105,6 +105,10 @@ static const char lua_restore[] =
 	"  end "
 	"end "
 	"if pushed == 0 then redis.call('RPUSH', ARGV[5], ARGV[3]) end return 1";
+/* Publish once: KEYS queue list, marker; ARGV payload.  The marker makes a resend harmless. */
+static const char lua_publish[] =
+	"if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 3600) then "
+	"redis.call('LPUSH', KEYS[1], ARGV[1]) return 1 end return 0";
 /* Step 3: release the mutex if it is still ours.  KEYS mutex; ARGV token. */
 static const char lua_unlock[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
@@ -713,6 +717,31 @@ static void rb_ack(struct cw_broker *base, struct cw_delivery *d)
 	cmd(b, NULL, NULL, 7, argv, NULL);
 }
 
+/* kombu's _q_for_pri: the list for a priority, by its step (0 = the queue itself). */
+static void queue_key(char *out, size_t n, const char *queue, int priority)
+{
+	int step = 0;
+	for (int i = 0; i < NPRI; i++)
+		if (priority >= priority_steps[i])
+			step = priority_steps[i];
+	if (step)
+		snprintf(out, n, "%s" SEP "%d", queue, step);
+	else
+		snprintf(out, n, "%s", queue);
+}
+
+static void rb_publish(struct cw_broker *base, const char *queue, int priority, const char *tag,
+		       const char *raw, size_t len)
+{
+	struct redis_broker *b = (struct redis_broker *)base;
+	char key[600], marker[128];
+	queue_key(key, sizeof(key), queue, priority);
+	snprintf(marker, sizeof(marker), "cworker.published.%.64s", tag);
+	const char *argv[] = {"EVAL", lua_publish, "2", key, marker, raw};
+	size_t lens[] = {(size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, len};
+	cmd(b, NULL, NULL, 6, argv, lens);
+}
+
 static void rb_touch(struct cw_broker *base, struct cw_delivery *d)
 {
 	struct redis_broker *b = (struct redis_broker *)base;
@@ -797,6 +826,7 @@ const struct cw_broker_ops cw_redis_broker_ops = {
 	.reject = rb_reject,
 	.restore = rb_restore,
 	.touch = rb_touch,
+	.publish = rb_publish,
 	.busy = rb_busy,
 	.connected = rb_connected,
 	.close = rb_close,

@@ -366,7 +366,7 @@ static void on_state(void *arg, bool up)
 		update_credit(w);
 }
 
-static void on_done(void *arg, int slot, const struct cw_outcome *o)
+static void on_done(void *arg, int slot, const struct cw_outcome *o, const char *retry_msg)
 {
 	struct worker *w = arg;
 	struct held *h = w->running[slot];
@@ -374,10 +374,25 @@ static void on_done(void *arg, int slot, const struct cw_outcome *o)
 	if (!h)
 		return;
 	w->running[slot] = NULL;
-	if (o->state == CW_STATE_SUCCESS)
+	if (o->state == CW_STATE_SUCCESS) {
 		cw_log(CW_LOG_INFO, "task", "Task %s[%s] succeeded in %.6fs: %s", h->req.task, h->req.id,
 		       o->runtime, o->result_repr);
-	else
+	} else if (o->state == CW_STATE_RETRY && retry_msg && o->retry_len) {
+		/* Task.retry: the same task id again, retries + 1, due in retry_in seconds */
+		struct cw_envelope e = {0};
+		struct cw_error err = {0};
+		if (cw_proto_decode_envelope(retry_msg, o->retry_len, &w->limits, &e, &err) == CW_OK &&
+		    e.delivery_tag) {
+			w->bops->publish(w->broker, h->d->queue, h->d->env.priority, e.delivery_tag,
+					 retry_msg, o->retry_len);
+			cw_log(CW_LOG_INFO, "task", "Task %s[%s] retry: %s", h->req.task, h->req.id,
+			       o->exc_message);
+		} else {
+			cw_log(CW_LOG_ERROR, "task", "Task %s[%s]: bad retry message: %s", h->req.task,
+			       h->req.id, err.msg);
+		}
+		cw_envelope_clear(&e);
+	} else
 		cw_log(CW_LOG_ERROR, "task", "Task %s[%s] raised unexpected: %s(%s)", h->req.task,
 		       h->req.id, o->exc_type, o->exc_message);
 	if (h->acks_late)

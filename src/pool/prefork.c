@@ -201,13 +201,19 @@ static __attribute__((noreturn)) void child_main(struct cw_pool *p, int fd, int 
 		const char *raw = msg + 4 + qlen;
 		size_t rawlen = h.len - 4 - qlen;
 		struct cw_outcome o;
+		char *retry = NULL;
 		child_cancel = 0;
-		cw_exec_message(&env, raw, rawlen, queue ? queue : "", &o);
+		cw_exec_message(&env, raw, rawlen, queue ? queue : "", &o, &retry);
 		free(queue);
 		free(msg);
 		o.rss_kib = cw_proc_rss_kib(getpid());
-		struct frame_hdr d = {FRAME_DONE, (uint32_t)sizeof(o)};
-		if (write_full(fd, &d, sizeof(d)) < 0 || write_full(fd, &o, sizeof(o)) < 0)
+		if (!retry || o.retry_len > MAX_FRAME - sizeof(o))
+			o.retry_len = 0;
+		struct frame_hdr d = {FRAME_DONE, (uint32_t)(sizeof(o) + o.retry_len)};
+		int wr = write_full(fd, &d, sizeof(d)) < 0 || write_full(fd, &o, sizeof(o)) < 0 ||
+			 (o.retry_len && write_full(fd, retry, o.retry_len) < 0);
+		free(retry);
+		if (wr)
 			break;
 	}
 	cw_backend_close(p->env->backend);
@@ -317,7 +323,7 @@ static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 	while (c->in.len >= sizeof(struct frame_hdr)) {
 		struct frame_hdr h;
 		memcpy(&h, c->in.p, sizeof(h));
-		if (h.type != FRAME_DONE || h.len != sizeof(struct cw_outcome)) {
+		if (h.type != FRAME_DONE || h.len < sizeof(struct cw_outcome) || h.len > MAX_FRAME) {
 			cw_log(CW_LOG_ERROR, "pool", "ForkPoolWorker-%d sent a bad frame; replacing it",
 			       c->index);
 			kill(c->pid, SIGKILL);
@@ -328,11 +334,13 @@ static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 			break;
 		struct cw_outcome o;
 		memcpy(&o, c->in.p + sizeof(h), sizeof(o));
-		memmove(c->in.p, c->in.p + sizeof(h) + h.len, c->in.len - sizeof(h) - h.len);
-		c->in.len -= sizeof(h) + h.len;
+		if (o.retry_len != h.len - sizeof(o))
+			o.retry_len = 0;
 		c->busy = false;
 		c->ntasks++;
-		p->h.on_done(p->h.arg, slot, &o);
+		p->h.on_done(p->h.arg, slot, &o, c->in.p + sizeof(h) + sizeof(o));
+		memmove(c->in.p, c->in.p + sizeof(h) + h.len, c->in.len - sizeof(h) - h.len);
+		c->in.len -= sizeof(h) + h.len;
 		if (p->max_tasks && c->ntasks >= p->max_tasks) {
 			cw_log(CW_LOG_INFO, "pool", "ForkPoolWorker-%d pid:%d reached max-tasks-per-child "
 			       "(%d); replacing it", c->index, (int)c->pid, c->ntasks);
@@ -416,12 +424,14 @@ int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *r
 	if (p->solo) {
 		struct cw_exec_env env = *p->env;
 		struct cw_outcome o;
+		char *retry = NULL;
 		static volatile sig_atomic_t never;
 		env.cancel = &never;
 		c->busy = true;
-		cw_exec_message(&env, raw, len, queue, &o);
+		cw_exec_message(&env, raw, len, queue, &o, &retry);
 		c->busy = false;
-		p->h.on_done(p->h.arg, slot, &o);
+		p->h.on_done(p->h.arg, slot, &o, retry);
+		free(retry);
 		return CW_OK;
 	}
 	uint32_t qlen = (uint32_t)strlen(queue);

@@ -254,6 +254,41 @@ static enum cw_task_status t_alloc(struct cw_task_ctx *ctx, json_t *args, json_t
 	return CW_TASK_SUCCESS;
 }
 
+static enum cw_task_status t_retry_until(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
+					 json_t **result)
+{
+	static const char *const names[] = {"n"};
+	if (!arity(ctx, args, kwargs, 1, names, "retry_until"))
+		return CW_TASK_FAILURE;
+	json_t *n = param(ctx, args, kwargs, 0, "n", true, "retry_until");
+	if (!n)
+		return CW_TASK_FAILURE;
+	if (!json_is_integer(n) || json_integer_value(n) < 0)
+		return cw_task_fail(ctx, "ValueError", NULL, "retry_until(): n must be >= 0");
+	if (cw_task_retries(ctx) < json_integer_value(n))
+		return cw_task_retry(ctx, 0.05, -1, NULL, "retries %lld < %lld",
+				     (long long)cw_task_retries(ctx), (long long)json_integer_value(n));
+	*result = json_integer(json_integer_value(n));
+	return CW_TASK_SUCCESS;
+}
+
+static enum cw_task_status t_retry_max(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
+				       json_t **result)
+{
+	static const char *const names[] = {"max_retries", "exc_type"};
+	(void)result;
+	if (!arity(ctx, args, kwargs, 2, names, "retry_max"))
+		return CW_TASK_FAILURE;
+	json_t *m = param(ctx, args, kwargs, 0, "max_retries", true, "retry_max");
+	json_t *e = m ? param(ctx, args, kwargs, 1, "exc_type", false, "retry_max") : NULL;
+	if (!m)
+		return CW_TASK_FAILURE;
+	if (!json_is_integer(m))
+		return cw_task_fail(ctx, "ValueError", NULL, "retry_max(): max_retries must be an int");
+	return cw_task_retry(ctx, 0.05, (int)json_integer_value(m),
+			     json_is_string(e) ? json_string_value(e) : NULL, "always retries");
+}
+
 static enum cw_task_status t_crash(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 				   json_t **result)
 {
@@ -276,6 +311,8 @@ static const struct cw_task_def builtin[] = {
 	TASK("cworker.fail", t_fail, "fail(exc_type, message): fail with that exception", false),
 	TASK("cworker.spin", t_spin, "spin(seconds): busy CPU, ignores soft limits", true),
 	TASK("cworker.crash", t_crash, "crash(): the executing process dies by SIGSEGV", true),
+	TASK("cworker.retry_until", t_retry_until, "retry_until(n): retry until retries == n, return n", true),
+	TASK("cworker.retry_max", t_retry_max, "retry_max(max_retries, exc_type=None): always retry", true),
 	TASK("cworker.alloc", t_alloc, "alloc(mib, seconds, leak=False): hold mib MiB resident", true),
 };
 

@@ -11,11 +11,13 @@
 #include "loop/loop.h"
 #include "tasks/registry.h"
 #include "util/log.h"
+#include "util/uuid.h"
 
 struct cw_task_ctx {
 	const struct cw_request *req;
 	volatile sig_atomic_t *cancel;
 	char *exc_type, *exc_module, *exc_message;
+	double retry_countdown;
 };
 
 /* Python's builtin exception names: raised as themselves by AsyncResult.get(). */
@@ -61,6 +63,44 @@ enum cw_task_status cw_task_fail(struct cw_task_ctx *ctx, const char *exc_type,
 	return CW_TASK_FAILURE;
 }
 
+enum cw_task_status cw_task_retry(struct cw_task_ctx *ctx, double countdown, int max_retries,
+				  const char *exc_type, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg = NULL;
+
+	if (fmt) {
+		va_start(ap, fmt);
+		if (vasprintf(&msg, fmt, ap) < 0)
+			msg = NULL;
+		va_end(ap);
+	}
+	if (max_retries >= 0 && ctx->req->retries >= max_retries) {
+		enum cw_task_status st;
+		if (exc_type)
+			st = cw_task_fail(ctx, exc_type, NULL, "%s", msg ? msg : "");
+		else
+			st = cw_task_fail(ctx, "MaxRetriesExceededError", "celery.exceptions",
+					  "Can't retry %s[%s] args:%s kwargs:%s", ctx->req->task,
+					  ctx->req->id, ctx->req->argsrepr ? ctx->req->argsrepr : "()",
+					  ctx->req->kwargsrepr ? ctx->req->kwargsrepr : "{}");
+		free(msg);
+		return st;
+	}
+	/* the stored RETRY result is the reason: the exception given, else Retry */
+	cw_task_fail(ctx, exc_type ? exc_type : "Retry", exc_type ? NULL : "celery.exceptions", "%s",
+		     msg ? msg : "");
+	if (!exc_type) {
+		free(ctx->exc_message);
+		if (asprintf(&ctx->exc_message, "Retry in %gs%s%s", countdown, msg ? ": " : "",
+			     msg ? msg : "") < 0)
+			ctx->exc_message = NULL;
+	}
+	free(msg);
+	ctx->retry_countdown = countdown > 0 ? countdown : 0;
+	return CW_TASK_RETRY;
+}
+
 const char *cw_task_id(const struct cw_task_ctx *ctx) { return ctx->req->id; }
 const char *cw_task_name(const struct cw_task_ctx *ctx) { return ctx->req->task; }
 int64_t cw_task_retries(const struct cw_task_ctx *ctx) { return ctx->req->retries; }
@@ -94,6 +134,73 @@ void cw_exec_store(const struct cw_exec_env *env, const struct cw_request *req, 
 		       req ? req->task : "?", m->task_id, cw_state_name(m->state), err.msg);
 }
 
+/* Set retries + 1 and eta in a v2 headers dict or a v1 body dict. */
+static void bump(json_t *obj, const char *eta)
+{
+	json_t *r = json_object_get(obj, "retries");
+	json_int_t n = json_is_integer(r) ? json_integer_value(r) : 0;
+	json_object_set_new(obj, "retries", json_integer(n + 1));
+	json_object_set_new(obj, "eta", json_string(eta));
+}
+
+char *cw_exec_retry_envelope(const char *raw, size_t len, const struct cw_proto_limits *lim,
+			     double eta, size_t *out_len)
+{
+	struct cw_error err = {0};
+	json_t *root = cw_json_loads(raw, len, lim, &err);
+	json_t *headers = json_object_get(root, "headers");
+	json_t *props = json_object_get(root, "properties");
+	char when[40], tag[37], *out = NULL;
+
+	if (!json_is_object(root) || !json_is_object(props))
+		goto out;
+	cw_proto_format_iso8601(eta, when);
+	strcat(when, "+00:00");
+	if (json_is_object(headers) && json_object_get(headers, "task")) {
+		bump(headers, when);
+		json_object_del(headers, "redelivered");
+	} else { /* protocol v1: retries and eta live in the body */
+		json_t *body = json_object_get(root, "body");
+		bool b64 = !strcmp(json_string_value(json_object_get(props, "body_encoding")) ?: "", "base64");
+		const char *bs = json_string_value(body);
+		size_t blen = json_string_length(body);
+		if (!bs)
+			goto out;
+		unsigned char *plain = malloc(blen / 4 * 3 + 1);
+		size_t plen = blen;
+		if (!plain)
+			goto out;
+		if (b64 && cw_base64_decode(bs, blen, plain, &plen) != CW_OK) {
+			free(plain);
+			goto out;
+		}
+		json_t *dict = cw_json_loads(b64 ? (const char *)plain : bs, b64 ? plen : blen, lim, &err);
+		free(plain);
+		if (!json_is_object(dict)) {
+			json_decref(dict);
+			goto out;
+		}
+		bump(dict, when);
+		size_t dlen;
+		char *txt = cw_json_dumps(dict, &dlen);
+		json_decref(dict);
+		if (!txt)
+			goto out;
+		char *enc = b64 ? cw_base64_encode((const unsigned char *)txt, dlen, NULL) : txt;
+		json_object_set_new(root, "body", json_string(enc ? enc : ""));
+		if (enc != txt)
+			free(enc);
+		free(txt);
+	}
+	cw_uuid4(tag);
+	json_object_set_new(props, "delivery_tag", json_string(tag));
+	json_object_del(json_object_get(props, "delivery_info"), "redelivered");
+	out = cw_json_dumps(root, out_len);
+out:
+	json_decref(root);
+	return out;
+}
+
 static void outcome_fail(struct cw_outcome *out, const char *type, const char *msg)
 {
 	out->state = CW_STATE_FAILURE;
@@ -102,7 +209,7 @@ static void outcome_fail(struct cw_outcome *out, const char *type, const char *m
 }
 
 void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
-		     const char *queue, struct cw_outcome *out)
+		     const char *queue, struct cw_outcome *out, char **retry_msg)
 {
 	struct cw_envelope e = {0};
 	struct cw_request req = {0};
@@ -111,6 +218,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 	double t0 = cw_now();
 
 	memset(out, 0, sizeof(*out));
+	*retry_msg = NULL;
 	if (cw_proto_decode_envelope(raw, len, &env->limits, &e, &err) != CW_OK ||
 	    cw_proto_decode_request(&e, &env->limits, &req, &err) != CW_OK) {
 		/* the master decoded it already; reaching here means memory trouble */
@@ -140,6 +248,27 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		char *txt = cw_json_dumps(result ? result : json_null(), NULL);
 		snprintf(out->result_repr, sizeof(out->result_repr), "%s", txt ? txt : "?");
 		free(txt);
+		cw_exec_store(env, &req, queue, &m);
+	} else if (st == CW_TASK_RETRY) {
+		*retry_msg = cw_exec_retry_envelope(raw, len, &env->limits,
+						    cw_wall() + ctx.retry_countdown, &out->retry_len);
+		if (!*retry_msg) {
+			outcome_fail(out, "MemoryError", "could not build the retry message");
+			m.state = CW_STATE_FAILURE;
+			m.exc_type = "MemoryError";
+			m.exc_module = "builtins";
+			m.exc_message = "could not build the retry message";
+		} else {
+			out->state = CW_STATE_RETRY;
+			out->retry_in = ctx.retry_countdown;
+			snprintf(out->exc_type, sizeof(out->exc_type), "%s", ctx.exc_type);
+			snprintf(out->exc_message, sizeof(out->exc_message), "%s",
+				 ctx.exc_message ? ctx.exc_message : "");
+			m.state = CW_STATE_RETRY;
+			m.exc_type = ctx.exc_type;
+			m.exc_module = ctx.exc_module;
+			m.exc_message = ctx.exc_message ? ctx.exc_message : "";
+		}
 		cw_exec_store(env, &req, queue, &m);
 	} else {
 		if (!ctx.exc_type)

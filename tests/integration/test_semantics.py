@@ -256,3 +256,47 @@ def test_eta_messages_go_back_on_warm_shutdown(redis_server, cworker_factory, ap
     assert w.proc.returncode == 0
     assert queue_len(c) == 3 and unacked_count(c) == 0
     assert all(meta(c, r.id) is None for r in rs)
+
+
+# -- retries -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_retry_until_publishes_retries_like_task_retry(redis_server, cworker_factory, app_factory,
+                                                        redis_monitor, protocol):
+    mon = redis_monitor(redis_server)
+    cworker_factory(["-c", "2", "--diagnostic-tasks"], redis=redis_server)
+    papp = app_factory(redis_server, protocol=protocol)
+    r = papp.send_task("cworker.retry_until", args=[3])
+    assert r.get(timeout=20) == 3
+    c = redis_server.client()
+    assert meta(c, r.id)["status"] == "SUCCESS"
+    # three retry messages were published (same id, retries 1..3, with an ETA)
+    pushes = [cmd for cmd in mon.commands()
+              if cmd and cmd[0].upper() == "LPUSH" and r.id in " ".join(cmd)]
+    assert len(pushes) == 4, pushes          # the producer's message + 3 retries
+
+
+def test_retry_states_and_same_id(redis_server, cworker_factory, app):
+    c = redis_server.client()
+    cworker_factory(["-c", "1", "--diagnostic-tasks"], redis=redis_server)
+    seen = set()
+    r = app.send_task("cworker.retry_until", args=[5])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        m = meta(c, r.id)
+        if m:
+            seen.add(m["status"])
+            if m["status"] == "SUCCESS":
+                break
+        time.sleep(0.01)
+    assert "SUCCESS" in seen and r.get(timeout=1) == 5
+    assert "RETRY" in seen, f"RETRY state never stored: {seen}"
+
+
+def test_retry_past_max_retries_fails(redis_server, cworker_factory, app):
+    from celery.exceptions import MaxRetriesExceededError
+    cworker_factory(["-c", "1", "--diagnostic-tasks"], redis=redis_server)
+    with pytest.raises(MaxRetriesExceededError):
+        app.send_task("cworker.retry_max", args=[2]).get(timeout=20)
+    with pytest.raises(ValueError):
+        app.send_task("cworker.retry_max", args=[1, "ValueError"]).get(timeout=20)
