@@ -39,6 +39,12 @@ struct cw_broker_handler {
 	void (*on_delivery)(void *arg, struct cw_delivery *d);
 	/* Connection state changed (true = consuming possible). */
 	void (*on_state)(void *arg, bool up);
+	/*
+	 * A broadcast (fanout) message arrived on one of opts.broadcast
+	 * exchanges (e.g. celery.pidbox); env is valid during the call.  NULL
+	 * handler: no subscription.
+	 */
+	void (*on_broadcast)(void *arg, const char *exchange, const struct cw_envelope *env);
 	void *arg;
 };
 
@@ -48,6 +54,7 @@ struct cw_broker_opts {
 	int nqueues;
 	double visibility_timeout;
 	struct cw_proto_limits limits;
+	const char *const *broadcast; /* fanout exchanges to subscribe to, NULL-terminated */
 };
 
 struct cw_broker_ops {

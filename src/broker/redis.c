@@ -147,7 +147,9 @@ struct redis_broker {
 	int nqueues;
 	double visibility_timeout;
 	struct cw_proto_limits limits;
-	struct rconn blk, cmd;
+	struct rconn blk, cmd, sub;
+	char **broadcast;       /* fanout exchanges subscribed on `sub` */
+	int nbroadcast;
 	struct rcmd *head, *tail;
 	int credit;
 	bool brpop_inflight;
@@ -255,6 +257,35 @@ static void on_connect(const redisAsyncContext *ac, int status)
 	}
 }
 
+static void on_pmessage(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct redis_broker *b = priv;
+	redisReply *reply = r;
+	struct cw_envelope env;
+	struct cw_error err = {0};
+	(void)ac;
+
+	if (!reply || b->closing || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING || strcmp(reply->element[0]->str, "pmessage") ||
+	    reply->element[2]->type != REDIS_REPLY_STRING ||
+	    reply->element[3]->type != REDIS_REPLY_STRING)
+		return;
+	/* channel "/<db>.<exchange>[/<routing key>]" -> exchange */
+	const char *ch = reply->element[2]->str, *dot = strchr(ch, '.');
+	char exchange[256];
+	if (!dot)
+		return;
+	snprintf(exchange, sizeof(exchange), "%.*s", (int)strcspn(dot + 1, "/"), dot + 1);
+	if (cw_proto_decode_envelope(reply->element[3]->str, reply->element[3]->len, &b->limits, &env,
+				     &err) != CW_OK) {
+		cw_log(CW_LOG_ERROR, "broker", "dropped undecodable broadcast on %s: %s", ch, err.msg);
+		return;
+	}
+	if (b->h.on_broadcast)
+		b->h.on_broadcast(b->h.arg, exchange, &env);
+	cw_envelope_clear(&env);
+}
+
 static void on_ready(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct rconn *c = priv;
@@ -271,6 +302,13 @@ static void on_ready(redisAsyncContext *ac, void *r, void *priv)
 	}
 	c->up = true;
 	c->backoff = 0;
+	if (c == &b->sub) {
+		/* kombu fanout: channel "/<db>.<exchange>" (plus "/<routing key>" when one is set) */
+		for (int i = 0; i < b->nbroadcast; i++)
+			redisAsyncCommand(c->ac, on_pmessage, b, "PSUBSCRIBE /%d.%s /%d.%s/*", b->url.db,
+					  b->broadcast[i], b->url.db, b->broadcast[i]);
+		return;
+	}
 	if (c == &b->cmd) {
 		/* Bind our queues as Celery's Queue(name, Exchange(name), name) does. */
 		for (int i = 0; i < b->nqueues; i++) {
@@ -697,8 +735,16 @@ static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_op
 	b->nqueues = o->nqueues;
 	b->blk = (struct rconn){.b = b, .name = "consumer"};
 	b->cmd = (struct rconn){.b = b, .name = "commands"};
+	b->sub = (struct rconn){.b = b, .name = "broadcast"};
+	for (const char *const *x = o->broadcast; h->on_broadcast && x && *x; x++)
+		b->nbroadcast++;
+	b->broadcast = calloc((size_t)b->nbroadcast + 1, sizeof(char *));
+	for (int i = 0; b->broadcast && i < b->nbroadcast; i++)
+		b->broadcast[i] = strdup(o->broadcast[i]);
 	conn_start(b, &b->blk);
 	conn_start(b, &b->cmd);
+	if (b->nbroadcast)
+		conn_start(b, &b->sub);
 	scan_schedule(b);
 	return &b->base;
 }
@@ -795,8 +841,8 @@ static void rb_close(struct cw_broker *base)
 	b->closing = true;
 	if (b->scan_timer)
 		cw_loop_timer_cancel(b->loop, b->scan_timer);
-	struct rconn *cs[] = {&b->blk, &b->cmd};
-	for (int i = 0; i < 2; i++) {
+	struct rconn *cs[] = {&b->blk, &b->cmd, &b->sub};
+	for (int i = 0; i < 3; i++) {
 		if (cs[i]->retry_timer)
 			cw_loop_timer_cancel(b->loop, cs[i]->retry_timer);
 		if (cs[i]->ac) {
@@ -815,6 +861,9 @@ static void rb_close(struct cw_broker *base)
 	for (int i = 0; i < b->nqueues; i++)
 		free(b->queues[i]);
 	free(b->queues);
+	for (int i = 0; b->broadcast && i < b->nbroadcast; i++)
+		free(b->broadcast[i]);
+	free(b->broadcast);
 	free(b);
 }
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "protocol/control.h"
 #include "protocol/protocol.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -49,6 +50,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (req.eta)
 				(void)!cw_proto_parse_iso8601(req.eta, req.utc, &t);
 			cw_request_clear(&req);
+		}
+		struct cw_control ctl;
+		if (cw_proto_decode_control(&env, &lim, &ctl, &err) == CW_OK) {
+			(void)cw_control_for_me(&ctl, "celery@host");
+			cw_control_clear(&ctl);
 		}
 		cw_envelope_clear(&env);
 	}

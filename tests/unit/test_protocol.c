@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "protocol/control.h"
 #include "protocol/protocol.h"
 
 static int failures, checks;
@@ -375,8 +376,52 @@ static void test_result_meta(void)
 	CHECK(!strcmp(cw_state_name(CW_STATE_REVOKED), "REVOKED"));
 }
 
+static void control_case(const char *body, const char *host, bool want)
+{
+	struct cw_envelope env;
+	struct cw_control c;
+	struct cw_error err = {0};
+	char *raw = envelope("application/json", "{\"clock\": 7, \"expires\": 12.5}", body);
+	CHECK(cw_proto_decode_envelope(raw, strlen(raw), &lim, &env, &err) == CW_OK);
+	CHECK(cw_proto_decode_control(&env, &lim, &c, &err) == CW_OK);
+	CHECK(c.clock == 7 && c.expires == 12.5);
+	CHECK(cw_control_for_me(&c, host) == want);
+	cw_control_clear(&c);
+	cw_envelope_clear(&env);
+	free(raw);
+}
+
+static void test_control(void)
+{
+	const char *rv = "{\"method\": \"revoke\", \"arguments\": {\"task_id\": \"a\"}, "
+			 "\"destination\": null, \"pattern\": null, \"matcher\": null}";
+	control_case(rv, "celery@h", true);
+	control_case("{\"method\": \"ping\", \"destination\": [\"w1@h\", \"w2@h\"]}", "w2@h", true);
+	control_case("{\"method\": \"ping\", \"destination\": [\"w1@h\"]}", "w2@h", false);
+	control_case("{\"method\": \"ping\", \"pattern\": \"w*@h\", \"matcher\": \"glob\"}", "w9@h", true);
+	control_case("{\"method\": \"ping\", \"pattern\": \"x*\", \"matcher\": \"glob\"}", "w9@h", false);
+	control_case("{\"method\": \"ping\", \"pattern\": \"w[0-9]\", \"matcher\": \"pcre\"}", "w9@h", true);
+	control_case("{\"method\": \"ping\", \"pattern\": \"[0-9]\", \"matcher\": \"pcre\"}", "w9@h", false);
+	control_case("{\"method\": \"ping\", \"pattern\": \"w\", \"matcher\": \"nope\"}", "w9@h", false);
+
+	struct cw_envelope env;
+	struct cw_control c;
+	struct cw_error err = {0};
+	char *raw = envelope("application/json", "{}", "{\"arguments\": {}}");
+	CHECK(cw_proto_decode_envelope(raw, strlen(raw), &lim, &env, &err) == CW_OK);
+	CHECK(cw_proto_decode_control(&env, &lim, &c, &err) == CW_EFORMAT);
+	cw_envelope_clear(&env);
+	free(raw);
+	raw = envelope("application/x-python-serialize", "{}", "x");
+	CHECK(cw_proto_decode_envelope(raw, strlen(raw), &lim, &env, &err) == CW_OK);
+	CHECK(cw_proto_decode_control(&env, &lim, &c, &err) == CW_ECONTENT);
+	cw_envelope_clear(&env);
+	free(raw);
+}
+
 int main(void)
 {
+	test_control();
 	test_v2_capture();
 	test_v1_capture();
 	test_pickle_refused();
