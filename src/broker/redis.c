@@ -585,7 +585,7 @@ static void fetch(struct redis_broker *b)
 		return;
 	int argc = 2 + b->nqueues * NPRI;
 	const char **argv = calloc((size_t)argc, sizeof(char *));
-	char **keys = calloc((size_t)(b->nqueues * NPRI), sizeof(char *));
+	char **keys = calloc((size_t)b->nqueues * NPRI, sizeof(char *));
 	if (!argv || !keys)
 		goto out;
 	argv[0] = "BRPOP";
@@ -739,8 +739,11 @@ static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_op
 	for (const char *const *x = o->broadcast; h->on_broadcast && x && *x; x++)
 		b->nbroadcast++;
 	b->broadcast = calloc((size_t)b->nbroadcast + 1, sizeof(char *));
-	for (int i = 0; b->broadcast && i < b->nbroadcast; i++)
-		b->broadcast[i] = strdup(o->broadcast[i]);
+	if (!b->broadcast)
+		b->nbroadcast = 0;
+	for (int i = 0; i < b->nbroadcast; i++)
+		if (!(b->broadcast[i] = strdup(o->broadcast[i])))
+			b->nbroadcast = i;
 	conn_start(b, &b->blk);
 	conn_start(b, &b->cmd);
 	if (b->nbroadcast)

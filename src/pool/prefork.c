@@ -572,7 +572,7 @@ void cw_pool_stop(struct cw_pool *p, double wait)
 			cw_pool_kill(p);
 			break;
 		}
-		struct timespec ts = {0, 10 * 1000 * 1000};
+		struct timespec ts = {0, 10000000L};
 		nanosleep(&ts, NULL);
 	}
 }

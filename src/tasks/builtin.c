@@ -243,13 +243,22 @@ static enum cw_task_status t_alloc(struct cw_task_ctx *ctx, json_t *args, json_t
 	for (size_t off = 0; off < n; off += 4096)
 		p[off] = (char)off;
 	while (cw_now() < end && !cw_task_cancelled(ctx)) {
-		struct timespec ts = {0, 10 * 1000 * 1000};
+		struct timespec ts = {0, 10000000L};
 		nanosleep(&ts, NULL);
 	}
 	/* leak=True keeps the memory (a leaky task, what max-memory-per-child is for) */
 	json_t *leak = param(ctx, args, kwargs, 2, "leak", false, "alloc");
-	if (!json_is_true(leak))
+	if (json_is_true(leak)) {
+		/* kept reachable on purpose: the process "leaks" until it is recycled */
+		static void *kept[64];
+		static size_t nkept;
+		if (nkept < sizeof(kept) / sizeof(kept[0]))
+			kept[nkept++] = p;
+		else
+			free(p);
+	} else {
 		free(p);
+	}
 	*result = json_integer(json_integer_value(m));
 	return CW_TASK_SUCCESS;
 }
