@@ -125,7 +125,8 @@ else
 		done
 		if [[ -z $fuzzer ]]; then
 			record "fuzz" FAIL "fuzz_message not built in build-fuzz/"
-		elif ! "$fuzzer" -help=1 2>&1 | grep -q 'max_total_time'; then
+		elif ! { fhelp=$("$fuzzer" -help=1 2>&1 || true); grep -q 'max_total_time' <<<"$fhelp"; }; then
+			# (captured first: with pipefail, grep -q closing the pipe early would fail it)
 			record "fuzz" skip "fuzz_message is not a libFuzzer binary"
 		else
 			# new inputs go to a scratch corpus; the checked-in corpus is read only

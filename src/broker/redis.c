@@ -152,6 +152,7 @@ struct redis_broker {
 	int nbroadcast;
 	struct rcmd *head, *tail;
 	int credit;
+	int recording;          /* taken off a queue, bookkeeping not yet confirmed */
 	bool brpop_inflight;
 	bool closing;
 	bool was_up;
@@ -491,6 +492,7 @@ static void on_recorded(struct redis_broker *b, redisReply *r, void *arg)
 {
 	struct cw_delivery *d = arg;
 	d->deliveries = r->type == REDIS_REPLY_INTEGER ? (long)r->integer : 1;
+	b->recording--;
 	b->h.on_delivery(b->h.arg, d);
 }
 
@@ -551,6 +553,7 @@ static void deliver(struct redis_broker *b, const char *key, const char *item, s
 	/* the consumer sees the message only once Redis has it recorded as unacked */
 	cmd(b, on_recorded, d, 9, argv, lens);
 	free(val);
+	b->recording++;
 
 	rotate(b, d->queue);
 	if (b->credit > 0)
@@ -755,7 +758,8 @@ static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_op
 static void rb_set_credit(struct cw_broker *base, int n)
 {
 	struct redis_broker *b = (struct redis_broker *)base;
-	b->credit = n;
+	/* messages still being recorded are already the consumer's */
+	b->credit = n - b->recording;
 	fetch(b);
 }
 
