@@ -27,6 +27,22 @@ int cw_backend_store(struct cw_backend *b, const struct cw_result_meta *m, struc
 	return b ? b->ops->store(b, m, err) : CW_OK;
 }
 
+int cw_backend_chord_part(struct cw_backend *b, const char *gid, int64_t group_index,
+			  const char *entry, size_t len, json_t **entries, bool *nested,
+			  struct cw_error *err)
+{
+	*entries = NULL;
+	*nested = false;
+	if (!b)
+		return CW_OK;
+	if (!b->ops->chord_part) {
+		cw_error_set(err, CW_EINVAL, "the %s result backend cannot join chords",
+			     b->ops->scheme);
+		return CW_EINVAL;
+	}
+	return b->ops->chord_part(b, gid, group_index, entry, len, entries, nested, err);
+}
+
 void cw_backend_reset(struct cw_backend *b)
 {
 	if (b)

@@ -26,6 +26,18 @@ struct cw_backend_ops {
 	struct cw_backend *(*open)(const struct cw_backend_opts *o, struct cw_error *err);
 	/* Store a task's meta; CW_OK or an error after retries ran out. */
 	int (*store)(struct cw_backend *b, const struct cw_result_meta *m, struct cw_error *err);
+	/*
+	 * A chord header task ended: add entry (JSON [1, id, state, result]) to
+	 * group gid at score group_index (-1 = +inf).  *entries stays NULL while
+	 * parts are missing or the chord size was never set; for the last part
+	 * it is a new array of the entries' JSON texts, in group order, and the
+	 * group's bookkeeping keys are gone.  *nested is set when the producer
+	 * saved the header as a GroupResult (groups inside the header).
+	 * NULL op: the backend has no chord support.
+	 */
+	int (*chord_part)(struct cw_backend *b, const char *gid, int64_t group_index,
+			  const char *entry, size_t len, json_t **entries, bool *nested,
+			  struct cw_error *err);
 	/* Drop the connection (children call this after fork: never share a socket). */
 	void (*reset)(struct cw_backend *b);
 	void (*close)(struct cw_backend *b);
@@ -34,6 +46,9 @@ struct cw_backend_ops {
 /* Backend for url, or NULL for "no backend" (NULL/""/"disabled"); *err set on bad URL. */
 struct cw_backend *cw_backend_open(const struct cw_backend_opts *o, struct cw_error *err);
 int cw_backend_store(struct cw_backend *b, const struct cw_result_meta *m, struct cw_error *err);
+int cw_backend_chord_part(struct cw_backend *b, const char *gid, int64_t group_index,
+			  const char *entry, size_t len, json_t **entries, bool *nested,
+			  struct cw_error *err);
 void cw_backend_reset(struct cw_backend *b);
 void cw_backend_close(struct cw_backend *b);
 

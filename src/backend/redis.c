@@ -36,6 +36,31 @@ static const char lua_store[] =
 	"else redis.call('SET', KEYS[1], ARGV[1]) end "
 	"redis.call('PUBLISH', KEYS[1], ARGV[1]) return 1";
 
+/*
+ * on_chord_part_return with result_chord_ordered (the default): ZADD the
+ * part to <g>.j scored by group_index, count, read <g>.t (size adjustment)
+ * and <g>.s (chord size, set by the producer); refresh expiry.  The last
+ * part also gets the sorted parts and deletes the keys, in the same atomic
+ * step, so exactly one worker fires the chord body.
+ * KEYS: j t s groupmeta; ARGV: entry score expires
+ * Returns {count, total(-1 = size unknown)[, nested, parts]}.
+ */
+static const char lua_chord[] =
+	"redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1]) "
+	"local n = redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') "
+	"local td = tonumber(redis.call('GET', KEYS[2]) or '0') or 0 "
+	"local size = redis.call('GET', KEYS[3]) "
+	"local ex = tonumber(ARGV[3]) "
+	"if ex > 0 then redis.call('EXPIRE', KEYS[1], ex) redis.call('EXPIRE', KEYS[2], ex) "
+	"redis.call('EXPIRE', KEYS[3], ex) end "
+	"if not size then return {n, -1} end "
+	"local total = (tonumber(size) or 0) + td "
+	"if n ~= total then return {n, total} end "
+	"local nested = redis.call('EXISTS', KEYS[4]) "
+	"local parts = redis.call('ZRANGE', KEYS[1], 0, -1) "
+	"redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) "
+	"return {n, total, nested, parts}";
+
 static void drop(struct redis_backend *b)
 {
 	if (b->c)
@@ -145,6 +170,61 @@ static int rb_store(struct cw_backend *base, const struct cw_result_meta *m, str
 	return rc;
 }
 
+static int rb_chord_part(struct cw_backend *base, const char *gid, int64_t group_index,
+			 const char *entry, size_t len, json_t **entries, bool *nested,
+			 struct cw_error *err)
+{
+	struct redis_backend *b = (struct redis_backend *)base;
+	char j[300], t[300], s[300], g[300], score[32], exp[32];
+	int rc = CW_EIO;
+
+	snprintf(j, sizeof(j), "celery-taskset-meta-%s.j", gid);
+	snprintf(t, sizeof(t), "celery-taskset-meta-%s.t", gid);
+	snprintf(s, sizeof(s), "celery-taskset-meta-%s.s", gid);
+	snprintf(g, sizeof(g), "celery-taskset-meta-%s", gid);
+	if (group_index >= 0)
+		snprintf(score, sizeof(score), "%lld", (long long)group_index);
+	else
+		snprintf(score, sizeof(score), "+inf");
+	snprintf(exp, sizeof(exp), "%lld", (long long)ceil(b->expires));
+	/* ZADD of the same part is idempotent, so one retry after a reconnect is safe */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (ensure(b, err) != CW_OK)
+			continue;
+		const char *argv[] = {"EVAL", lua_chord, "4", j, t, s, g, entry, score, exp};
+		size_t lens[] = {4, strlen(lua_chord), 1, strlen(j), strlen(t), strlen(s), strlen(g),
+				 len, strlen(score), strlen(exp)};
+		redisReply *r = redisCommandArgv(b->c, 10, argv, lens);
+		if (!r) {
+			cw_error_set(err, CW_EIO, "result backend %s: %s", b->redacted, b->c->errstr);
+			drop(b);
+			continue;
+		}
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+		    r->element[3]->type == REDIS_REPLY_ARRAY) {
+			json_t *arr = json_array();
+			*nested = r->element[2]->type == REDIS_REPLY_INTEGER && r->element[2]->integer;
+			for (size_t i = 0; arr && i < r->element[3]->elements; i++) {
+				redisReply *e = r->element[3]->element[i];
+				if (e->type == REDIS_REPLY_STRING)
+					json_array_append_new(arr, json_stringn_nocheck(e->str, e->len));
+			}
+			*entries = arr;
+			rc = arr ? CW_OK : CW_ENOMEM;
+			if (!arr)
+				cw_error_set(err, CW_ENOMEM, "out of memory reading chord parts");
+		} else if (r->type == REDIS_REPLY_ARRAY) {
+			rc = CW_OK;
+		} else {
+			cw_error_set(err, CW_EIO, "result backend refused the chord part: %s",
+				     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		}
+		freeReplyObject(r);
+		break;
+	}
+	return rc;
+}
+
 static void rb_reset(struct cw_backend *base)
 {
 	struct redis_backend *b = (struct redis_backend *)base;
@@ -167,6 +247,7 @@ const struct cw_backend_ops cw_redis_backend_ops = {
 	.scheme = "redis",
 	.open = rb_open,
 	.store = rb_store,
+	.chord_part = rb_chord_part,
 	.reset = rb_reset,
 	.close = rb_close,
 };

@@ -80,6 +80,8 @@ static const struct opt opts[] = {
 	 "Kill a task whose child's RSS passes this many KiB while it runs: MemoryLimitExceeded (0 = none)"},
 	{"worker_max_redeliveries", "max-redeliveries", 0, NULL, T_LONG, OFF(max_redeliveries), "0", 0,
 	 1000000L, false, "Fail a message delivered more than this many times (0 = unlimited)"},
+	{"worker_state_db", "statedb", 'S', NULL, T_STR, OFF(statedb), NULL, 0, 0, false,
+	 "File that keeps revoked task ids across restarts (unset = in memory only)"},
 	{NULL, "list-tasks", 0, NULL, T_FLAG_ACTION, OFF(list_tasks), NULL, 0, 0, false,
 	 "Print the registered task names and exit"},
 };
@@ -243,12 +245,44 @@ static int apply_task_key(struct cw_task_conf *t, const char *key, const char *v
 		return CW_OK;
 	}
 	if (!strcmp(key, "rate_limit")) {
+		if (cw_config_parse_rate(val, &t->rate) != CW_OK) {
+			cw_error_set(err, CW_EINVAL,
+				     "rate_limit: '%s' is not a rate like 10/s, 100/m or 1000/h", val);
+			return CW_EINVAL;
+		}
 		free(t->rate_limit);
 		t->rate_limit = strdup(val);
 		return t->rate_limit ? CW_OK : CW_ENOMEM;
 	}
 	cw_error_set(err, CW_EINVAL, "unknown task setting '%s'", key);
 	return CW_EINVAL;
+}
+
+int cw_config_parse_rate(const char *s, double *per_second)
+{
+	char *end;
+	double n, div = 1;
+
+	*per_second = 0;
+	if (!s || !*s)
+		return CW_OK;
+	n = strtod(s, &end);
+	if (end == s || !isfinite(n) || n < 0)
+		return CW_EINVAL;
+	if (*end == '/') {
+		if (!strcmp(end + 1, "s"))
+			div = 1;
+		else if (!strcmp(end + 1, "m"))
+			div = 60;
+		else if (!strcmp(end + 1, "h"))
+			div = 3600;
+		else
+			return CW_EINVAL;
+	} else if (*end) {
+		return CW_EINVAL;
+	}
+	*per_second = n / div;
+	return CW_OK;
 }
 
 const struct cw_task_conf *cw_config_task(const struct cw_config *c, const char *name)

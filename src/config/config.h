@@ -22,8 +22,15 @@ struct cw_task_conf {
 	int reject_on_worker_lost;
 	double time_limit;
 	double soft_time_limit;
-	char *rate_limit;
+	char *rate_limit;            /* as written */
+	double rate;                 /* tasks per second from rate_limit; 0 = unlimited */
 };
+
+/*
+ * Celery's rate strings: "10/s", "100/m", "1000/h", or a bare number (per
+ * second); "0" or "" = unlimited.  *per_second gets the rate.
+ */
+int cw_config_parse_rate(const char *s, double *per_second) CW_MUST_CHECK;
 
 struct cw_config {
 	char *broker_url;
@@ -48,6 +55,7 @@ struct cw_config {
 	long max_memory_per_child;   /* KiB, checked after each task; 0 = unlimited */
 	long child_memory_limit;     /* KiB, enforced while a task runs; 0 = none */
 	long max_redeliveries;       /* deliveries of one message before FAILURE; 0 = unlimited */
+	char *statedb;               /* worker_state_db: revoked ids persisted here; NULL = none */
 
 	struct cw_task_conf *tasks;  /* [task:NAME] sections */
 	int ntasks;

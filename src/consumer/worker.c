@@ -11,8 +11,11 @@
 
 #include "backend/backend.h"
 #include "broker/broker.h"
+#include "consumer/revoked.h"
+#include "protocol/control.h"
 #include "loop/loop.h"
 #include "pool/pool.h"
+#include "tasks/canvas.h"
 #include "tasks/registry.h"
 #include "util/log.h"
 #include "util/url.h"
@@ -28,10 +31,27 @@ struct held {
 	double eta;                /* wall clock; 0 = none */
 	double expires;            /* wall clock; 0 = none */
 	bool acks_late, reject_on_worker_lost;
+	bool terminated;           /* revoke(terminate=True) signalled its child */
 	double soft, hard;         /* effective limits, seconds; 0 = none */
 	int slot;                  /* while running */
 	bool counted;              /* counts against the prefetch limit */
 	uint64_t eta_timer, soft_timer, hard_timer;
+	struct worker *w;
+};
+
+/*
+ * A task name's rate limit: kombu's TokenBucket(rate, capacity=1) as
+ * Celery's consumer uses it.  Messages that found the bucket empty wait
+ * here, in arrival order, outside the prefetch budget (so they never hold
+ * back other task types), until a token is due.
+ */
+struct bucket {
+	const char *task;          /* borrowed from the config */
+	double rate;               /* tokens per second */
+	double tokens, stamp;      /* monotonic stamp of the last refill */
+	struct held **q;
+	size_t n, cap;
+	uint64_t timer;
 	struct worker *w;
 };
 
@@ -50,6 +70,9 @@ struct worker {
 	size_t nready, capready;
 	struct held **eta;         /* messages waiting for their ETA (unordered) */
 	size_t neta, capeta;
+	struct cw_revoked *revoked; /* ids revoked by control messages (Celery's LimitedSet) */
+	struct bucket *buckets;    /* one per rate-limited task name */
+	int nbuckets;
 	struct held **running;     /* indexed by pool slot */
 	int nslots;
 	int limit;                 /* concurrency x prefetch multiplier */
@@ -111,13 +134,41 @@ static void update_credit(struct worker *w)
 	w->bops->set_credit(w->broker, credit > 0 ? credit : 0);
 }
 
-/* Store a state the master decided (revoked, lost, timed out, ...). */
+/* Publish the messages a task run asked for (retry, callbacks, chain, chord body). */
+static void publish_outbox(struct worker *w, const struct held *h, const char *buf, size_t len)
+{
+	struct cw_outmsg m;
+	size_t off = 0;
+
+	while (cw_outbox_next(buf, len, &off, &m)) {
+		char *queue = strndup(m.queue, m.queue_len), *tag = strndup(m.tag, m.tag_len);
+		if (queue && tag)
+			w->bops->publish(w->broker, queue, m.priority, tag, m.env, m.env_len);
+		else
+			cw_log(CW_LOG_ERROR, "consumer", "Task %s[%s]: out of memory publishing a "
+			       "follow-up message", h->req.task, h->req.id);
+		free(queue);
+		free(tag);
+	}
+	if (off != len)
+		cw_log(CW_LOG_ERROR, "consumer", "Task %s[%s]: malformed follow-up messages from the "
+		       "pool", h->req.task, h->req.id);
+}
+
+/*
+ * Store a state the master decided (revoked, lost, timed out, ...), then
+ * what Celery does after it: chord part, errbacks.
+ */
 static void store_exc(struct worker *w, struct held *h, enum cw_state state, const char *type,
 		      const char *module, const char *msg, json_t *args)
 {
 	struct cw_result_meta m = {.state = state, .exc_type = type, .exc_module = module,
 				   .exc_message = msg, .exc_args = args};
+	struct cw_outbox ob = {0};
 	cw_exec_store(&w->env, &h->req, h->d->queue, &m);
+	cw_canvas_after(&w->env, &h->req, &m, NULL, &ob);
+	publish_outbox(w, h, ob.buf, ob.len);
+	cw_outbox_free(&ob);
 }
 
 static void ack(struct worker *w, struct held *h)
@@ -136,6 +187,20 @@ static void revoke_expired(struct worker *w, struct held *h)
 	cw_log(CW_LOG_WARNING, "consumer", "Discarding revoked task: %s[%s] (expired)", h->req.task,
 	       h->req.id);
 	store_exc(w, h, CW_STATE_REVOKED, "TaskRevokedError", "celery.exceptions", "expired", NULL);
+	ack(w, h);
+	release(w, h);
+}
+
+static bool is_revoked(struct worker *w, const struct held *h)
+{
+	return cw_revoked_has(w->revoked, h->req.id, cw_wall());
+}
+
+/* Request.revoked(): a revoked id is skipped, REVOKED TaskRevokedError('revoked'), acked. */
+static void revoke_task(struct worker *w, struct held *h)
+{
+	cw_log(CW_LOG_INFO, "consumer", "Discarding revoked task: %s[%s]", h->req.task, h->req.id);
+	store_exc(w, h, CW_STATE_REVOKED, "TaskRevokedError", "celery.exceptions", "revoked", NULL);
 	ack(w, h);
 	release(w, h);
 }
@@ -173,6 +238,11 @@ static void dispatch(struct worker *w)
 			update_credit(w);
 			continue;
 		}
+		if (is_revoked(w, h)) {
+			revoke_task(w, h);
+			update_credit(w);
+			continue;
+		}
 		/* early ack, as Celery's default: just before the task starts */
 		if (!h->acks_late)
 			ack(w, h);
@@ -200,6 +270,87 @@ static void dispatch(struct worker *w)
 	}
 }
 
+static struct bucket *bucket_for(struct worker *w, const char *task)
+{
+	for (int i = 0; i < w->nbuckets; i++)
+		if (!strcmp(w->buckets[i].task, task))
+			return &w->buckets[i];
+	return NULL;
+}
+
+static double bucket_fill(struct bucket *b, double now)
+{
+	if (b->tokens < 1) {
+		b->tokens += b->rate * (now - b->stamp);
+		if (b->tokens > 1)
+			b->tokens = 1;
+	}
+	b->stamp = now;
+	return b->tokens;
+}
+
+static bool bucket_take(struct bucket *b, double now)
+{
+	if (bucket_fill(b, now) < 1)
+		return false;
+	b->tokens -= 1;
+	return true;
+}
+
+static void on_bucket(struct cw_loop *loop, void *arg);
+
+static void bucket_arm(struct worker *w, struct bucket *b)
+{
+	if (!b->n || b->timer || w->phase != RUNNING)
+		return;
+	double wait = (1 - bucket_fill(b, cw_now())) / b->rate;
+	b->timer = cw_loop_timer(w->loop, wait > 0 ? wait : 0, on_bucket, b);
+}
+
+/* Into the ready FIFO (counted against the prefetch limit). */
+static bool make_ready(struct worker *w, struct held *h)
+{
+	h->counted = true;
+	w->held++;
+	return push(&w->ready, &w->nready, &w->capready, h);
+}
+
+/*
+ * A message that is due: ready to run, unless its task's rate limit makes it
+ * wait for a token.  false on ENOMEM (the caller gives the message back).
+ */
+static bool admit(struct worker *w, struct held *h)
+{
+	struct bucket *b = bucket_for(w, h->req.task);
+
+	if (b && (b->n || !bucket_take(b, cw_now()))) {
+		if (!push(&b->q, &b->n, &b->cap, h))
+			return false;
+		bucket_arm(w, b);
+		return true;
+	}
+	return make_ready(w, h);
+}
+
+static void on_bucket(struct cw_loop *loop, void *arg)
+{
+	struct bucket *b = arg;
+	struct worker *w = b->w;
+	(void)loop;
+	b->timer = 0;
+	while (b->n && bucket_take(b, cw_now())) {
+		struct held *h = b->q[0];
+		remove_at(b->q, &b->n, 0);
+		if (!make_ready(w, h)) {
+			w->bops->restore(w->broker, h->d);
+			release(w, h);
+		}
+	}
+	bucket_arm(w, b);
+	dispatch(w);
+	update_credit(w);
+}
+
 static void on_eta(struct cw_loop *loop, void *arg)
 {
 	struct held *h = arg;
@@ -211,9 +362,7 @@ static void on_eta(struct cw_loop *loop, void *arg)
 			remove_at(w->eta, &w->neta, i);
 			break;
 		}
-	h->counted = true;
-	w->held++;
-	if (!push(&w->ready, &w->nready, &w->capready, h)) {
+	if (!admit(w, h)) {
 		w->bops->restore(w->broker, h->d);
 		release(w, h);
 		return;
@@ -327,6 +476,10 @@ static void on_delivery(void *arg, struct cw_delivery *d)
 		revoke_expired(w, h);
 		goto out;
 	}
+	if (is_revoked(w, h)) {
+		revoke_task(w, h);
+		goto out;
+	}
 	if (h->eta > cw_wall()) {
 		/* held in the master until due, outside the prefetch limit (as Celery) */
 		if (!push(&w->eta, &w->neta, &w->capeta, h)) {
@@ -339,9 +492,7 @@ static void on_delivery(void *arg, struct cw_delivery *d)
 		h->eta_timer = cw_loop_timer(w->loop, h->eta - cw_wall(), on_eta, h);
 		goto out;
 	}
-	h->counted = true;
-	w->held++;
-	if (!push(&w->ready, &w->nready, &w->capready, h)) {
+	if (!admit(w, h)) {
 		w->bops->restore(w->broker, d);
 		h->d = NULL;
 		release(w, h);
@@ -355,6 +506,97 @@ out:
 	update_credit(w);
 }
 
+static void save_state(struct worker *w)
+{
+	struct cw_error err = {0};
+	if (w->cfg->statedb && *w->cfg->statedb &&
+	    cw_revoked_save(w->revoked, w->cfg->statedb, cw_wall(), &err) != CW_OK)
+		cw_log(CW_LOG_ERROR, "worker", "cannot save the state db: %s", err.msg);
+}
+
+static int signal_number(json_t *v)
+{
+	static const struct { const char *name; int sig; } names[] = {
+		{"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT}, {"QUIT", SIGQUIT},
+		{"HUP", SIGHUP}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"ABRT", SIGABRT},
+	};
+	if (json_is_integer(v))
+		return json_integer_value(v) > 0 && json_integer_value(v) < 65 ?
+		       (int)json_integer_value(v) : -1;
+	const char *s = json_string_value(v);
+	if (!s)
+		return SIGTERM; /* Celery's default */
+	if (!strncmp(s, "SIG", 3))
+		s += 3;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcasecmp(names[i].name, s))
+			return names[i].sig;
+	return -1;
+}
+
+/* The revoke control command (celery/worker/control.py revoke). */
+static void control_revoke(struct worker *w, const struct cw_control *c)
+{
+	json_t *ids = json_object_get(c->arguments, "task_id"), *one = NULL, *v;
+	bool terminate = json_is_true(json_object_get(c->arguments, "terminate"));
+	int sig = signal_number(json_object_get(c->arguments, "signal"));
+	size_t i;
+
+	if (json_is_string(ids))
+		ids = one = json_pack("[O]", ids);
+	if (!json_is_array(ids)) {
+		cw_log(CW_LOG_ERROR, "control", "revoke without task ids ignored");
+		return;
+	}
+	json_array_foreach(ids, i, v) {
+		const char *id = json_string_value(v);
+		if (!id || cw_revoked_add(w->revoked, id, cw_wall()) != CW_OK) {
+			cw_log(CW_LOG_ERROR, "control", "revoke: bad task id ignored");
+			continue;
+		}
+		cw_log(CW_LOG_INFO, "control", "Tasks flagged as revoked: %s", id);
+		if (!terminate)
+			continue;
+		if (sig < 0) {
+			cw_log(CW_LOG_ERROR, "control", "revoke %s: unknown signal; not terminated", id);
+			continue;
+		}
+		for (int s = 0; s < w->nslots; s++) {
+			struct held *h = w->running[s];
+			if (!h || strcmp(h->req.id, id))
+				continue;
+			cw_log(CW_LOG_INFO, "control", "Terminating %s (%s)", id, strsignal(sig));
+			h->terminated = true;
+			if (cw_pool_signal(w->pool, s, sig) != CW_OK)
+				cw_log(CW_LOG_WARNING, "control", "cannot terminate %s in this pool", id);
+		}
+	}
+	json_decref(one);
+	save_state(w);
+}
+
+static void on_broadcast(void *arg, const char *exchange, const struct cw_envelope *env)
+{
+	struct worker *w = arg;
+	struct cw_control c;
+	struct cw_error err = {0};
+
+	if (cw_proto_decode_control(env, &w->limits, &c, &err) != CW_OK) {
+		cw_log(CW_LOG_ERROR, "control", "bad control message on %s dropped: %s", exchange,
+		       err.msg);
+		return;
+	}
+	if (!cw_control_for_me(&c, w->cfg->hostname) || (c.expires > 0 && cw_wall() > c.expires)) {
+		cw_control_clear(&c);
+		return;
+	}
+	if (!strcmp(c.method, "revoke"))
+		control_revoke(w, &c);
+	else
+		cw_log(CW_LOG_DEBUG, "control", "control command %s not handled", c.method);
+	cw_control_clear(&c);
+}
+
 static void on_state(void *arg, bool up)
 {
 	struct worker *w = arg;
@@ -366,7 +608,7 @@ static void on_state(void *arg, bool up)
 		update_credit(w);
 }
 
-static void on_done(void *arg, int slot, const struct cw_outcome *o, const char *retry_msg)
+static void on_done(void *arg, int slot, const struct cw_outcome *o, const char *publish)
 {
 	struct worker *w = arg;
 	struct held *h = w->running[slot];
@@ -374,27 +616,17 @@ static void on_done(void *arg, int slot, const struct cw_outcome *o, const char 
 	if (!h)
 		return;
 	w->running[slot] = NULL;
-	if (o->state == CW_STATE_SUCCESS) {
+	if (o->state == CW_STATE_SUCCESS)
 		cw_log(CW_LOG_INFO, "task", "Task %s[%s] succeeded in %.6fs: %s", h->req.task, h->req.id,
 		       o->runtime, o->result_repr);
-	} else if (o->state == CW_STATE_RETRY && retry_msg && o->retry_len) {
-		/* Task.retry: the same task id again, retries + 1, due in retry_in seconds */
-		struct cw_envelope e = {0};
-		struct cw_error err = {0};
-		if (cw_proto_decode_envelope(retry_msg, o->retry_len, &w->limits, &e, &err) == CW_OK &&
-		    e.delivery_tag) {
-			w->bops->publish(w->broker, h->d->queue, h->d->env.priority, e.delivery_tag,
-					 retry_msg, o->retry_len);
-			cw_log(CW_LOG_INFO, "task", "Task %s[%s] retry: %s", h->req.task, h->req.id,
-			       o->exc_message);
-		} else {
-			cw_log(CW_LOG_ERROR, "task", "Task %s[%s]: bad retry message: %s", h->req.task,
-			       h->req.id, err.msg);
-		}
-		cw_envelope_clear(&e);
-	} else
+	else if (o->state == CW_STATE_RETRY)
+		cw_log(CW_LOG_INFO, "task", "Task %s[%s] retry: %s", h->req.task, h->req.id,
+		       o->exc_message);
+	else
 		cw_log(CW_LOG_ERROR, "task", "Task %s[%s] raised unexpected: %s(%s)", h->req.task,
 		       h->req.id, o->exc_type, o->exc_message);
+	if (o->publish_len)
+		publish_outbox(w, h, publish, o->publish_len);
 	if (h->acks_late)
 		ack(w, h);
 	release(w, h);
@@ -410,7 +642,14 @@ static void on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_reason 
 	if (!h)
 		return;
 	w->running[slot] = NULL;
-	if (why == CW_LOST_TIMEOUT) {
+	if (h->terminated && why == CW_LOST_CRASH) {
+		/* revoke(terminate=True): REVOKED TaskRevokedError('terminated'), acked */
+		cw_log(CW_LOG_INFO, "pool", "Task %s[%s] terminated (pid %d, %s)", h->req.task,
+		       h->req.id, (int)pid, WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "exited");
+		store_exc(w, h, CW_STATE_REVOKED, "TaskRevokedError", "celery.exceptions",
+			  "terminated", NULL);
+		ack(w, h);
+	} else if (why == CW_LOST_TIMEOUT) {
 		json_t *args = json_pack("[f]", h->hard);
 		store_exc(w, h, CW_STATE_FAILURE, "TimeLimitExceeded", "billiard.exceptions", NULL, args);
 		json_decref(args);
@@ -463,6 +702,9 @@ static void touch_tick(struct cw_loop *loop, void *arg)
 			w->bops->touch(w->broker, w->ready[i]->d);
 		for (size_t i = 0; i < w->neta; i++)
 			w->bops->touch(w->broker, w->eta[i]->d);
+		for (int b = 0; b < w->nbuckets; b++)
+			for (size_t i = 0; i < w->buckets[b].n; i++)
+				w->bops->touch(w->broker, w->buckets[b].q[i]->d);
 		for (int i = 0; i < w->nslots; i++)
 			if (w->running[i])
 				w->bops->touch(w->broker, w->running[i]->d);
@@ -506,6 +748,17 @@ static void begin_shutdown(struct worker *w, bool cold)
 		release(w, w->eta[i]);
 	}
 	w->neta = 0;
+	for (int b = 0; b < w->nbuckets; b++) {
+		struct bucket *k = &w->buckets[b];
+		for (size_t i = 0; i < k->n; i++) {
+			w->bops->restore(w->broker, k->q[i]->d);
+			release(w, k->q[i]);
+		}
+		k->n = 0;
+		if (k->timer)
+			cw_loop_timer_cancel(w->loop, k->timer);
+		k->timer = 0;
+	}
 }
 
 static void on_signal(struct cw_loop *loop, int fd, unsigned ev, void *arg)
@@ -594,7 +847,8 @@ int cw_worker_run(const struct cw_config *cfg)
 		goto out;
 	}
 	w.env = (struct cw_exec_env){.reg = w.reg, .backend = w.backend, .hostname = cfg->hostname,
-				     .result_extended = cfg->result_extended, .limits = w.limits};
+				     .result_extended = cfg->result_extended, .limits = w.limits,
+				     .default_queue = "celery"};
 	if (setup_signals(&w) < 0) {
 		cw_log(CW_LOG_ERROR, "worker", "signal setup failed: %s", strerror(errno));
 		goto out;
@@ -608,6 +862,31 @@ int cw_worker_run(const struct cw_config *cfg)
 	if (!w.running || !w.pool)
 		goto out;
 	cw_pool_set_recycling(w.pool, cfg->max_tasks_per_child, cfg->max_memory_per_child);
+	/* Celery's REVOKES_MAX and REVOKE_EXPIRES */
+	w.revoked = cw_revoked_new(50000, 10800);
+	if (!w.revoked)
+		goto out;
+	if (cfg->statedb && *cfg->statedb) {
+		if (cw_revoked_load(w.revoked, cfg->statedb, cw_wall(), &err) != CW_OK) {
+			char moved[4200];
+			snprintf(moved, sizeof(moved), "%s.corrupt", cfg->statedb);
+			cw_log(CW_LOG_ERROR, "worker", "state db unusable, starting without it (kept "
+			       "as %s): %s", moved, err.msg);
+			if (rename(cfg->statedb, moved) < 0)
+				cw_log(CW_LOG_ERROR, "worker", "cannot move %s aside: %s", cfg->statedb,
+				       strerror(errno));
+		} else {
+			cw_log(CW_LOG_INFO, "worker", "state db %s: %zu revoked ids", cfg->statedb,
+			       cw_revoked_count(w.revoked));
+		}
+	}
+	w.buckets = calloc((size_t)cfg->ntasks + 1, sizeof(*w.buckets));
+	if (!w.buckets)
+		goto out;
+	for (int i = 0; i < cfg->ntasks; i++)
+		if (cfg->tasks[i].rate > 0)
+			w.buckets[w.nbuckets++] = (struct bucket){.task = cfg->tasks[i].name,
+				.rate = cfg->tasks[i].rate, .tokens = 1, .stamp = cw_now(), .w = &w};
 	if (cw_pool_start(w.pool) != CW_OK)
 		goto out;
 
@@ -618,7 +897,10 @@ int cw_worker_run(const struct cw_config *cfg)
 	struct cw_broker_opts opts = {.url = cfg->broker_url, .queues = cfg->queue_list,
 				      .nqueues = cfg->nqueues,
 				      .visibility_timeout = cfg->visibility_timeout, .limits = w.limits};
-	struct cw_broker_handler bh = {.on_delivery = on_delivery, .on_state = on_state, .arg = &w};
+	static const char *const broadcast[] = {"celery.pidbox", NULL};
+	opts.broadcast = broadcast;
+	struct cw_broker_handler bh = {.on_delivery = on_delivery, .on_state = on_state,
+				       .on_broadcast = on_broadcast, .arg = &w};
 	w.broker = w.bops ? w.bops->open(w.loop, &opts, &bh, &err) : NULL;
 	if (!w.broker) {
 		cw_log(CW_LOG_ERROR, "worker", "broker %s: %s", redacted, err.msg);
@@ -643,6 +925,16 @@ out:
 		release(&w, w.eta[i]);
 	for (int i = 0; w.running && i < w.nslots; i++)
 		release(&w, w.running[i]);
+	for (int b = 0; b < w.nbuckets; b++) {
+		for (size_t i = 0; i < w.buckets[b].n; i++)
+			release(&w, w.buckets[b].q[i]);
+		free(w.buckets[b].q);
+	}
+	free(w.buckets);
+	if (w.revoked) {
+		save_state(&w);
+		cw_revoked_free(w.revoked);
+	}
 	free(w.ready);
 	free(w.eta);
 	free(w.running);

@@ -24,8 +24,8 @@ enum cw_lost_reason {
 };
 
 struct cw_pool_handler {
-	/* slot finished its task; retry_msg: o->retry_len bytes of a retry envelope to publish */
-	void (*on_done)(void *arg, int slot, const struct cw_outcome *o, const char *retry_msg);
+	/* slot finished its task; publish: o->publish_len bytes of a serialised cw_outbox */
+	void (*on_done)(void *arg, int slot, const struct cw_outcome *o, const char *publish);
 	/* the process in slot died while running a task (wstatus from waitpid) */
 	void (*on_lost)(void *arg, int slot, pid_t pid, int wstatus, enum cw_lost_reason why);
 	/* a slot became free for work (new child, or finished task) */

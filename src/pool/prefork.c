@@ -14,6 +14,7 @@
 #include "backend/backend.h"
 #include "loop/loop.h"
 #include "pool/pool.h"
+#include "tasks/canvas.h"
 #include "util/log.h"
 
 enum { FRAME_JOB = 1, FRAME_DONE = 2 };
@@ -201,18 +202,22 @@ static __attribute__((noreturn)) void child_main(struct cw_pool *p, int fd, int 
 		const char *raw = msg + 4 + qlen;
 		size_t rawlen = h.len - 4 - qlen;
 		struct cw_outcome o;
-		char *retry = NULL;
+		struct cw_outbox ob = {0};
 		child_cancel = 0;
-		cw_exec_message(&env, raw, rawlen, queue ? queue : "", &o, &retry);
+		cw_exec_message(&env, raw, rawlen, queue ? queue : "", &o, &ob);
 		free(queue);
 		free(msg);
 		o.rss_kib = cw_proc_rss_kib(getpid());
-		if (!retry || o.retry_len > MAX_FRAME - sizeof(o))
-			o.retry_len = 0;
-		struct frame_hdr d = {FRAME_DONE, (uint32_t)(sizeof(o) + o.retry_len)};
+		o.publish_len = ob.len;
+		if (o.publish_len > MAX_FRAME - sizeof(o)) {
+			cw_log(CW_LOG_ERROR, "pool", "follow-up messages of %zu bytes are over the "
+			       "frame limit; dropped", o.publish_len);
+			o.publish_len = 0;
+		}
+		struct frame_hdr d = {FRAME_DONE, (uint32_t)(sizeof(o) + o.publish_len)};
 		int wr = write_full(fd, &d, sizeof(d)) < 0 || write_full(fd, &o, sizeof(o)) < 0 ||
-			 (o.retry_len && write_full(fd, retry, o.retry_len) < 0);
-		free(retry);
+			 (o.publish_len && write_full(fd, ob.buf, o.publish_len) < 0);
+		cw_outbox_free(&ob);
 		if (wr)
 			break;
 	}
@@ -334,8 +339,8 @@ static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 			break;
 		struct cw_outcome o;
 		memcpy(&o, c->in.p + sizeof(h), sizeof(o));
-		if (o.retry_len != h.len - sizeof(o))
-			o.retry_len = 0;
+		if (o.publish_len != h.len - sizeof(o))
+			o.publish_len = 0;
 		c->busy = false;
 		c->ntasks++;
 		p->h.on_done(p->h.arg, slot, &o, c->in.p + sizeof(h) + sizeof(o));
@@ -424,14 +429,15 @@ int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *r
 	if (p->solo) {
 		struct cw_exec_env env = *p->env;
 		struct cw_outcome o;
-		char *retry = NULL;
+		struct cw_outbox ob = {0};
 		static volatile sig_atomic_t never;
 		env.cancel = &never;
 		c->busy = true;
-		cw_exec_message(&env, raw, len, queue, &o, &retry);
+		cw_exec_message(&env, raw, len, queue, &o, &ob);
+		o.publish_len = ob.len;
 		c->busy = false;
-		p->h.on_done(p->h.arg, slot, &o, retry);
-		free(retry);
+		p->h.on_done(p->h.arg, slot, &o, ob.buf);
+		cw_outbox_free(&ob);
 		return CW_OK;
 	}
 	uint32_t qlen = (uint32_t)strlen(queue);

@@ -164,4 +164,65 @@ struct cw_result_meta {
  */
 char *cw_proto_encode_result_meta(const struct cw_result_meta *m, size_t *len);
 
+/* ---- building task messages (callbacks, chains, chord bodies) ---------- */
+
+/* A task message to publish; strings and values are borrowed. */
+struct cw_task_msg {
+	const char *task, *id;           /* required */
+	json_t *args, *kwargs;           /* NULL = [] / {} */
+	json_t *callbacks, *errbacks;    /* arrays of signature dicts or NULL */
+	json_t *chain;                   /* array, next step last, or NULL */
+	json_t *chord;                   /* chord body signature or NULL */
+	const char *group_id;
+	int64_t group_index;             /* -1 = none */
+	const char *root_id;             /* NULL = id */
+	const char *parent_id, *eta, *expires, *shadow, *reply_to, *origin;
+	double time_limit, soft_time_limit; /* 0 = none */
+	int64_t retries;
+	bool ignore_result;
+	const char *queue;               /* where to publish (set by cw_proto_sig_to_msg) */
+	const char *exchange, *routing_key;
+	int priority;
+	const char *delivery_tag;        /* NULL = id */
+};
+
+/*
+ * The kombu envelope (protocol v2, JSON body in base64) of m, as Celery's
+ * as_task_v2 builds it.  malloc'd; NULL when task/id are missing or on ENOMEM.
+ */
+char *cw_proto_encode_task(const struct cw_task_msg *m, size_t *len);
+
+/* Python repr() of a JSON value (a tuple when as_tuple and v is a list), cut at max bytes. */
+char *cw_proto_pyrepr(const json_t *v, bool as_tuple, size_t max);
+
+/* How a worker applies a signature (Signature.apply_async from a task). */
+struct cw_sig_apply {
+	const char *new_id;        /* used when the signature has no options.task_id */
+	const char *new_tag;       /* delivery tag of the new message */
+	const char *parent_id, *root_id; /* override the signature's options when set */
+	json_t *chain;             /* remaining chain for the new message, or NULL */
+	const char *default_queue; /* queue when the options name none */
+	const char *origin;        /* our node name */
+	double now;                /* epoch seconds, for countdown/expires in seconds */
+};
+
+/* Storage owned by a message built from a signature. */
+struct cw_sig_owned {
+	json_t *args, *callbacks, *errbacks;
+	char eta[40], expires[40];
+};
+
+/*
+ * Fill *m from a signature dict ({"task","args","kwargs","options",
+ * "subtask_type","immutable"}): prepend (an array, may be NULL) goes before
+ * the signature's args unless it is immutable.  Pointers in *m borrow from
+ * sig, ap and *own; release *own with cw_sig_owned_clear.  CW_EINVALTASK for
+ * shapes that are not a plain task signature (groups/chords/chains nested as
+ * callbacks are applied by Python workers only), with err set.
+ */
+int cw_proto_sig_to_msg(const json_t *sig, json_t *prepend, const struct cw_sig_apply *ap,
+			struct cw_task_msg *m, struct cw_sig_owned *own,
+			struct cw_error *err) CW_MUST_CHECK;
+void cw_sig_owned_clear(struct cw_sig_owned *own);
+
 #endif

@@ -138,8 +138,9 @@ static enum cw_task_status t_add(struct cw_task_ctx *ctx, json_t *args, json_t *
 static bool seconds_arg(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs, const char *fn,
 			double *out)
 {
-	static const char *const names[] = {"seconds"};
-	if (!arity(ctx, args, kwargs, 1, names, fn))
+	static const char *const names[] = {"seconds", "value"};
+	/* sleep(seconds, value=None) also takes the value it returns */
+	if (!arity(ctx, args, kwargs, strcmp(fn, "sleep") ? 1 : 2, names, fn))
 		return false;
 	json_t *v = param(ctx, args, kwargs, 0, "seconds", true, fn);
 	if (!v)
@@ -171,7 +172,8 @@ static enum cw_task_status t_sleep(struct cw_task_ctx *ctx, json_t *args, json_t
 		struct timespec ts = {0, (long)(d * 1e9)};
 		nanosleep(&ts, NULL);
 	}
-	*result = NULL;
+	json_t *value = param(ctx, args, kwargs, 1, "value", false, "sleep");
+	*result = value ? json_incref(value) : NULL;
 	return CW_TASK_SUCCESS;
 }
 
@@ -315,7 +317,7 @@ static const struct cw_task_def builtin[] = {
 	TASK("cworker.noop", t_noop, "Do nothing; returns None", false),
 	TASK("cworker.echo", t_echo, "echo(value): return value unchanged", false),
 	TASK("cworker.add", t_add, "add(a, b): a + b (numbers, strings, lists)", false),
-	TASK("cworker.sleep", t_sleep, "sleep(seconds): sleep, honouring soft time limits", false),
+	TASK("cworker.sleep", t_sleep, "sleep(seconds, value=None): sleep (honouring soft time limits), return value", false),
 	TASK("cworker.getpid", t_getpid, "getpid(): process id of the executing process", false),
 	TASK("cworker.fail", t_fail, "fail(exc_type, message): fail with that exception", false),
 	TASK("cworker.spin", t_spin, "spin(seconds): busy CPU, ignores soft limits", true),

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "tasks/canvas.h"
 #include "loop/loop.h"
 #include "tasks/registry.h"
 #include "util/log.h"
@@ -144,13 +145,13 @@ static void bump(json_t *obj, const char *eta)
 }
 
 char *cw_exec_retry_envelope(const char *raw, size_t len, const struct cw_proto_limits *lim,
-			     double eta, size_t *out_len)
+			     double eta, const char *tag, size_t *out_len)
 {
 	struct cw_error err = {0};
 	json_t *root = cw_json_loads(raw, len, lim, &err);
 	json_t *headers = json_object_get(root, "headers");
 	json_t *props = json_object_get(root, "properties");
-	char when[40], tag[37], *out = NULL;
+	char when[40], *out = NULL;
 
 	if (!json_is_object(root) || !json_is_object(props))
 		goto out;
@@ -192,7 +193,6 @@ char *cw_exec_retry_envelope(const char *raw, size_t len, const struct cw_proto_
 			free(enc);
 		free(txt);
 	}
-	cw_uuid4(tag);
 	json_object_set_new(props, "delivery_tag", json_string(tag));
 	json_object_del(json_object_get(props, "delivery_info"), "redelivered");
 	out = cw_json_dumps(root, out_len);
@@ -209,7 +209,7 @@ static void outcome_fail(struct cw_outcome *out, const char *type, const char *m
 }
 
 void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
-		     const char *queue, struct cw_outcome *out, char **retry_msg)
+		     const char *queue, struct cw_outcome *out, struct cw_outbox *ob)
 {
 	struct cw_envelope e = {0};
 	struct cw_request req = {0};
@@ -218,7 +218,6 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 	double t0 = cw_now();
 
 	memset(out, 0, sizeof(*out));
-	*retry_msg = NULL;
 	if (cw_proto_decode_envelope(raw, len, &env->limits, &e, &err) != CW_OK ||
 	    cw_proto_decode_request(&e, &env->limits, &req, &err) != CW_OK) {
 		/* the master decoded it already; reaching here means memory trouble */
@@ -231,6 +230,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 					   .exc_module = "celery.exceptions", .exc_message = req.task};
 		outcome_fail(out, "NotRegistered", req.task);
 		cw_exec_store(env, &req, queue, &m);
+		cw_canvas_after(env, &req, &m, NULL, ob);
 		goto out;
 	}
 	ctx.req = &req;
@@ -249,10 +249,18 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		snprintf(out->result_repr, sizeof(out->result_repr), "%s", txt ? txt : "?");
 		free(txt);
 		cw_exec_store(env, &req, queue, &m);
+		cw_canvas_after(env, &req, &m, result, ob);
 	} else if (st == CW_TASK_RETRY) {
-		*retry_msg = cw_exec_retry_envelope(raw, len, &env->limits,
-						    cw_wall() + ctx.retry_countdown, &out->retry_len);
-		if (!*retry_msg) {
+		char tag[37];
+		size_t rlen = 0;
+		cw_uuid4(tag);
+		char *retry = cw_exec_retry_envelope(raw, len, &env->limits,
+						     cw_wall() + ctx.retry_countdown, tag, &rlen);
+		if (retry && cw_outbox_add(ob, queue, tag, e.priority, retry, rlen) != CW_OK) {
+			free(retry);
+			retry = NULL;
+		}
+		if (!retry) {
 			outcome_fail(out, "MemoryError", "could not build the retry message");
 			m.state = CW_STATE_FAILURE;
 			m.exc_type = "MemoryError";
@@ -269,7 +277,9 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 			m.exc_module = ctx.exc_module;
 			m.exc_message = ctx.exc_message ? ctx.exc_message : "";
 		}
+		free(retry);
 		cw_exec_store(env, &req, queue, &m);
+		cw_canvas_after(env, &req, &m, NULL, ob);
 	} else {
 		if (!ctx.exc_type)
 			cw_task_fail(&ctx, "TaskError", NULL, "task returned failure without a reason");
@@ -283,6 +293,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		m.exc_message = ctx.exc_message ? ctx.exc_message : "";
 		m.traceback = tb;
 		cw_exec_store(env, &req, queue, &m);
+		cw_canvas_after(env, &req, &m, NULL, ob);
 	}
 	json_decref(result);
 out:

@@ -24,7 +24,7 @@ int cw_tasks_register_builtin(struct cw_registry *r, bool diagnostic);
 struct cw_outcome {
 	enum cw_state state;     /* SUCCESS, FAILURE or RETRY */
 	double retry_in;         /* RETRY: seconds until the new message is due */
-	size_t retry_len;        /* RETRY: bytes of the new envelope that follow the outcome */
+	size_t publish_len;      /* bytes of a serialised cw_outbox that follow the outcome */
 	double runtime;          /* seconds */
 	char exc_type[128];
 	char exc_message[512];   /* truncated for logs; the backend gets it whole */
@@ -39,23 +39,26 @@ struct cw_exec_env {
 	bool result_extended;
 	struct cw_proto_limits limits;
 	volatile sig_atomic_t *cancel;   /* set when the task must stop (soft limit) */
+	const char *default_queue;       /* where callbacks go when they name no queue */
 };
+
+struct cw_outbox;
 
 /*
  * Decode one envelope, run its task, store the result.  Never fails: every
  * problem becomes a FAILURE outcome (and a stored FAILURE when the task id
- * is known).  On RETRY, *retry_msg is set to the malloc'd envelope of the
- * message to publish (out->retry_len bytes); the caller frees it.
+ * is known).  Messages the run asks for (a retry, callbacks, the next
+ * chain step, a chord body) are added to *ob for the master to publish.
  */
 void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
-		     const char *queue, struct cw_outcome *out, char **retry_msg);
+		     const char *queue, struct cw_outcome *out, struct cw_outbox *ob);
 
 /*
  * The envelope of a retry of the message raw: retries + 1, eta = now + countdown
- * (ISO-8601 with +00:00), a new delivery tag, no redelivered marks.  malloc'd.
+ * (ISO-8601 with +00:00), delivery tag tag, no redelivered marks.  malloc'd.
  */
 char *cw_exec_retry_envelope(const char *raw, size_t len, const struct cw_proto_limits *lim,
-			     double eta, size_t *out_len);
+			     double eta, const char *tag, size_t *out_len);
 
 /*
  * Store the state of a task the master handled itself (unknown, expired,

@@ -46,6 +46,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 						   .result = req.kwargs, .extended = true,
 						   .args = req.args, .kwargs = req.kwargs};
 			free(cw_proto_encode_result_meta(&m, NULL));
+			/* every signature in the embed becomes a message that decodes back */
+			static const char *const keys[] = {"callbacks", "errbacks", "chain"};
+			for (size_t k = 0; k < 3; k++) {
+				json_t *list = json_object_get(req.embed, keys[k]), *sig;
+				size_t i;
+				json_array_foreach(list, i, sig) {
+					struct cw_sig_apply ap = {.new_id = "id", .new_tag = "tag",
+								  .parent_id = req.id,
+								  .default_queue = "celery",
+								  .now = 1e9};
+					struct cw_task_msg tm;
+					struct cw_sig_owned own;
+					if (cw_proto_sig_to_msg(sig, req.args, &ap, &tm, &own, &err) != CW_OK)
+						continue;
+					size_t len;
+					char *msg = cw_proto_encode_task(&tm, &len);
+					struct cw_envelope e2;
+					struct cw_request r2;
+					if (msg) {
+						if (cw_proto_decode_envelope(msg, len, &lim, &e2, &err) != CW_OK)
+							abort();
+						if (cw_proto_decode_request(&e2, &lim, &r2, &err) == CW_OK)
+							cw_request_clear(&r2);
+						else if (err.code != CW_ELIMIT)
+							abort();
+						cw_envelope_clear(&e2);
+					}
+					free(msg);
+					cw_sig_owned_clear(&own);
+				}
+			}
 			double t;
 			if (req.eta)
 				(void)!cw_proto_parse_iso8601(req.eta, req.utc, &t);

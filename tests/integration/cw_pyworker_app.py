@@ -50,8 +50,9 @@ def add(a, b):
 
 
 @app.task(name="cworker.sleep")
-def sleep(seconds):
+def sleep(seconds, value=None):
     time.sleep(seconds)
+    return value
 
 
 @app.task(name="cworker.getpid")

@@ -192,8 +192,25 @@ static void test_url(void)
 	CHECK(!strcmp(out, "redis://h:1/0"));
 }
 
+static void test_rates(void)
+{
+	double r;
+	CHECK(cw_config_parse_rate("10/s", &r) == CW_OK && r == 10);
+	CHECK(cw_config_parse_rate("120/m", &r) == CW_OK && r == 2);
+	CHECK(cw_config_parse_rate("1800/h", &r) == CW_OK && r == 0.5);
+	CHECK(cw_config_parse_rate("2.5", &r) == CW_OK && r == 2.5);
+	CHECK(cw_config_parse_rate("0", &r) == CW_OK && r == 0);
+	CHECK(cw_config_parse_rate("", &r) == CW_OK && r == 0);
+	CHECK(cw_config_parse_rate("10/d", &r) != CW_OK);
+	CHECK(cw_config_parse_rate("10/sec", &r) != CW_OK);
+	CHECK(cw_config_parse_rate("-1/s", &r) != CW_OK);
+	CHECK(cw_config_parse_rate("fast", &r) != CW_OK);
+	CHECK(cw_config_parse_rate("nan/s", &r) != CW_OK);
+}
+
 int main(void)
 {
+	test_rates();
 	test_defaults();
 	test_cli();
 	test_errors();

@@ -419,8 +419,131 @@ static void test_control(void)
 	free(raw);
 }
 
+static void repr_case(const char *json, bool tuple, const char *want)
+{
+	struct cw_error err = {0};
+	json_t *v = cw_json_loads(json, strlen(json), &lim, &err);
+	char *got = v ? cw_proto_pyrepr(v, tuple, 1024) : NULL;
+	CHECK(got && !strcmp(got, want));
+	if (got && strcmp(got, want))
+		fprintf(stderr, "  repr(%s) = %s, want %s\n", json, got, want);
+	free(got);
+	json_decref(v);
+}
+
+static void test_pyrepr(void)
+{
+	repr_case("[1]", true, "(1,)");
+	repr_case("[2, 3]", true, "(2, 3)");
+	repr_case("[]", true, "()");
+	repr_case("{\"a\": [1, \"x\"], \"b\": null}", false, "{'a': [1, 'x'], 'b': None}");
+	repr_case("[true, false, 1.5, 2.0]", false, "[True, False, 1.5, 2.0]");
+	repr_case("[\"it's\"]", false, "[\"it's\"]");
+	repr_case("[\"a\\nb\\\\\"]", false, "['a\\nb\\\\']");
+	repr_case("[123456789012345678901234567890]", false, "[123456789012345678901234567890]");
+	/* cut at max bytes with a visible ellipsis */
+	json_t *big = json_array();
+	for (int i = 0; i < 1000; i++)
+		json_array_append_new(big, json_integer(i));
+	char *r = cw_proto_pyrepr(big, true, 50);
+	CHECK(r && strlen(r) == 50 && !strcmp(r + 47, "..."));
+	free(r);
+	json_decref(big);
+}
+
+/* A chain step as Celery's producer writes it into embed.chain. */
+static const char chain_sig[] =
+	"{\"task\": \"cworker.add\", \"args\": [2], \"kwargs\": {}, \"options\": "
+	"{\"task_id\": \"89db7546-6fbe-436a-810b-8a623b823908\", \"reply_to\": \"r-1\", "
+	"\"link_error\": {\"task\": \"cworker.echo\", \"args\": [], \"kwargs\": {}, "
+	"\"options\": {}, \"subtask_type\": null, \"immutable\": true}, "
+	"\"countdown\": 10, \"expires\": 60, \"soft_time_limit\": 5, \"priority\": 3}, "
+	"\"subtask_type\": null, \"immutable\": false}";
+
+static void test_signature_message(void)
+{
+	struct cw_error err = {0};
+	json_t *sig = cw_json_loads(chain_sig, strlen(chain_sig), &lim, &err);
+	json_t *prepend = json_pack("[i]", 1);
+	json_t *rest = json_pack("[{s:s}]", "task", "cworker.echo");
+	struct cw_sig_apply ap = {.new_id = "new-id", .new_tag = "tag-1", .parent_id = "parent",
+				  .root_id = "root", .chain = rest, .default_queue = "celery",
+				  .origin = "gen1@host", .now = 1764547200.0};
+	struct cw_task_msg m;
+	struct cw_sig_owned own;
+
+	CHECK(sig != NULL);
+	CHECK(cw_proto_sig_to_msg(sig, prepend, &ap, &m, &own, &err) == CW_OK);
+	CHECK(!strcmp(m.id, "89db7546-6fbe-436a-810b-8a623b823908"));
+	CHECK(!strcmp(m.queue, "celery") && m.priority == 3);
+	size_t len;
+	char *text = cw_proto_encode_task(&m, &len);
+	CHECK(text != NULL);
+
+	/* what we build is what our own decoder (and Celery) reads */
+	struct cw_envelope env;
+	struct cw_request req;
+	CHECK(cw_proto_decode_envelope(text, len, &lim, &env, &err) == CW_OK);
+	CHECK(cw_proto_decode_request(&env, &lim, &req, &err) == CW_OK);
+	CHECK(req.proto == 2 && !strcmp(req.task, "cworker.add"));
+	CHECK(!strcmp(req.id, "89db7546-6fbe-436a-810b-8a623b823908"));
+	CHECK(!strcmp(req.parent_id, "parent") && !strcmp(req.root_id, "root"));
+	CHECK(json_array_size(req.args) == 2 && json_integer_value(json_array_get(req.args, 0)) == 1 &&
+	      json_integer_value(json_array_get(req.args, 1)) == 2);
+	CHECK(req.soft_time_limit == 5 && req.time_limit == 0);
+	CHECK(req.eta && !strcmp(req.eta, "2025-12-01T00:00:10.000000+00:00"));
+	CHECK(req.expires && !strcmp(req.expires, "2025-12-01T00:01:00.000000+00:00"));
+	CHECK(req.argsrepr && !strcmp(req.argsrepr, "(1, 2)"));
+	CHECK(!strcmp(env.delivery_tag, "tag-1") && !strcmp(env.routing_key, "celery"));
+	CHECK(env.correlation_id && !strcmp(env.correlation_id, req.id));
+	CHECK(env.priority == 3);
+	json_t *ch = json_object_get(req.embed, "chain");
+	CHECK(json_array_size(ch) == 1);
+	json_t *eb = json_object_get(req.embed, "errbacks");
+	CHECK(json_array_size(eb) == 1 &&
+	      !strcmp(json_string_value(json_object_get(json_array_get(eb, 0), "task")),
+		      "cworker.echo"));
+	CHECK(!strcmp(json_string_value(json_object_get(env.headers, "origin")), "gen1@host"));
+	cw_request_clear(&req);
+	cw_envelope_clear(&env);
+	free(text);
+	cw_sig_owned_clear(&own);
+
+	/* immutable: the parent's result is not passed on */
+	json_object_set_new(sig, "immutable", json_true());
+	CHECK(cw_proto_sig_to_msg(sig, prepend, &ap, &m, &own, &err) == CW_OK);
+	CHECK(json_array_size(m.args) == 1);
+	cw_sig_owned_clear(&own);
+
+	/* routing: options.queue wins; no task_id -> the new one */
+	json_t *opts = json_object_get(sig, "options");
+	json_object_set_new(opts, "queue", json_string("pdf"));
+	json_object_del(opts, "task_id");
+	CHECK(cw_proto_sig_to_msg(sig, NULL, &ap, &m, &own, &err) == CW_OK);
+	CHECK(!strcmp(m.queue, "pdf") && !strcmp(m.routing_key, "pdf") && !strcmp(m.id, "new-id"));
+	cw_sig_owned_clear(&own);
+
+	/* canvas types and junk are refused with a reason */
+	json_object_set_new(sig, "subtask_type", json_string("chord"));
+	CHECK(cw_proto_sig_to_msg(sig, NULL, &ap, &m, &own, &err) == CW_EINVALTASK);
+	CHECK(strstr(err.msg, "chord") != NULL);
+	json_t *junk = json_pack("{s:i}", "task", 5);
+	CHECK(cw_proto_sig_to_msg(junk, NULL, &ap, &m, &own, &err) == CW_EINVALTASK);
+	CHECK(cw_proto_sig_to_msg(json_array_get(rest, 0), NULL, &ap, &m, &own, &err) == CW_OK);
+	cw_sig_owned_clear(&own);
+	json_t *badargs = json_pack("{s:s,s:i}", "task", "x", "args", 3);
+	CHECK(cw_proto_sig_to_msg(badargs, NULL, &ap, &m, &own, &err) == CW_EINVALTASK);
+	json_decref(badargs);
+	json_decref(junk);
+	json_decref(sig);
+	json_decref(prepend);
+	json_decref(rest);
+}
+
 int main(void)
 {
+	test_pyrepr();
+	test_signature_message();
 	test_control();
 	test_v2_capture();
 	test_v1_capture();
