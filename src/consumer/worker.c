@@ -925,7 +925,7 @@ out:
 		release(&w, w.eta[i]);
 	for (int i = 0; w.running && i < w.nslots; i++)
 		release(&w, w.running[i]);
-	for (int b = 0; b < w.nbuckets; b++) {
+	for (int b = 0; w.buckets && b < w.nbuckets; b++) {
 		for (size_t i = 0; i < w.buckets[b].n; i++)
 			release(&w, w.buckets[b].q[i]);
 		free(w.buckets[b].q);
