@@ -55,6 +55,7 @@ struct cw_broker_opts {
 	double visibility_timeout;
 	struct cw_proto_limits limits;
 	const char *const *broadcast; /* fanout exchanges to subscribe to, NULL-terminated */
+	const char *nodename;         /* worker node name (mailbox binding); may be NULL */
 };
 
 struct cw_broker_ops {
@@ -75,6 +76,23 @@ struct cw_broker_ops {
 	 */
 	void (*publish)(struct cw_broker *b, const char *queue, int priority, const char *tag,
 			const char *raw, size_t len);
+	/*
+	 * Publish to a fanout exchange (events): transient, dropped while the
+	 * broker is unreachable, as Celery's event dispatcher drops them.
+	 */
+	void (*publish_fanout)(struct cw_broker *b, const char *exchange, const char *routing_key,
+			       const char *raw, size_t len);
+	/*
+	 * Publish to a direct exchange through its bindings (pidbox replies);
+	 * transient.  expire > 0: the target lists expire after that many seconds.
+	 */
+	void (*publish_direct)(struct cw_broker *b, const char *exchange, const char *routing_key,
+			       const char *raw, size_t len, int expire);
+	/* Start consuming from one more queue (CW_EINVAL if already), stop consuming one. */
+	int (*add_queue)(struct cw_broker *b, const char *queue);
+	int (*cancel_queue)(struct cw_broker *b, const char *queue);
+	/* The queues consumed now; returns their number. */
+	int (*queues)(struct cw_broker *b, const char *const **out);
 	/*
 	 * Tell the broker the message is still held, so visibility-timeout
 	 * recovery (ours or another worker's) leaves it alone while we live.

@@ -109,6 +109,23 @@ static const char lua_restore[] =
 static const char lua_publish[] =
 	"if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 3600) then "
 	"redis.call('LPUSH', KEYS[1], ARGV[1]) return 1 end return 0";
+/*
+ * Publish to a direct exchange the way kombu's Redis _put does: look the
+ * routing key up in _kombu.binding.<exchange> and LPUSH to every bound
+ * queue.  KEYS binding set; ARGV routing key, payload, expiry seconds for
+ * the target lists (0 = none; pidbox replies get one so lists orphaned
+ * by clients that gave up do not pile up).
+ */
+static const char lua_publish_direct[] =
+	"local n = 0 "
+	"for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+	"  local rk, rest = string.match(m, '^(.-)\\6\\22(.*)$') "
+	"  if rk == ARGV[1] then "
+	"    local q = string.match(rest, '^.-\\6\\22(.*)$') "
+	"    if q then redis.call('LPUSH', q, ARGV[2]) n = n + 1 "
+	"      if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', q, ARGV[3]) end end "
+	"  end "
+	"end return n";
 /* Step 3: release the mutex if it is still ours.  KEYS mutex; ARGV token. */
 static const char lua_unlock[] =
 	"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
@@ -159,6 +176,7 @@ struct redis_broker {
 	uint64_t scan_timer;
 	bool scanning;
 	char scan_token[37];
+	char nodename[256];     /* worker node name, for the mailbox binding */
 };
 
 static void conn_start(struct redis_broker *b, struct rconn *c);
@@ -317,6 +335,13 @@ static void on_ready(redisAsyncContext *ac, void *r, void *priv)
 			snprintf(key, sizeof(key), "_kombu.binding.%s", b->queues[i]);
 			snprintf(member, sizeof(member), "%s" SEP SEP "%s", b->queues[i], b->queues[i]);
 			redisAsyncCommand(c->ac, NULL, NULL, "SADD %s %s", key, member);
+		}
+		/* our mailbox, bound to the pidbox fanout as a Python worker's is */
+		if (b->nodename[0]) {
+			char member[800];
+			snprintf(member, sizeof(member), SEP SEP "%s.celery.pidbox", b->nodename);
+			redisAsyncCommand(c->ac, NULL, NULL, "SADD _kombu.binding.celery.pidbox %s",
+					  member);
 		}
 		flush_cmds(b);
 	}
@@ -584,7 +609,8 @@ static void on_brpop(redisAsyncContext *ac, void *r, void *priv)
 
 static void fetch(struct redis_broker *b)
 {
-	if (b->closing || b->brpop_inflight || b->credit <= 0 || !b->blk.up || !b->cmd.up)
+	if (b->closing || b->brpop_inflight || b->credit <= 0 || !b->blk.up || !b->cmd.up ||
+	    b->nqueues == 0)
 		return;
 	int argc = 2 + b->nqueues * NPRI;
 	const char **argv = calloc((size_t)argc, sizeof(char *));
@@ -728,6 +754,8 @@ static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_op
 	b->h = *h;
 	b->limits = o->limits;
 	b->visibility_timeout = o->visibility_timeout;
+	if (o->nodename)
+		snprintf(b->nodename, sizeof(b->nodename), "%s", o->nodename);
 	b->queues = calloc((size_t)o->nqueues, sizeof(char *));
 	if (!b->queues) {
 		free(b);
@@ -793,6 +821,88 @@ static void rb_publish(struct cw_broker *base, const char *queue, int priority, 
 	const char *argv[] = {"EVAL", lua_publish, "2", key, marker, raw};
 	size_t lens[] = {(size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, len};
 	cmd(b, NULL, NULL, 6, argv, lens);
+}
+
+static void rb_publish_fanout(struct cw_broker *base, const char *exchange,
+			      const char *routing_key, const char *raw, size_t len)
+{
+	struct redis_broker *b = (struct redis_broker *)base;
+	char channel[700];
+
+	if (!b->cmd.up)
+		return; /* transient: events are not kept while the broker is away */
+	/* kombu fanout_patterns: "/<db>.<exchange>/<routing key>" */
+	if (routing_key && *routing_key)
+		snprintf(channel, sizeof(channel), "/%d.%s/%s", b->url.db, exchange, routing_key);
+	else
+		snprintf(channel, sizeof(channel), "/%d.%s", b->url.db, exchange);
+	const char *argv[] = {"PUBLISH", channel, raw};
+	size_t lens[] = {(size_t)-1, (size_t)-1, len};
+	cmd(b, NULL, NULL, 3, argv, lens);
+}
+
+static void rb_publish_direct(struct cw_broker *base, const char *exchange,
+			      const char *routing_key, const char *raw, size_t len, int expire)
+{
+	struct redis_broker *b = (struct redis_broker *)base;
+	char key[600], exp[16];
+
+	if (!b->cmd.up)
+		return;
+	snprintf(key, sizeof(key), "_kombu.binding.%s", exchange);
+	snprintf(exp, sizeof(exp), "%d", expire);
+	const char *argv[] = {"EVAL", lua_publish_direct, "1", key, routing_key, raw, exp};
+	size_t lens[] = {(size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, len,
+			 (size_t)-1};
+	cmd(b, NULL, NULL, 7, argv, lens);
+}
+
+static void bind_queue(struct redis_broker *b, const char *queue)
+{
+	char key[600], member[800];
+	snprintf(key, sizeof(key), "_kombu.binding.%s", queue);
+	snprintf(member, sizeof(member), "%s" SEP SEP "%s", queue, queue);
+	const char *argv[] = {"SADD", key, member};
+	cmd(b, NULL, NULL, 3, argv, NULL);
+}
+
+static int rb_add_queue(struct cw_broker *base, const char *queue)
+{
+	struct redis_broker *b = (struct redis_broker *)base;
+	for (int i = 0; i < b->nqueues; i++)
+		if (!strcmp(b->queues[i], queue))
+			return CW_EINVAL;
+	char **q = realloc(b->queues, (size_t)(b->nqueues + 1) * sizeof(char *));
+	if (!q)
+		return CW_ENOMEM;
+	b->queues = q;
+	if (!(q[b->nqueues] = strdup(queue)))
+		return CW_ENOMEM;
+	b->nqueues++;
+	bind_queue(b, queue);
+	fetch(b);
+	return CW_OK;
+}
+
+static int rb_cancel_queue(struct cw_broker *base, const char *queue)
+{
+	struct redis_broker *b = (struct redis_broker *)base;
+	for (int i = 0; i < b->nqueues; i++)
+		if (!strcmp(b->queues[i], queue)) {
+			free(b->queues[i]);
+			memmove(b->queues + i, b->queues + i + 1,
+				(size_t)(b->nqueues - i - 1) * sizeof(char *));
+			b->nqueues--;
+			return CW_OK;
+		}
+	return CW_ENOTFOUND;
+}
+
+static int rb_queues(struct cw_broker *base, const char *const **out)
+{
+	struct redis_broker *b = (struct redis_broker *)base;
+	*out = (const char *const *)b->queues;
+	return b->nqueues;
 }
 
 static void rb_touch(struct cw_broker *base, struct cw_delivery *d)
@@ -883,6 +993,11 @@ const struct cw_broker_ops cw_redis_broker_ops = {
 	.restore = rb_restore,
 	.touch = rb_touch,
 	.publish = rb_publish,
+	.publish_fanout = rb_publish_fanout,
+	.publish_direct = rb_publish_direct,
+	.add_queue = rb_add_queue,
+	.cancel_queue = rb_cancel_queue,
+	.queues = rb_queues,
 	.busy = rb_busy,
 	.connected = rb_connected,
 	.close = rb_close,

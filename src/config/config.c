@@ -80,6 +80,18 @@ static const struct opt opts[] = {
 	 "Kill a task whose child's RSS passes this many KiB while it runs: MemoryLimitExceeded (0 = none)"},
 	{"worker_max_redeliveries", "max-redeliveries", 0, NULL, T_LONG, OFF(max_redeliveries), "0", 0,
 	 1000000L, false, "Fail a message delivered more than this many times (0 = unlimited)"},
+	{"worker_send_task_events", "task-events", 'E', NULL, T_BOOL, OFF(task_events), "false", 0, 0,
+	 false, "Send task-* events (celery events, Flower); enable_events turns them on later"},
+	{NULL, "without-heartbeat", 0, NULL, T_BOOL, OFF(without_heartbeat), "false", 0, 0, false,
+	 "Send no worker-online/heartbeat/offline events"},
+	{"worker_heartbeat_interval", "heartbeat-interval", 0, NULL, T_SECONDS,
+	 OFF(heartbeat_interval), "2", 0, 0, false, "Seconds between worker-heartbeat events"},
+	{NULL, "without-gossip", 0, NULL, T_BOOL, OFF(without_gossip), "false", 0, 0, false,
+	 "Accepted for celery-worker compatibility; cworker has no gossip"},
+	{NULL, "without-mingle", 0, NULL, T_BOOL, OFF(without_mingle), "false", 0, 0, false,
+	 "Accepted for celery-worker compatibility; cworker has no mingle"},
+	{"worker_autoscale", "autoscale", 0, NULL, T_STR, OFF(autoscale), NULL, 0, 0, false,
+	 "MAX,MIN: grow the pool to MAX processes under load, shrink to MIN when idle"},
 	{"worker_state_db", "statedb", 'S', NULL, T_STR, OFF(statedb), NULL, 0, 0, false,
 	 "File that keeps revoked task ids across restarts (unset = in memory only)"},
 	{NULL, "list-tasks", 0, NULL, T_FLAG_ACTION, OFF(list_tasks), NULL, 0, 0, false,
@@ -444,6 +456,22 @@ static int finish(struct cw_config *c, struct cw_error *err)
 		cw_error_set(err, CW_EINVAL, "--pool: '%s' is not one of prefork, solo", c->pool);
 		return CW_EINVAL;
 	}
+	if (c->autoscale && *c->autoscale) {
+		char *end;
+		long mx = strtol(c->autoscale, &end, 10), mn = 0;
+		if (*end == ',')
+			mn = strtol(end + 1, &end, 10);
+		if (*end || mx < 1 || mx > 1024 || mn < 0 || mn > mx) {
+			cw_error_set(err, CW_EINVAL,
+				     "--autoscale: '%s' is not MAX,MIN with 1 <= MAX <= 1024, 0 <= MIN <= MAX",
+				     c->autoscale);
+			return CW_EINVAL;
+		}
+		c->autoscale_max = (int)mx;
+		c->autoscale_min = (int)mn;
+	}
+	if (c->heartbeat_interval <= 0)
+		c->heartbeat_interval = 2;
 	c->log_level = cw_log_parse_level(c->loglevel);
 	if (c->log_level < 0) {
 		cw_error_set(err, CW_EINVAL, "--loglevel: '%s' is not one of debug, info, warning, error, critical",

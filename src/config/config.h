@@ -56,6 +56,12 @@ struct cw_config {
 	long child_memory_limit;     /* KiB, enforced while a task runs; 0 = none */
 	long max_redeliveries;       /* deliveries of one message before FAILURE; 0 = unlimited */
 	char *statedb;               /* worker_state_db: revoked ids persisted here; NULL = none */
+	bool task_events;            /* -E: send task-* events */
+	bool without_heartbeat;      /* no worker-* events */
+	double heartbeat_interval;   /* seconds between worker-heartbeat events */
+	bool without_gossip, without_mingle; /* accepted, no effect */
+	char *autoscale;             /* "MAX,MIN" as given */
+	int autoscale_max, autoscale_min; /* parsed; 0 = no autoscaler */
 
 	struct cw_task_conf *tasks;  /* [task:NAME] sections */
 	int ntasks;

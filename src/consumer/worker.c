@@ -1,6 +1,7 @@
 #include "consumer/worker.h"
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,71 +20,10 @@
 #include "tasks/registry.h"
 #include "util/log.h"
 #include "util/url.h"
+#include "consumer/worker_int.h"
+#include "cw_build.h"
 
-/*
- * A message the worker holds: waiting for its ETA, reserved (in `ready`)
- * or running (in `running[slot]`).  Allocated once; moves between lists by
- * pointer so timers can refer to it.
- */
-struct held {
-	struct cw_delivery *d;
-	struct cw_request req;     /* decoded once, on arrival */
-	double eta;                /* wall clock; 0 = none */
-	double expires;            /* wall clock; 0 = none */
-	bool acks_late, reject_on_worker_lost;
-	bool terminated;           /* revoke(terminate=True) signalled its child */
-	double soft, hard;         /* effective limits, seconds; 0 = none */
-	int slot;                  /* while running */
-	bool counted;              /* counts against the prefetch limit */
-	uint64_t eta_timer, soft_timer, hard_timer;
-	struct worker *w;
-};
-
-/*
- * A task name's rate limit: kombu's TokenBucket(rate, capacity=1) as
- * Celery's consumer uses it.  Messages that found the bucket empty wait
- * here, in arrival order, outside the prefetch budget (so they never hold
- * back other task types), until a token is due.
- */
-struct bucket {
-	const char *task;          /* borrowed from the config */
-	double rate;               /* tokens per second */
-	double tokens, stamp;      /* monotonic stamp of the last refill */
-	struct held **q;
-	size_t n, cap;
-	uint64_t timer;
-	struct worker *w;
-};
-
-struct worker {
-	const struct cw_config *cfg;
-	struct cw_loop *loop;
-	struct cw_broker *broker;
-	const struct cw_broker_ops *bops;
-	struct cw_backend *backend;
-	struct cw_registry *reg;
-	struct cw_pool *pool;
-	struct cw_exec_env env;
-	struct cw_proto_limits limits;
-
-	struct held **ready;       /* FIFO of reserved, unstarted messages */
-	size_t nready, capready;
-	struct held **eta;         /* messages waiting for their ETA (unordered) */
-	size_t neta, capeta;
-	struct cw_revoked *revoked; /* ids revoked by control messages (Celery's LimitedSet) */
-	struct bucket *buckets;    /* one per rate-limited task name */
-	int nbuckets;
-	struct held **running;     /* indexed by pool slot */
-	int nslots;
-	int limit;                 /* concurrency x prefetch multiplier */
-	int held;                  /* counted messages: reserved + running */
-
-	int sigfd;
-	enum { RUNNING, WARM, COLD } phase;
-	double shutdown_deadline;
-	bool announced;
-	int exit_code;
-};
+static void begin_shutdown(struct worker *w, bool cold);
 
 static double touch_interval(const struct cw_config *cfg)
 {
@@ -176,6 +116,63 @@ static void ack(struct worker *w, struct held *h)
 	w->bops->ack(w->broker, h->d);
 }
 
+/* Send a task-* event about h (uuid added). */
+static void task_event(struct worker *w, const struct held *h, const char *type, json_t *fields)
+{
+	if (!cw_events_task_enabled(w->events)) {
+		json_decref(fields);
+		return;
+	}
+	json_t *f = fields ? fields : json_object();
+	json_object_set_new(f, "uuid", json_string(h->req.id));
+	cw_events_send(w->events, type, f);
+}
+
+/* repr() of an exception: Type('message') or Type(arg, ...) */
+static char *exc_text(const char *type, const char *msg, json_t *args)
+{
+	json_t *a = json_is_array(args) ? json_incref(args) : json_pack("[s]", msg ? msg : "");
+	char *inner = a ? cw_proto_pyrepr(a, false, 1000) : NULL, *out = NULL;
+	json_decref(a);
+	if (inner && strlen(inner) >= 2) {
+		inner[strlen(inner) - 1] = '\0';
+		if (asprintf(&out, "%s(%s)", type, inner + 1) < 0)
+			out = NULL;
+	}
+	free(inner);
+	return out;
+}
+
+static char *traceback_text(const struct held *h, const char *type, const char *msg)
+{
+	char *tb = NULL;
+	if (asprintf(&tb, "Traceback (most recent call last):\n  File \"cworker\", task %s, in %s\n"
+		     "%s: %s\n", h->req.task, h->req.id, type, msg ? msg : "") < 0)
+		tb = NULL;
+	return tb;
+}
+
+/* task-failed / task-retried with Celery's exception repr and a traceback */
+static void exc_event(struct worker *w, const struct held *h, const char *type,
+		      const char *exc_type, const char *msg, json_t *args)
+{
+	if (!cw_events_task_enabled(w->events))
+		return;
+	char *e = exc_text(exc_type, msg, args), *tb = traceback_text(h, exc_type, msg);
+	task_event(w, h, type, json_pack("{s:s,s:s}", "exception", e ? e : exc_type, "traceback",
+					 tb ? tb : ""));
+	free(e);
+	free(tb);
+}
+
+static void revoked_event(struct worker *w, const struct held *h, bool terminated, int signum,
+			  bool expired)
+{
+	task_event(w, h, "task-revoked",
+		   json_pack("{s:b,s:o,s:b}", "terminated", terminated, "signum",
+			     signum ? json_integer(signum) : json_null(), "expired", expired));
+}
+
 static bool expired(const struct held *h)
 {
 	return h->expires > 0 && cw_wall() >= h->expires;
@@ -187,6 +184,7 @@ static void revoke_expired(struct worker *w, struct held *h)
 	cw_log(CW_LOG_WARNING, "consumer", "Discarding revoked task: %s[%s] (expired)", h->req.task,
 	       h->req.id);
 	store_exc(w, h, CW_STATE_REVOKED, "TaskRevokedError", "celery.exceptions", "expired", NULL);
+	revoked_event(w, h, false, 0, true);
 	ack(w, h);
 	release(w, h);
 }
@@ -201,6 +199,7 @@ static void revoke_task(struct worker *w, struct held *h)
 {
 	cw_log(CW_LOG_INFO, "consumer", "Discarding revoked task: %s[%s]", h->req.task, h->req.id);
 	store_exc(w, h, CW_STATE_REVOKED, "TaskRevokedError", "celery.exceptions", "revoked", NULL);
+	revoked_event(w, h, false, 0, false);
 	ack(w, h);
 	release(w, h);
 }
@@ -247,7 +246,14 @@ static void dispatch(struct worker *w)
 		if (!h->acks_late)
 			ack(w, h);
 		h->slot = slot;
+		h->time_start = cw_wall();
 		w->running[slot] = h;
+		/* task_accepted: counted in stats "total" and heartbeats' "processed" */
+		json_t *n = json_object_get(w->totals, h->req.task);
+		json_object_set_new(w->totals, h->req.task,
+				    json_integer(json_is_integer(n) ? json_integer_value(n) + 1 : 1));
+		w->processed++;
+		task_event(w, h, "task-started", NULL);
 		int rc = cw_pool_submit(w->pool, slot, h->d->queue, h->d->raw, h->d->raw_len);
 		if (rc != CW_OK) {
 			cw_log(CW_LOG_ERROR, "consumer", "Task %s[%s]: cannot hand to the pool: %s",
@@ -273,8 +279,8 @@ static void dispatch(struct worker *w)
 static struct bucket *bucket_for(struct worker *w, const char *task)
 {
 	for (int i = 0; i < w->nbuckets; i++)
-		if (!strcmp(w->buckets[i].task, task))
-			return &w->buckets[i];
+		if (w->buckets[i]->rate > 0 && !strcmp(w->buckets[i]->task, task))
+			return w->buckets[i];
 	return NULL;
 }
 
@@ -351,6 +357,58 @@ static void on_bucket(struct cw_loop *loop, void *arg)
 	update_credit(w);
 }
 
+double cw_worker_rate(const struct worker *w, const char *task)
+{
+	for (int i = 0; i < w->nbuckets; i++)
+		if (!strcmp(w->buckets[i]->task, task))
+			return w->buckets[i]->rate;
+	return 0;
+}
+
+/* Set (rate > 0) or lift (rate 0) a task's rate limit; waiting messages follow the new rate. */
+int cw_worker_set_rate(struct worker *w, const char *task, double rate)
+{
+	struct bucket *b = NULL;
+	for (int i = 0; i < w->nbuckets; i++)
+		if (!strcmp(w->buckets[i]->task, task))
+			b = w->buckets[i];
+	if (!b) {
+		if (rate <= 0)
+			return CW_OK;
+		struct bucket **arr = realloc(w->buckets, (size_t)(w->nbuckets + 1) * sizeof(*arr));
+		if (!arr)
+			return CW_ENOMEM;
+		w->buckets = arr;
+		b = calloc(1, sizeof(*b));
+		if (!b || !(b->task = strdup(task))) {
+			free(b);
+			return CW_ENOMEM;
+		}
+		*b = (struct bucket){.task = b->task, .tokens = 1, .stamp = cw_now(), .w = w};
+		w->buckets[w->nbuckets++] = b;
+	}
+	b->rate = rate > 0 ? rate : 0;
+	if (b->timer)
+		cw_loop_timer_cancel(w->loop, b->timer);
+	b->timer = 0;
+	if (b->rate == 0) {
+		/* no limit any more: everything waiting is due now */
+		while (b->n) {
+			struct held *h = b->q[0];
+			remove_at(b->q, &b->n, 0);
+			if (!make_ready(w, h)) {
+				w->bops->restore(w->broker, h->d);
+				release(w, h);
+			}
+		}
+		dispatch(w);
+		update_credit(w);
+	} else {
+		bucket_arm(w, b);
+	}
+	return CW_OK;
+}
+
 static void on_eta(struct cw_loop *loop, void *arg)
 {
 	struct held *h = arg;
@@ -391,6 +449,16 @@ static void settle(struct worker *w, struct held *h)
 		  : t && t->time_limit >= 0 ? t->time_limit : c->time_limit;
 	h->soft = h->req.soft_time_limit > 0 ? h->req.soft_time_limit
 		  : t && t->soft_time_limit >= 0 ? t->soft_time_limit : c->soft_time_limit;
+	/* the time_limit control command replaces the task's own limits (not the message's) */
+	json_t *tl = json_object_get(w->task_limits, h->req.task);
+	if (json_is_array(tl)) {
+		if (h->req.soft_time_limit <= 0)
+			h->soft = json_is_number(json_array_get(tl, 0)) ?
+				  json_number_value(json_array_get(tl, 0)) : 0;
+		if (h->req.time_limit <= 0)
+			h->hard = json_is_number(json_array_get(tl, 1)) ?
+				  json_number_value(json_array_get(tl, 1)) : 0;
+	}
 	if (h->req.eta && cw_proto_parse_iso8601(h->req.eta, h->req.utc, &h->eta) != CW_OK)
 		h->eta = 0;
 	if (h->req.expires && cw_proto_parse_iso8601(h->req.expires, h->req.utc, &h->expires) != CW_OK)
@@ -480,6 +548,23 @@ static void on_delivery(void *arg, struct cw_delivery *d)
 		revoke_task(w, h);
 		goto out;
 	}
+	if (cw_events_task_enabled(w->events)) {
+		char *ar = h->req.argsrepr ? NULL : cw_proto_pyrepr(h->req.args, true, 1024);
+		char *kr = h->req.kwargsrepr ? NULL : cw_proto_pyrepr(h->req.kwargs, false, 1024);
+		task_event(w, h, "task-received",
+			   json_pack("{s:s,s:s,s:s,s:s,s:o,s:o,s:I,s:o}", "name", h->req.task,
+				     "args", h->req.argsrepr ? h->req.argsrepr : ar ? ar : "",
+				     "kwargs", h->req.kwargsrepr ? h->req.kwargsrepr : kr ? kr : "",
+				     "root_id", h->req.root_id ? h->req.root_id : h->req.id,
+				     "parent_id", h->req.parent_id ? json_string(h->req.parent_id)
+								   : json_null(),
+				     "eta", h->req.eta ? json_string(h->req.eta) : json_null(),
+				     "retries", (json_int_t)h->req.retries,
+				     "expires", h->req.expires ? json_string(h->req.expires)
+							       : json_null()));
+		free(ar);
+		free(kr);
+	}
 	if (h->eta > cw_wall()) {
 		/* held in the master until due, outside the prefetch limit (as Celery) */
 		if (!push(&w->eta, &w->neta, &w->capeta, h)) {
@@ -506,7 +591,7 @@ out:
 	update_credit(w);
 }
 
-static void save_state(struct worker *w)
+void cw_worker_save_state(struct worker *w)
 {
 	struct cw_error err = {0};
 	if (w->cfg->statedb && *w->cfg->statedb &&
@@ -514,65 +599,25 @@ static void save_state(struct worker *w)
 		cw_log(CW_LOG_ERROR, "worker", "cannot save the state db: %s", err.msg);
 }
 
-static int signal_number(json_t *v)
+/* Flag id as revoked; with terminate, signal the child running it.  (control.py revoke) */
+void cw_worker_revoke(struct worker *w, const char *id, bool terminate, int sig)
 {
-	static const struct { const char *name; int sig; } names[] = {
-		{"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT}, {"QUIT", SIGQUIT},
-		{"HUP", SIGHUP}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"ABRT", SIGABRT},
-	};
-	if (json_is_integer(v))
-		return json_integer_value(v) > 0 && json_integer_value(v) < 65 ?
-		       (int)json_integer_value(v) : -1;
-	const char *s = json_string_value(v);
-	if (!s)
-		return SIGTERM; /* Celery's default */
-	if (!strncmp(s, "SIG", 3))
-		s += 3;
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (!strcasecmp(names[i].name, s))
-			return names[i].sig;
-	return -1;
-}
-
-/* The revoke control command (celery/worker/control.py revoke). */
-static void control_revoke(struct worker *w, const struct cw_control *c)
-{
-	json_t *ids = json_object_get(c->arguments, "task_id"), *one = NULL, *v;
-	bool terminate = json_is_true(json_object_get(c->arguments, "terminate"));
-	int sig = signal_number(json_object_get(c->arguments, "signal"));
-	size_t i;
-
-	if (json_is_string(ids))
-		ids = one = json_pack("[O]", ids);
-	if (!json_is_array(ids)) {
-		cw_log(CW_LOG_ERROR, "control", "revoke without task ids ignored");
+	if (cw_revoked_add(w->revoked, id, cw_wall()) != CW_OK) {
+		cw_log(CW_LOG_ERROR, "control", "revoke: bad task id ignored");
 		return;
 	}
-	json_array_foreach(ids, i, v) {
-		const char *id = json_string_value(v);
-		if (!id || cw_revoked_add(w->revoked, id, cw_wall()) != CW_OK) {
-			cw_log(CW_LOG_ERROR, "control", "revoke: bad task id ignored");
+	cw_log(CW_LOG_INFO, "control", "Tasks flagged as revoked: %s", id);
+	if (!terminate)
+		return;
+	for (int s = 0; s < w->nslots; s++) {
+		struct held *h = w->running[s];
+		if (!h || strcmp(h->req.id, id))
 			continue;
-		}
-		cw_log(CW_LOG_INFO, "control", "Tasks flagged as revoked: %s", id);
-		if (!terminate)
-			continue;
-		if (sig < 0) {
-			cw_log(CW_LOG_ERROR, "control", "revoke %s: unknown signal; not terminated", id);
-			continue;
-		}
-		for (int s = 0; s < w->nslots; s++) {
-			struct held *h = w->running[s];
-			if (!h || strcmp(h->req.id, id))
-				continue;
-			cw_log(CW_LOG_INFO, "control", "Terminating %s (%s)", id, strsignal(sig));
-			h->terminated = true;
-			if (cw_pool_signal(w->pool, s, sig) != CW_OK)
-				cw_log(CW_LOG_WARNING, "control", "cannot terminate %s in this pool", id);
-		}
+		cw_log(CW_LOG_INFO, "control", "Terminating %s (%s)", id, strsignal(sig));
+		h->terminated = true;
+		if (cw_pool_signal(w->pool, s, sig) != CW_OK)
+			cw_log(CW_LOG_WARNING, "control", "cannot terminate %s in this pool", id);
 	}
-	json_decref(one);
-	save_state(w);
 }
 
 static void on_broadcast(void *arg, const char *exchange, const struct cw_envelope *env)
@@ -590,10 +635,13 @@ static void on_broadcast(void *arg, const char *exchange, const struct cw_envelo
 		cw_control_clear(&c);
 		return;
 	}
-	if (!strcmp(c.method, "revoke"))
-		control_revoke(w, &c);
+	/* merge the sender's Lamport clock */
+	if (c.clock > 0)
+		cw_events_adjust(w->events, (uint64_t)c.clock);
 	else
-		cw_log(CW_LOG_DEBUG, "control", "control command %s not handled", c.method);
+		cw_events_forward(w->events);
+	if (w->phase == RUNNING)
+		cw_mailbox_handle(w, &c);
 	cw_control_clear(&c);
 }
 
@@ -603,6 +651,7 @@ static void on_state(void *arg, bool up)
 	if (up && !w->announced) {
 		w->announced = true;
 		cw_log(CW_LOG_INFO, "worker", "%s ready.", w->cfg->hostname);
+		cw_worker_heartbeat(w, "worker-online", w->cfg->heartbeat_interval);
 	}
 	if (up)
 		update_credit(w);
@@ -616,15 +665,20 @@ static void on_done(void *arg, int slot, const struct cw_outcome *o, const char 
 	if (!h)
 		return;
 	w->running[slot] = NULL;
-	if (o->state == CW_STATE_SUCCESS)
+	if (o->state == CW_STATE_SUCCESS) {
 		cw_log(CW_LOG_INFO, "task", "Task %s[%s] succeeded in %.6fs: %s", h->req.task, h->req.id,
 		       o->runtime, o->result_repr);
-	else if (o->state == CW_STATE_RETRY)
+		task_event(w, h, "task-succeeded", json_pack("{s:s,s:f}", "result", o->result_repr,
+							     "runtime", o->runtime));
+	} else if (o->state == CW_STATE_RETRY) {
 		cw_log(CW_LOG_INFO, "task", "Task %s[%s] retry: %s", h->req.task, h->req.id,
 		       o->exc_message);
-	else
+		exc_event(w, h, "task-retried", o->exc_type, o->exc_message, NULL);
+	} else {
 		cw_log(CW_LOG_ERROR, "task", "Task %s[%s] raised unexpected: %s(%s)", h->req.task,
 		       h->req.id, o->exc_type, o->exc_message);
+		exc_event(w, h, "task-failed", o->exc_type, o->exc_message, NULL);
+	}
 	if (o->publish_len)
 		publish_outbox(w, h, publish, o->publish_len);
 	if (h->acks_late)
@@ -648,10 +702,12 @@ static void on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_reason 
 		       h->req.id, (int)pid, WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "exited");
 		store_exc(w, h, CW_STATE_REVOKED, "TaskRevokedError", "celery.exceptions",
 			  "terminated", NULL);
+		revoked_event(w, h, true, WIFSIGNALED(st) ? WTERMSIG(st) : 0, false);
 		ack(w, h);
 	} else if (why == CW_LOST_TIMEOUT) {
 		json_t *args = json_pack("[f]", h->hard);
 		store_exc(w, h, CW_STATE_FAILURE, "TimeLimitExceeded", "billiard.exceptions", NULL, args);
+		exc_event(w, h, "task-failed", "TimeLimitExceeded", NULL, args);
 		json_decref(args);
 		ack(w, h); /* task_acks_on_failure_or_timeout */
 	} else if (why == CW_LOST_MEMORY) {
@@ -659,11 +715,13 @@ static void on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_reason 
 			 w->cfg->child_memory_limit);
 		cw_log(CW_LOG_ERROR, "task", "Task %s[%s] killed: %s", h->req.task, h->req.id, msg);
 		store_exc(w, h, CW_STATE_FAILURE, "MemoryLimitExceeded", "cworker.exceptions", msg, NULL);
+		exc_event(w, h, "task-failed", "MemoryLimitExceeded", msg, NULL);
 		ack(w, h);
 	} else if (h->acks_late && h->reject_on_worker_lost) {
 		cw_log(CW_LOG_WARNING, "task", "Task %s[%s]: worker pid %d lost; requeued "
 		       "(reject_on_worker_lost)", h->req.task, h->req.id, (int)pid);
 		w->bops->reject(w->broker, h->d, true);
+		task_event(w, h, "task-rejected", json_pack("{s:b}", "requeue", true));
 	} else {
 		if (WIFSIGNALED(st))
 			snprintf(msg, sizeof(msg), "Worker exited prematurely: signal %d (%s) Job: %s.",
@@ -675,6 +733,7 @@ static void on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_reason 
 		cw_log(CW_LOG_ERROR, "task", "Task handler raised error: WorkerLostError('%s') (task %s)",
 		       msg, h->req.task);
 		store_exc(w, h, CW_STATE_FAILURE, "WorkerLostError", "billiard.exceptions", msg, NULL);
+		exc_event(w, h, "task-failed", "WorkerLostError", msg, NULL);
 		if (h->acks_late)
 			ack(w, h);
 	}
@@ -687,6 +746,133 @@ static void on_idle(void *arg)
 	struct worker *w = arg;
 	dispatch(w);
 	update_credit(w);
+}
+
+static double round2(double v)
+{
+	return round(v * 100) / 100;
+}
+
+static int active_count(const struct worker *w)
+{
+	int n = 0;
+	for (int i = 0; i < w->nslots; i++)
+		n += w->running[i] != NULL;
+	return n;
+}
+
+/* worker-online / worker-heartbeat / worker-offline with Celery's fields */
+void cw_worker_heartbeat(struct worker *w, const char *type, double freq)
+{
+	double la[3] = {0, 0, 0};
+	if (getloadavg(la, 3) < 0)
+		la[0] = la[1] = la[2] = 0;
+	cw_events_send(w->events, type,
+		       json_pack("{s:f,s:i,s:I,s:[f,f,f],s:s,s:s,s:s}", "freq", freq, "active",
+				 active_count(w), "processed", (json_int_t)w->processed, "loadavg",
+				 round2(la[0]), round2(la[1]), round2(la[2]), "sw_ident", "cworker",
+				 "sw_ver", CW_VERSION, "sw_sys", "Linux"));
+}
+
+static void heartbeat_tick(struct cw_loop *loop, void *arg)
+{
+	struct worker *w = arg;
+	if (w->phase == RUNNING && w->announced)
+		cw_worker_heartbeat(w, "worker-heartbeat", w->cfg->heartbeat_interval);
+	cw_loop_timer(loop, w->cfg->heartbeat_interval, heartbeat_tick, w);
+}
+
+json_t *cw_worker_request_info(const struct worker *w, const struct held *h, bool safe)
+{
+	(void)w;
+	json_t *args = safe ? json_string(h->req.argsrepr ? h->req.argsrepr : "")
+			    : json_incref(h->req.args);
+	json_t *kwargs = safe ? json_string(h->req.kwargsrepr ? h->req.kwargsrepr : "")
+			      : json_incref(h->req.kwargs);
+	bool running = h->time_start > 0;
+	pid_t pid = running ? cw_pool_pid(w->pool, h->slot) : 0;
+	return json_pack("{s:s,s:s,s:o,s:o,s:s,s:s,s:o,s:b,s:{s:s,s:s,s:i,s:b},s:o}", "id",
+			 h->req.id, "name", h->req.task, "args", args, "kwargs", kwargs, "type",
+			 h->req.task, "hostname", w->cfg->hostname, "time_start",
+			 running ? json_real(h->time_start) : json_null(), "acknowledged",
+			 running && !h->acks_late, "delivery_info", "exchange",
+			 h->d->env.exchange ? h->d->env.exchange : "", "routing_key",
+			 h->d->env.routing_key && *h->d->env.routing_key ? h->d->env.routing_key
+									 : h->d->queue,
+			 "priority", h->d->env.priority, "redelivered", h->d->env.redelivered,
+			 "worker_pid", pid > 0 ? json_integer(pid) : json_null());
+}
+
+void cw_worker_shutdown(struct worker *w)
+{
+	begin_shutdown(w, false);
+}
+
+static int live_slots(const struct worker *w)
+{
+	return cw_pool_size(w->pool);
+}
+
+static void set_limit(struct worker *w)
+{
+	int procs = w->autoscale_max ? w->autoscale_max : live_slots(w);
+	w->limit = procs * (int)w->cfg->prefetch_multiplier;
+	update_credit(w);
+}
+
+int cw_worker_resize(struct worker *w, int n)
+{
+	if (n > 0) {
+		int want = w->nslots + n;
+		{
+			struct held **r = realloc(w->running, (size_t)want * sizeof(*r));
+			if (!r)
+				return CW_ENOMEM;
+			for (int i = w->nslots; i < want; i++)
+				r[i] = NULL;
+			w->running = r;
+		}
+		int rc = cw_pool_grow(w->pool, n);
+		if (cw_pool_slots(w->pool) > w->nslots)
+			w->nslots = cw_pool_slots(w->pool);
+		set_limit(w);
+		dispatch(w);
+		return rc;
+	}
+	int rc = cw_pool_shrink(w->pool, -n);
+	set_limit(w);
+	return rc;
+}
+
+/*
+ * --autoscale MAX,MIN: once a second, as Celery's Autoscaler: grow to
+ * min(held messages, MAX) at once; shrink towards max(held, MIN) only when
+ * the last grow is more than AUTOSCALE_KEEPALIVE seconds (default 30) old,
+ * and only idle processes.
+ */
+static void autoscale_tick(struct cw_loop *loop, void *arg)
+{
+	struct worker *w = arg;
+	if (w->phase == RUNNING && w->autoscale_max) {
+		int procs = live_slots(w), qty = w->held;
+		int cur = qty < w->autoscale_max ? qty : w->autoscale_max;
+		if (cur > procs) {
+			cw_log(CW_LOG_INFO, "autoscale", "Scaling up %d processes.", cur - procs);
+			w->last_scale_up = cw_now();
+			(void)cw_worker_resize(w, cur - procs);
+		} else {
+			cur = qty > w->autoscale_min ? qty : w->autoscale_min;
+			if (cur < procs && w->last_scale_up > 0 &&
+			    cw_now() - w->last_scale_up > w->autoscale_keepalive) {
+				cw_log(CW_LOG_INFO, "autoscale", "Scaling down %d processes.",
+				       procs - cur);
+				if (cw_worker_resize(w, cur - procs) != CW_OK)
+					cw_log(CW_LOG_DEBUG, "autoscale",
+					       "won't scale down: all processes busy");
+			}
+		}
+	}
+	cw_loop_timer(loop, 1.0, autoscale_tick, w);
 }
 
 /*
@@ -703,8 +889,8 @@ static void touch_tick(struct cw_loop *loop, void *arg)
 		for (size_t i = 0; i < w->neta; i++)
 			w->bops->touch(w->broker, w->eta[i]->d);
 		for (int b = 0; b < w->nbuckets; b++)
-			for (size_t i = 0; i < w->buckets[b].n; i++)
-				w->bops->touch(w->broker, w->buckets[b].q[i]->d);
+			for (size_t i = 0; i < w->buckets[b]->n; i++)
+				w->bops->touch(w->broker, w->buckets[b]->q[i]->d);
 		for (int i = 0; i < w->nslots; i++)
 			if (w->running[i])
 				w->bops->touch(w->broker, w->running[i]->d);
@@ -737,6 +923,8 @@ static void begin_shutdown(struct worker *w, bool cold)
 		return;
 	}
 	update_credit(w);
+	if (w->announced)
+		cw_worker_heartbeat(w, "worker-offline", w->cfg->heartbeat_interval);
 	/* reserved and ETA-held messages go back to the head of their queues */
 	for (size_t i = 0; i < w->nready; i++) {
 		w->bops->restore(w->broker, w->ready[i]->d);
@@ -749,7 +937,7 @@ static void begin_shutdown(struct worker *w, bool cold)
 	}
 	w->neta = 0;
 	for (int b = 0; b < w->nbuckets; b++) {
-		struct bucket *k = &w->buckets[b];
+		struct bucket *k = w->buckets[b];
 		for (size_t i = 0; i < k->n; i++) {
 			w->bops->restore(w->broker, k->q[i]->d);
 			release(w, k->q[i]);
@@ -854,7 +1042,20 @@ int cw_worker_run(const struct cw_config *cfg)
 		goto out;
 	}
 	w.nslots = cfg->pool_kind == CW_POOL_SOLO ? 1 : (int)cfg->concurrency;
-	w.limit = w.nslots * (int)cfg->prefetch_multiplier;
+	if (cfg->autoscale_max && cfg->pool_kind == CW_POOL_PREFORK) {
+		/* start at MIN (at least one process), prefetch sized for MAX, as Celery */
+		w.autoscale_max = cfg->autoscale_max;
+		w.autoscale_min = cfg->autoscale_min;
+		w.nslots = cfg->autoscale_min > 0 ? cfg->autoscale_min : 1;
+		const char *ka = getenv("AUTOSCALE_KEEPALIVE");
+		w.autoscale_keepalive = ka && atof(ka) > 0 ? atof(ka) : 30;
+	}
+	w.limit = (w.autoscale_max ? w.autoscale_max : w.nslots) * (int)cfg->prefetch_multiplier;
+	w.started = cw_wall();
+	w.totals = json_object();
+	w.task_limits = json_object();
+	if (!w.totals || !w.task_limits)
+		goto out;
 	w.running = calloc((size_t)w.nslots, sizeof(*w.running));
 	struct cw_pool_handler ph = {.on_done = on_done, .on_lost = on_lost, .on_idle = on_idle,
 				     .arg = &w};
@@ -880,13 +1081,10 @@ int cw_worker_run(const struct cw_config *cfg)
 			       cw_revoked_count(w.revoked));
 		}
 	}
-	w.buckets = calloc((size_t)cfg->ntasks + 1, sizeof(*w.buckets));
-	if (!w.buckets)
-		goto out;
 	for (int i = 0; i < cfg->ntasks; i++)
-		if (cfg->tasks[i].rate > 0)
-			w.buckets[w.nbuckets++] = (struct bucket){.task = cfg->tasks[i].name,
-				.rate = cfg->tasks[i].rate, .tokens = 1, .stamp = cw_now(), .w = &w};
+		if (cfg->tasks[i].rate > 0 &&
+		    cw_worker_set_rate(&w, cfg->tasks[i].name, cfg->tasks[i].rate) != CW_OK)
+			goto out;
 	if (cw_pool_start(w.pool) != CW_OK)
 		goto out;
 
@@ -896,7 +1094,8 @@ int cw_worker_run(const struct cw_config *cfg)
 	w.bops = cw_broker_lookup(cfg->broker_url);
 	struct cw_broker_opts opts = {.url = cfg->broker_url, .queues = cfg->queue_list,
 				      .nqueues = cfg->nqueues,
-				      .visibility_timeout = cfg->visibility_timeout, .limits = w.limits};
+				      .visibility_timeout = cfg->visibility_timeout, .limits = w.limits,
+				      .nodename = cfg->hostname};
 	static const char *const broadcast[] = {"celery.pidbox", NULL};
 	opts.broadcast = broadcast;
 	struct cw_broker_handler bh = {.on_delivery = on_delivery, .on_state = on_state,
@@ -907,6 +1106,14 @@ int cw_worker_run(const struct cw_config *cfg)
 		goto out;
 	}
 	w.broker->ops = w.bops;
+	w.events = cw_events_new(w.broker, w.bops, cfg->hostname, cfg->task_events,
+				 !cfg->without_heartbeat);
+	if (!w.events)
+		goto out;
+	if (!cfg->without_heartbeat)
+		cw_loop_timer(w.loop, cfg->heartbeat_interval, heartbeat_tick, &w);
+	if (w.autoscale_max)
+		cw_loop_timer(w.loop, 1.0, autoscale_tick, &w);
 	cw_loop_timer(w.loop, 0.05, shutdown_tick, &w);
 	cw_loop_timer(w.loop, touch_interval(cfg), touch_tick, &w);
 	if (cfg->child_memory_limit > 0 && cfg->pool_kind == CW_POOL_PREFORK)
@@ -926,13 +1133,15 @@ out:
 	for (int i = 0; w.running && i < w.nslots; i++)
 		release(&w, w.running[i]);
 	for (int b = 0; w.buckets && b < w.nbuckets; b++) {
-		for (size_t i = 0; i < w.buckets[b].n; i++)
-			release(&w, w.buckets[b].q[i]);
-		free(w.buckets[b].q);
+		for (size_t i = 0; i < w.buckets[b]->n; i++)
+			release(&w, w.buckets[b]->q[i]);
+		free(w.buckets[b]->q);
+		free(w.buckets[b]->task);
+		free(w.buckets[b]);
 	}
 	free(w.buckets);
 	if (w.revoked) {
-		save_state(&w);
+		cw_worker_save_state(&w);
 		cw_revoked_free(w.revoked);
 	}
 	free(w.ready);
@@ -940,6 +1149,9 @@ out:
 	free(w.running);
 	if (w.broker)
 		w.bops->close(w.broker);
+	cw_events_free(w.events);
+	json_decref(w.totals);
+	json_decref(w.task_limits);
 	cw_backend_close(w.backend);
 	cw_registry_free(w.reg);
 	if (w.sigfd >= 0)

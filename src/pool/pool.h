@@ -40,7 +40,16 @@ int cw_pool_start(struct cw_pool *p);
 /* An idle slot, or -1. */
 int cw_pool_idle_slot(const struct cw_pool *p);
 int cw_pool_busy(const struct cw_pool *p);
+/* Processes the pool keeps (slots not removed by a shrink). */
 int cw_pool_size(const struct cw_pool *p);
+/* Slot numbers in use are 0 .. cw_pool_slots()-1 (some may be shrunk away). */
+int cw_pool_slots(const struct cw_pool *p);
+/* Pids of the pool's live processes; returns how many were written. */
+int cw_pool_processes(const struct cw_pool *p, pid_t *pids, int max);
+/* Add n processes (prefork); CW_OK, CW_EINVAL (solo) or CW_ENOMEM. */
+int cw_pool_grow(struct cw_pool *p, int n);
+/* Retire up to n idle processes (never the last); CW_EAGAIN if fewer than n were idle. */
+int cw_pool_shrink(struct cw_pool *p, int n);
 pid_t cw_pool_pid(const struct cw_pool *p, int slot);
 /* Give slot one message (envelope text) to run; CW_OK or CW_EIO. */
 int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *raw, size_t len);

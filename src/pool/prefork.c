@@ -36,6 +36,7 @@ struct child {
 	int index;        /* ForkPoolWorker-<index> */
 	bool busy;
 	bool retiring;    /* asked to exit after its task: recycled, not lost */
+	bool disabled;    /* slot removed by a shrink: no task, no respawn */
 	int ntasks;       /* tasks finished by this process */
 	enum cw_lost_reason kill_reason;
 	double started;   /* when forked */
@@ -58,6 +59,7 @@ struct cw_pool {
 static volatile sig_atomic_t child_cancel;
 
 static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg);
+static void respawn_cb(struct cw_loop *loop, void *arg);
 
 static int buf_append(struct buf *b, const void *p, size_t n)
 {
@@ -399,9 +401,70 @@ int cw_pool_start(struct cw_pool *p)
 int cw_pool_idle_slot(const struct cw_pool *p)
 {
 	for (int i = 0; i < p->n; i++)
-		if (!p->c[i].busy && p->c[i].pid > 0 && (p->solo || p->c[i].fd >= 0))
+		if (!p->c[i].busy && !p->c[i].disabled && p->c[i].pid > 0 &&
+		    (p->solo || p->c[i].fd >= 0))
 			return i;
 	return -1;
+}
+
+int cw_pool_slots(const struct cw_pool *p)
+{
+	return p->n;
+}
+
+int cw_pool_processes(const struct cw_pool *p, pid_t *pids, int max)
+{
+	int k = 0;
+	for (int i = 0; i < p->n && k < max; i++)
+		if (!p->c[i].disabled && p->c[i].pid > 0)
+			pids[k++] = p->c[i].pid;
+	return k;
+}
+
+int cw_pool_grow(struct cw_pool *p, int n)
+{
+	if (p->solo || n < 1)
+		return CW_EINVAL;
+	/* first bring back slots a shrink took away */
+	for (int i = 0; i < p->n && n > 0; i++)
+		if (p->c[i].disabled) {
+			p->c[i].disabled = false;
+			n--;
+			if (p->c[i].pid == 0 && spawn(p, i) != CW_OK && !p->respawn_timer)
+				p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
+		}
+	if (n == 0)
+		return CW_OK;
+	struct child *c = realloc(p->c, (size_t)(p->n + n) * sizeof(*c));
+	if (!c)
+		return CW_ENOMEM;
+	p->c = c;
+	for (int i = p->n; i < p->n + n; i++)
+		c[i] = (struct child){.fd = -1};
+	int first = p->n;
+	p->n += n;
+	for (int i = first; i < p->n; i++)
+		if (spawn(p, i) != CW_OK && !p->respawn_timer)
+			p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
+	return CW_OK;
+}
+
+int cw_pool_shrink(struct cw_pool *p, int n)
+{
+	if (p->solo || n < 1)
+		return CW_EINVAL;
+	/* like billiard: only idle processes go, newest slots first */
+	for (int i = p->n - 1; i >= 0 && n > 0; i--) {
+		struct child *c = &p->c[i];
+		if (c->disabled || c->busy || c->pid <= 0 || cw_pool_size(p) <= 1)
+			continue;
+		c->disabled = true;
+		retire(p, c);
+		cw_log(CW_LOG_INFO, "pool", "ForkPoolWorker-%d pid:%d leaves the pool (shrink)",
+		       c->index, (int)c->pid);
+		n--;
+	}
+	return n == 0 ? CW_OK : CW_EAGAIN;
 }
 
 int cw_pool_busy(const struct cw_pool *p)
@@ -414,7 +477,10 @@ int cw_pool_busy(const struct cw_pool *p)
 
 int cw_pool_size(const struct cw_pool *p)
 {
-	return p->n;
+	int n = 0;
+	for (int i = 0; i < p->n; i++)
+		n += !p->c[i].disabled;
+	return n;
 }
 
 pid_t cw_pool_pid(const struct cw_pool *p, int slot)
@@ -459,7 +525,7 @@ static void respawn_cb(struct cw_loop *loop, void *arg)
 	p->respawn_timer = 0;
 	bool spawned = false;
 	for (int i = 0; i < p->n && !p->stopping; i++)
-		if (p->c[i].pid == 0) {
+		if (p->c[i].pid == 0 && !p->c[i].disabled) {
 			if (spawn(p, i) == CW_OK)
 				spawned = true;
 			else if (!p->respawn_timer)
@@ -503,7 +569,7 @@ void cw_pool_reap(struct cw_pool *p)
 		c->pid = 0;
 		c->retiring = false;
 		c->kill_reason = CW_LOST_CRASH;
-		if (p->stopping)
+		if (p->stopping || c->disabled)
 			continue;
 		if (!retired)
 			cw_log(was_busy ? CW_LOG_ERROR : CW_LOG_WARNING, "pool",

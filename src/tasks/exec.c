@@ -245,7 +245,9 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		out->state = CW_STATE_SUCCESS;
 		m.state = CW_STATE_SUCCESS;
 		m.result = result;
-		char *txt = cw_json_dumps(result ? result : json_null(), NULL);
+		/* saferepr(), as Celery logs it and puts it in task-succeeded */
+		char *txt = cw_proto_pyrepr(result ? result : json_null(), false,
+					    sizeof(out->result_repr) - 1);
 		snprintf(out->result_repr, sizeof(out->result_repr), "%s", txt ? txt : "?");
 		free(txt);
 		cw_exec_store(env, &req, queue, &m);
