@@ -26,6 +26,8 @@
 #define MAX_PROCS 1024
 
 static json_t *okv(const char *key, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+static json_t *okv(const char *key, const char *fmt, va_list ap)
 {
 	char *msg = NULL;
 	if (vasprintf(&msg, fmt, ap) < 0)

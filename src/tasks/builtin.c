@@ -219,6 +219,7 @@ static enum cw_task_status t_spin(struct cw_task_ctx *ctx, json_t *args, json_t 
 	while (cw_now() < end)
 		for (int i = 0; i < 100000; i++)
 			x += (unsigned long)i;
+	(void)x;
 	*result = NULL;
 	return CW_TASK_SUCCESS;
 }
