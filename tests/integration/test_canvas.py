@@ -107,7 +107,8 @@ def test_chord_with_python_and_c_workers_sharing_the_queue(redis_server, cworker
 
 
 def test_chord_with_a_failing_header_fails_the_body_with_chorderror(redis_server,
-                                                                     cworker_factory, app):
+                                                                     cworker_factory, app,
+                                                                     app_factory):
     cworker_factory(["-c", "1"], redis=redis_server)
     from celery import chord
     from celery.exceptions import ChordError
@@ -118,8 +119,10 @@ def test_chord_with_a_failing_header_fails_the_body_with_chorderror(redis_server
     # through the chord's result the header's own error surfaces first (as with Celery)
     with pytest.raises(ValueError):
         res.get(timeout=30)
+    # a second client (one app keeps one pending result per id) sees the body's own error
+    other = app_factory(redis_server)
     with pytest.raises(ChordError) as ei:
-        app.AsyncResult(res.id).get(timeout=30)
+        other.AsyncResult(res.id).get(timeout=30)
     assert "ValueError('bad')" in str(ei.value)
     m = meta(redis_server.client(), res.id)
     assert m["status"] == "FAILURE" and m["result"]["exc_type"] == "ChordError"
