@@ -39,6 +39,7 @@ for i in range(n):
     rec = lambda id_: t(re.search(rf".*\[{id_}\] received.*", text).group(0))
     soft.append(t(re.search(rf".*Soft time limit.*\[{r1.id}\].*", text).group(0)) - rec(r1.id) - 0.5)
     hard.append(t(re.search(rf".*Hard time limit.*\[{r2.id}\].*", text).group(0)) - rec(r2.id) - 1.0)
-w.send_signal(signal.SIGTERM); w.wait(); rs.terminate(); rs.wait()
 f = lambda xs: f"min {min(xs)*1000:.0f} ms, max {max(xs)*1000:.0f} ms, mean {sum(xs)/len(xs)*1000:.1f} ms"
-print(f"soft limit error ({n}): {f(soft)}\nhard limit error ({n}): {f(hard)}\nETA lag, date_done - eta ({n}): {f(eta)}")
+print(f"soft limit error ({n}): {f(soft)}\nhard limit error ({n}): {f(hard)}\nETA lag, date_done - eta ({n}): {f(eta)}", flush=True)
+w.send_signal(signal.SIGTERM); w.wait(); rs.terminate(); rs.wait()
+os._exit(0)  # skip Celery's result-consumer teardown against the stopped redis
