@@ -12,6 +12,13 @@ PACKAGES=(
 	# build
 	build-essential meson ninja-build pkg-config
 	libhiredis-dev libjansson-dev
+	# storage layer (src/storage): libcurl, and libcrypto for S3 payload hashes
+	libcurl4-openssl-dev libssl-dev
+	# document conversion (src/docconv): static MuPDF and the libraries it needs, Tesseract + English
+	libmupdf-dev mupdf-tools libfreetype-dev libharfbuzz-dev libjbig2dec0-dev libopenjp2-7-dev
+	libmujs-dev libgumbo-dev libjpeg-dev zlib1g-dev libtesseract-dev tesseract-ocr-eng
+	# docconv tests build their corpus with PyMuPDF
+	python3-fitz
 	# integration tests: real redis, stock Python Celery (Debian's, used via /usr/bin/python3)
 	redis-server redis-tools
 	python3 python3-celery python3-kombu python3-redis python3-pytest python3-yaml
@@ -21,6 +28,33 @@ PACKAGES=(
 )
 
 die() { echo "install-deps: error: $*" >&2; exit 1; }
+
+# The local S3 server of the storage tests (tests/s3, npm). Only where node and
+# npm exist (the test skips itself otherwise); nothing to do when node_modules
+# is newer than the lockfile, so a second run needs no network.
+install_npm_deps() {
+	local dir cmd
+	dir="$(cd "$(dirname "$0")/.." && pwd)/tests/s3"
+	command -v node >/dev/null && command -v npm >/dev/null || return 0
+	[[ -f $dir/package.json ]] || return 0
+	if [[ -f $dir/package-lock.json ]]; then
+		[[ $dir/node_modules/.package-lock.json -nt $dir/package-lock.json &&
+			$dir/node_modules/.package-lock.json -nt $dir/package.json ]] && return 0
+		cmd=(npm ci --prefix "$dir" --no-audit --no-fund)
+	else
+		[[ -d $dir/node_modules/s3rver ]] && return 0
+		cmd=(npm install --prefix "$dir" --no-audit --no-fund)
+	fi
+	local log
+	log=$(mktemp -t cworker-install-deps-npm.XXXXXX)
+	if ! "${cmd[@]}" >"$log" 2>&1; then
+		cat "$log" >&2
+		rm -f "$log"
+		die "${cmd[*]} failed"
+	fi
+	rm -f "$log"
+	echo "install-deps: npm packages installed in tests/s3"
+}
 
 [[ -r /etc/debian_version ]] || die "this script targets Debian 12 (no /etc/debian_version)"
 command -v dpkg-query >/dev/null || die "dpkg-query not found"
@@ -33,6 +67,7 @@ done
 
 if ((${#missing[@]} == 0)); then
 	echo "install-deps: all ${#PACKAGES[@]} packages present"
+	install_npm_deps
 	exit 0
 fi
 
@@ -63,4 +98,5 @@ for p in "${missing[@]}"; do
 done
 /usr/bin/python3 -c 'import celery, kombu, redis, pytest' ||
 	die "/usr/bin/python3 cannot import celery/kombu/redis/pytest"
+install_npm_deps
 echo "install-deps: done"

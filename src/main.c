@@ -1,6 +1,7 @@
 /* cworker: command line -> configuration -> worker. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "consumer/worker.h"
@@ -22,6 +23,16 @@ static int list_tasks(const struct cw_config *cfg)
 
 int main(int argc, char **argv)
 {
+#ifdef CW_HAVE_DOCCONV
+	/*
+	 * Tesseract's OpenMP runtime sizes its thread pool when the library
+	 * loads, before main(): more than one thread per child only adds
+	 * contention (and a forked child would hang on the parent's pool).
+	 * Set the limit and start again once, unless the caller chose one.
+	 */
+	if (!getenv("OMP_THREAD_LIMIT") && setenv("OMP_THREAD_LIMIT", "1", 1) == 0)
+		execv("/proc/self/exe", argv);
+#endif
 	struct cw_config cfg;
 	struct cw_error err = {0};
 	int rc = cw_config_load(&cfg, argc, argv, &err);

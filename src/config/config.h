@@ -62,6 +62,11 @@ struct cw_config {
 	bool without_gossip, without_mingle; /* accepted, no effect */
 	char *autoscale;             /* "MAX,MIN" as given */
 	int autoscale_max, autoscale_min; /* parsed; 0 = no autoscaler */
+	char *docconv_roots;         /* comma-separated allowed directories */
+	long docconv_memory_mib, docconv_max_pages, docconv_inline_max, docconv_max_download;
+	double docconv_timeout;
+	char *s3_endpoint, *s3_region;
+	bool s3_path_style;
 
 	struct cw_task_conf *tasks;  /* [task:NAME] sections */
 	int ntasks;

@@ -17,11 +17,15 @@
 #include "loop/loop.h"
 #include "pool/pool.h"
 #include "tasks/canvas.h"
+#include "tasks/exec_cancel.h"
 #include "tasks/registry.h"
 #include "util/log.h"
 #include "util/url.h"
 #include "consumer/worker_int.h"
 #include "cw_build.h"
+#ifdef CW_HAVE_DOCCONV
+#include "docconv/tasks.h"
+#endif
 
 static void begin_shutdown(struct worker *w, bool cold);
 
@@ -209,6 +213,7 @@ static void on_soft_limit(struct cw_loop *loop, void *arg)
 	struct held *h = arg;
 	(void)loop;
 	h->soft_timer = 0;
+	h->soft_fired = true;
 	cw_log(CW_LOG_WARNING, "pool", "Soft time limit (%gs) exceeded for %s[%s]", h->soft,
 	       h->req.task, h->req.id);
 	cw_pool_signal(h->w->pool, h->slot, SIGUSR1);
@@ -704,6 +709,16 @@ static void on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_reason 
 			  "terminated", NULL);
 		revoked_event(w, h, true, WIFSIGNALED(st) ? WTERMSIG(st) : 0, false);
 		ack(w, h);
+	} else if (h->soft_fired && why == CW_LOST_CRASH && WIFEXITED(st) &&
+		   WEXITSTATUS(st) == CW_EXIT_ABANDONED) {
+		/* the task could not stop in time and its child gave it up */
+		snprintf(msg, sizeof(msg), "soft time limit (%gs) exceeded; the task was abandoned",
+			 h->soft);
+		cw_log(CW_LOG_WARNING, "task", "Task %s[%s]: %s", h->req.task, h->req.id, msg);
+		store_exc(w, h, CW_STATE_FAILURE, "SoftTimeLimitExceeded", "celery.exceptions", msg,
+			  NULL);
+		exc_event(w, h, "task-failed", "SoftTimeLimitExceeded", msg, NULL);
+		ack(w, h);
 	} else if (why == CW_LOST_TIMEOUT) {
 		json_t *args = json_pack("[f]", h->hard);
 		store_exc(w, h, CW_STATE_FAILURE, "TimeLimitExceeded", "billiard.exceptions", NULL, args);
@@ -1028,6 +1043,16 @@ int cw_worker_run(const struct cw_config *cfg)
 		goto out;
 	if (cw_tasks_register_builtin(w.reg, cfg->diagnostic_tasks) != CW_OK)
 		goto out;
+#ifdef CW_HAVE_DOCCONV
+	struct cw_docconv_conf dc = {
+		.roots = cfg->docconv_roots, .max_download = (size_t)cfg->docconv_max_download << 20,
+		.timeout = cfg->docconv_timeout, .s3_endpoint = cfg->s3_endpoint,
+		.s3_region = cfg->s3_region, .s3_path_style = cfg->s3_path_style,
+		.memory_mib = (size_t)cfg->docconv_memory_mib, .max_pages = (int)cfg->docconv_max_pages,
+		.inline_max = (size_t)cfg->docconv_inline_max};
+	if (cw_docconv_configure(&dc) != 0)
+		goto out;
+#endif
 	struct cw_backend_opts bo = {.url = cfg->result_backend, .expires = cfg->result_expires};
 	w.backend = cw_backend_open(&bo, &err);
 	if (!w.backend && err.msg[0]) {

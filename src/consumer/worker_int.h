@@ -29,6 +29,7 @@ struct held {
 	double expires;            /* wall clock; 0 = none */
 	bool acks_late, reject_on_worker_lost;
 	bool terminated;           /* revoke(terminate=True) signalled its child */
+	bool soft_fired;           /* the soft time limit was signalled */
 	double time_start;         /* wall clock when handed to the pool */
 	double soft, hard;         /* effective limits, seconds; 0 = none */
 	int slot;                  /* while running */

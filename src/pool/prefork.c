@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include "loop/loop.h"
 #include "pool/pool.h"
 #include "tasks/canvas.h"
+#include "tasks/exec_cancel.h"
 #include "util/log.h"
 
 enum { FRAME_JOB = 1, FRAME_DONE = 2 };
@@ -102,10 +104,23 @@ long cw_proc_rss_kib(pid_t pid)
 
 /* ---- child side --------------------------------------------------------- */
 
+static void on_sigalrm(int sig)
+{
+	(void)sig;
+	/* the task stayed in code that cannot be interrupted past the grace time */
+	if (cw_exec_abandon_ok)
+		_exit(CW_EXIT_ABANDONED);
+}
+
 static void on_sigusr1(int sig)
 {
 	(void)sig;
 	child_cancel = 1;
+	cw_exec_cancel_now();
+	if (cw_exec_abandon_ok) {
+		struct itimerval it = {{0, 0}, {0, CW_ABANDON_GRACE_US}};
+		setitimer(ITIMER_REAL, &it, NULL);
+	}
 }
 
 static int read_full(int fd, void *p, size_t n)
@@ -175,6 +190,8 @@ static __attribute__((noreturn)) void child_main(struct cw_pool *p, int fd, int 
 	sa.sa_handler = on_sigusr1;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = on_sigalrm;
+	sigaction(SIGALRM, &sa, NULL);
 	close_other_fds(fd);
 	fd = 3;
 	cw_backend_reset(p->env->backend);
@@ -206,9 +223,12 @@ static __attribute__((noreturn)) void child_main(struct cw_pool *p, int fd, int 
 		struct cw_outcome o;
 		struct cw_outbox ob = {0};
 		child_cancel = 0;
+		cw_exec_abandon_ok = 0;
 		cw_exec_message(&env, raw, rawlen, queue ? queue : "", &o, &ob);
 		free(queue);
 		free(msg);
+		cw_exec_abandon_ok = 0;
+		setitimer(ITIMER_REAL, &(struct itimerval){{0, 0}, {0, 0}}, NULL);
 		o.rss_kib = cw_proc_rss_kib(getpid());
 		o.publish_len = ob.len;
 		if (o.publish_len > MAX_FRAME - sizeof(o)) {

@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "tasks/canvas.h"
+#include "tasks/exec_cancel.h"
 #include "loop/loop.h"
 #include "tasks/registry.h"
 #include "util/log.h"
@@ -100,6 +101,22 @@ enum cw_task_status cw_task_retry(struct cw_task_ctx *ctx, double countdown, int
 	free(msg);
 	ctx->retry_countdown = countdown > 0 ? countdown : 0;
 	return CW_TASK_RETRY;
+}
+
+volatile int *volatile cw_exec_cancel_target;
+volatile sig_atomic_t cw_exec_abandon_ok;
+
+void cw_exec_cancel_now(void)
+{
+	volatile int *t = cw_exec_cancel_target;
+	if (t)
+		*t = 1;
+}
+
+volatile sig_atomic_t *cw_task_cancel_flag(struct cw_task_ctx *ctx)
+{
+	static volatile sig_atomic_t never;
+	return ctx->cancel ? ctx->cancel : &never;
 }
 
 const char *cw_task_id(const struct cw_task_ctx *ctx) { return ctx->req->id; }

@@ -1,0 +1,256 @@
+"""docconv.* tasks end to end: a corpus generated here with Debian's PyMuPDF
+(python3-fitz) with known text, converted by cworker for a stock Python
+producer; OCR accuracy, hostile documents, storage roots, soft limits."""
+
+import json
+import os
+import time
+
+import pytest
+
+from conftest import SLOW, run_cworker
+
+fitz = pytest.importorskip("fitz")
+
+HEADING = "Quarterly Report"
+SUB = "Summary of Results"
+BODY = ["Revenue grew in every region during the quarter.",
+        "Costs were flat and margins improved by two points.",
+        "The board approved the new warehouse in Lyon."]
+ITEMS = ["First item of the list", "Second item of the list"]
+SCAN_LINES = ["The quick brown fox jumps over the lazy dog.",
+              "Pack my box with five dozen liquor jugs.",
+              "Sphinx of black quartz, judge my vow."]
+
+
+def needs_docconv():
+    p = run_cworker(["--list-tasks"])
+    if "docconv.convert" not in p.stdout:
+        pytest.skip("cworker built without docconv (MuPDF/Tesseract/libcurl missing)")
+
+
+def text_page(doc, lines, size=11, top=72):
+    page = doc.new_page(width=612, height=792)
+    y = top
+    for text, sz, font in lines:
+        page.insert_text((72, y), text, fontsize=sz, fontname=font)
+        y += sz * 1.8
+    return page
+
+
+def make_text_pdf(path):
+    doc = fitz.open()
+    text_page(doc, [(HEADING, 24, "hebo"), (SUB, 16, "hebo")] +
+              [(line, 11, "helv") for line in BODY])
+    text_page(doc, [(line, 11, "helv") for line in BODY[:1]] +
+              [("- " + item, 11, "helv") for item in ITEMS])
+    doc.set_metadata({"title": "Q3", "author": "Finance Team"})
+    doc.save(path)
+
+
+def scan_of(lines):
+    """A 300 dpi grayscale image of text, as a scanner would produce (no text layer)."""
+    src = fitz.open()
+    text_page(src, [(line, 14, "helv") for line in lines])
+    pix = src[0].get_pixmap(dpi=300, colorspace=fitz.csGRAY)
+    return pix.tobytes("png")
+
+
+def make_mixed_pdf(path):
+    doc = fitz.open()
+    text_page(doc, [(line, 11, "helv") for line in BODY])
+    page = doc.new_page(width=612, height=792)
+    page.insert_image(page.rect, stream=scan_of(SCAN_LINES))
+    doc.save(path)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "docs"
+    root.mkdir()
+    make_text_pdf(str(root / "text.pdf"))
+    make_mixed_pdf(str(root / "mixed.pdf"))
+    doc = fitz.open(str(root / "text.pdf"))
+    doc.save(str(root / "locked.pdf"), encryption=fitz.PDF_ENCRYPT_AES_256,
+             user_pw="secret", owner_pw="owner")
+    data = (root / "text.pdf").read_bytes()
+    (root / "truncated.pdf").write_bytes(data[: len(data) // 3])
+    (root / "garbage.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(4000))
+    (root / "empty.pdf").write_bytes(b"")
+    (root / "scan.png").write_bytes(scan_of(SCAN_LINES))
+    (root / "out").mkdir()
+    return root
+
+
+@pytest.fixture
+def worker(redis_server, cworker_factory, corpus):
+    needs_docconv()
+    return cworker_factory(["-c", "2", "--docconv-roots", str(corpus)], redis=redis_server)
+
+
+def convert(app, src, timeout=60, **kw):
+    return app.send_task("docconv.convert", args=[str(src)], kwargs=kw).get(timeout=timeout * SLOW)
+
+
+def cer(got, want):
+    """Character error rate: Levenshtein distance / len(want), whitespace collapsed."""
+    a, b = " ".join(got.split()), " ".join(want.split())
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1] / max(1, len(b))
+
+
+def test_info_reads_metadata(worker, app, corpus):
+    info = app.send_task("docconv.info", args=[str(corpus / "text.pdf")]).get(timeout=30)
+    assert info["page_count"] == 2 and info["title"] == "Q3"
+    assert info["author"] == "Finance Team" and info["encrypted"] is False
+    assert info["format"].startswith("PDF")
+
+
+def test_text_output_matches_the_source(worker, app, corpus):
+    r = convert(app, corpus / "text.pdf", format="text")
+    assert r["format"] == "text" and r["pages"] == 2 and r["ocr_pages"] == []
+    pages = r["content"].split("\f")
+    assert len(pages) == 2
+    lines = [l for l in pages[0].splitlines() if l.strip()]
+    assert lines == [HEADING, SUB] + BODY
+    lines2 = [l for l in pages[1].splitlines() if l.strip()]
+    assert lines2 == BODY[:1] + ["- " + i for i in ITEMS]
+
+
+def test_markdown_has_headings_lists_and_page_breaks(worker, app, corpus):
+    md = convert(app, corpus / "text.pdf")["content"]
+    lines = md.splitlines()
+    assert f"# {HEADING}" in lines and f"## {SUB}" in lines
+    assert lines.index(f"# {HEADING}") < lines.index(f"## {SUB}")
+    for item in ITEMS:
+        assert f"- {item}" in lines
+    assert "---" in lines
+    for sentence in BODY:
+        assert sentence in md
+
+
+def test_json_and_html_structure(worker, app, corpus):
+    j = convert(app, corpus / "text.pdf", format="json")["content"]
+    page = j["pages"][0]
+    assert page["number"] == 1 and page["width"] == 612 and page["ocr"] is False
+    spans = [s for b in page["blocks"] if b["type"] == "text"
+             for l in b["lines"] for s in l["spans"]]
+    head = [s for s in spans if s["text"].strip() == HEADING][0]
+    assert head["size"] == pytest.approx(24, abs=0.5) and head["flags"]["bold"] is True
+    assert len(head["bbox"]) == 4 and head["bbox"][0] == pytest.approx(72, abs=2)
+    html = convert(app, corpus / "text.pdf", format="html")["content"]
+    assert f"<h1>{HEADING}</h1>" in html and "<li>" in html
+
+
+def test_ocr_auto_reads_only_the_scanned_page(worker, app, corpus):
+    t0 = time.monotonic()
+    r = convert(app, corpus / "mixed.pdf", format="text", timeout=120)
+    ocr_seconds = time.monotonic() - t0
+    assert r["ocr_pages"] == [2]
+    page1, page2 = r["content"].split("\f")
+    assert [l for l in page1.splitlines() if l.strip()] == BODY
+    rate = cer(page2, "\n".join(SCAN_LINES))
+    assert rate <= 0.02, (rate, page2)
+    print(f"OCR of one 300 dpi page through cworker: {ocr_seconds:.2f} s, CER {rate:.4f}")
+    j = convert(app, corpus / "mixed.pdf", format="json", pages=[2], timeout=120)["content"]
+    words = [s for b in j["pages"][0]["blocks"] for l in b["lines"] for s in l["spans"]]
+    assert j["pages"][0]["ocr"] is True and words and all(0 <= w["confidence"] <= 100
+                                                          for w in words)
+
+
+def test_ocr_never_and_always(worker, app, corpus):
+    r = convert(app, corpus / "mixed.pdf", format="text", ocr="never")
+    assert r["ocr_pages"] == [] and r["content"].split("\f")[1].strip() == ""
+    r = convert(app, corpus / "scan.png", format="text", ocr="auto", timeout=120)
+    assert r["ocr_pages"] == [1] and cer(r["content"], "\n".join(SCAN_LINES)) <= 0.02
+    r = convert(app, corpus / "text.pdf", format="text", ocr="always", pages=[1], timeout=120)
+    assert r["ocr_pages"] == [1] and HEADING in r["content"]
+
+
+def test_passwords(worker, app, corpus):
+    from celery.exceptions import CeleryError  # noqa: F401  (exceptions arrive by name)
+    with pytest.raises(Exception) as ei:
+        convert(app, corpus / "locked.pdf")
+    assert type(ei.value).__name__ == "PasswordRequired" and "password" in str(ei.value)
+    with pytest.raises(Exception) as ei:
+        convert(app, corpus / "locked.pdf", password="wrong")
+    assert type(ei.value).__name__ == "PasswordRequired" and "wrong" in str(ei.value)
+    r = convert(app, corpus / "locked.pdf", password="secret", format="text")
+    assert HEADING in r["content"]
+    info = app.send_task("docconv.info", args=[str(corpus / "locked.pdf"), "secret"]).get(
+        timeout=30)
+    assert info["encrypted"] is True
+
+
+@pytest.mark.parametrize("name", ["garbage.pdf", "empty.pdf"])
+def test_hostile_documents_fail_cleanly(worker, app, corpus, name):
+    with pytest.raises(Exception) as ei:
+        convert(app, corpus / name)
+    assert type(ei.value).__name__ == "DocumentError"
+    # the worker keeps serving
+    assert convert(app, corpus / "text.pdf", format="text", pages=[1])["pages"] == 1
+
+
+def test_truncated_pdf_is_repaired_or_refused(worker, app, corpus):
+    try:
+        r = convert(app, corpus / "truncated.pdf", format="text")
+    except Exception as e:  # noqa: BLE001
+        assert type(e).__name__ == "DocumentError"
+    else:
+        assert r["warnings"], "a repaired document must say so"
+
+
+def test_storage_roots_are_enforced(worker, app, corpus, tmp_path):
+    outside = tmp_path / "outside.pdf"
+    outside.write_bytes((corpus / "text.pdf").read_bytes())
+    with pytest.raises(PermissionError):
+        convert(app, outside)
+    with pytest.raises(PermissionError):
+        convert(app, str(corpus) + "/../outside.pdf")
+    os.symlink(outside, corpus / "link.pdf")
+    with pytest.raises(PermissionError):
+        convert(app, corpus / "link.pdf")
+    with pytest.raises(FileNotFoundError):
+        convert(app, corpus / "missing.pdf")
+    with pytest.raises(ValueError):
+        convert(app, corpus / "text.pdf", format="docx")
+
+
+def test_output_is_written_to_storage(worker, app, corpus):
+    out = corpus / "out" / "sub" / "text.md"
+    r = convert(app, corpus / "text.pdf", output=str(out))
+    assert "content" not in r and r["output"] == str(out) and r["bytes"] == out.stat().st_size
+    assert out.read_text().startswith(f"# {HEADING}")
+    r = app.send_task("docconv.render", args=[str(corpus / "text.pdf")],
+                      kwargs={"pages": [2], "dpi": 72, "output": str(corpus / "out" / "img")}
+                      ).get(timeout=30)
+    png = corpus / "out" / "img" / "page-0002.png"
+    assert r["pages"][0]["output"] == str(png) and png.read_bytes()[:4] == b"\x89PNG"
+    assert r["pages"][0]["width"] == 612
+
+
+def test_soft_time_limit_cancels_ocr(worker, app, corpus):
+    from celery.exceptions import SoftTimeLimitExceeded
+    t0 = time.monotonic()
+    with pytest.raises(SoftTimeLimitExceeded):
+        app.send_task("docconv.convert", args=[str(corpus / "mixed.pdf")],
+                      kwargs={"ocr": "always", "dpi": 600},
+                      soft_time_limit=0.5).get(timeout=60 * SLOW)
+    # Tesseract checks its cancel callback once per word: well under a second late
+    assert time.monotonic() - t0 < 0.5 + 1.5 * SLOW
+    assert convert(app, corpus / "text.pdf", format="text", pages=[1])["pages"] == 1
+
+
+def test_memory_cap_is_a_resource_limit(redis_server, cworker_factory, app, corpus):
+    needs_docconv()
+    cworker_factory(["-c", "1", "--docconv-roots", str(corpus), "--docconv-memory-limit", "16"],
+                    redis=redis_server)
+    with pytest.raises(Exception) as ei:
+        convert(app, corpus / "mixed.pdf", format="text", ocr="always", dpi=1200, timeout=120)
+    assert type(ei.value).__name__ == "ResourceLimit"
+    assert convert(app, corpus / "text.pdf", format="text", pages=[1])["pages"] == 1
