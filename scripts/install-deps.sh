@@ -17,8 +17,8 @@ PACKAGES=(
 	# document conversion (src/docconv): static MuPDF and the libraries it needs, Tesseract + English
 	libmupdf-dev mupdf-tools libfreetype-dev libharfbuzz-dev libjbig2dec0-dev libopenjp2-7-dev
 	libmujs-dev libgumbo-dev libjpeg-dev zlib1g-dev libtesseract-dev tesseract-ocr-eng
-	# docconv tests build their corpus with PyMuPDF
-	python3-fitz
+	# docconv tests build their corpus with PyMuPDF; the S3 tests sign requests with curl
+	python3-fitz curl
 	# integration tests: real redis, stock Python Celery (Debian's, used via /usr/bin/python3)
 	redis-server redis-tools
 	python3 python3-celery python3-kombu python3-redis python3-pytest python3-yaml
