@@ -82,8 +82,10 @@ done
 [[ $(redis-cli -p "$port" ping 2>/dev/null || true) == PONG ]] ||
 	{ echo "quickstart: redis-server did not answer" >&2; exit 1; }
 
-say "starting cworker: $CWORKER -b $url --result-backend $url -c 2 -l info"
-"$CWORKER" -b "$url" --result-backend "$url" -c 2 -l info 2>"$tmp/cworker.log" &
+mkdir -p "$tmp/docs/in" "$tmp/docs/out"
+say "starting cworker: $CWORKER -b $url --result-backend $url -c 2 -l info --docconv-roots $tmp/docs"
+"$CWORKER" -b "$url" --result-backend "$url" -c 2 -l info --docconv-roots "$tmp/docs" \
+	2>"$tmp/cworker.log" &
 worker_pid=$!
 for ((i = 0; i < 200; i++)); do
 	grep -q 'ready\.' "$tmp/cworker.log" && break
@@ -95,6 +97,13 @@ sed 's/^/    cworker| /' "$tmp/cworker.log"
 
 say "running examples/producer.py"
 "$PY" examples/producer.py "$url" "$url"
+
+if "$CWORKER" --list-tasks | grep -q '^docconv.convert'; then
+	say "converting sample documents: examples/convert_folder.py --make-samples (markdown, OCR auto)"
+	"$PY" examples/convert_folder.py "$tmp/docs/in" "$tmp/docs/out" "$url" "$url" --make-samples
+else
+	say "cworker was built without docconv (MuPDF/Tesseract missing): no document conversion"
+fi
 
 say "stopping cworker (SIGTERM, warm shutdown)"
 stop_pid "$worker_pid" 20

@@ -5,14 +5,21 @@
 
 #include "config/config.h"
 #include "consumer/worker.h"
+#include "tasks/alias.h"
 #include "tasks/registry.h"
 #include "util/log.h"
 
 static int list_tasks(const struct cw_config *cfg)
 {
 	struct cw_registry *r = cw_registry_new();
+	struct cw_error err = {0};
 	if (!r || cw_tasks_register_builtin(r, cfg->diagnostic_tasks) != 0)
 		return 1;
+	if (cw_aliases_register(r, cfg, &err) != 0) {
+		fprintf(stderr, "cworker: error: %s\n", err.msg);
+		cw_registry_free(r);
+		return CW_EX_USAGE;
+	}
 	for (size_t i = 0; i < cw_registry_count(r); i++) {
 		const struct cw_task_def *d = cw_registry_at(r, i);
 		printf("%-24s %s\n", d->name, d->doc ? d->doc : "");

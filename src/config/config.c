@@ -275,6 +275,16 @@ static int apply_task_key(struct cw_task_conf *t, const char *key, const char *v
 		*(key[0] == 't' ? &t->time_limit : &t->soft_time_limit) = v;
 		return CW_OK;
 	}
+	if (!strcmp(key, "task") || !strcmp(key, "args")) {
+		if (!t->is_alias) {
+			cw_error_set(err, CW_EINVAL, "'%s' belongs in an [alias:NAME] section", key);
+			return CW_EINVAL;
+		}
+		char **dst = key[0] == 't' ? &t->alias_of : &t->alias_args;
+		free(*dst);
+		*dst = strdup(val);
+		return *dst ? CW_OK : CW_ENOMEM;
+	}
 	if (!strcmp(key, "rate_limit")) {
 		if (cw_config_parse_rate(val, &t->rate) != CW_OK) {
 			cw_error_set(err, CW_EINVAL,
@@ -342,19 +352,23 @@ static int load_file(struct cw_config *c, const char *path, struct cw_error *err
 			continue;
 		if (*s == '[') {
 			size_t n = strlen(s);
-			if (n < 8 || s[n - 1] != ']' || strncmp(s, "[task:", 6) != 0) {
-				cw_error_set(err, CW_EINVAL, "%.80s:%d: expected a [task:NAME] section",
+			bool alias = n >= 9 && !strncmp(s, "[alias:", 7);
+			if (n < 8 || s[n - 1] != ']' || (strncmp(s, "[task:", 6) != 0 && !alias)) {
+				cw_error_set(err, CW_EINVAL,
+					     "%.80s:%d: expected a [task:NAME] or [alias:NAME] section",
 					     path, lineno);
 				fclose(f);
 				return CW_EINVAL;
 			}
 			s[n - 1] = '\0';
-			section = add_task_section(c, trim(s + 6));
+			section = add_task_section(c, trim(s + (alias ? 7 : 6)));
 			if (!section) {
 				cw_error_set(err, CW_ENOMEM, "out of memory");
 				fclose(f);
 				return CW_ENOMEM;
 			}
+			if (alias)
+				section->is_alias = true;
 			continue;
 		}
 		char *eq = strchr(s, '=');
@@ -491,6 +505,12 @@ static int finish(struct cw_config *c, struct cw_error *err)
 	}
 	if (c->heartbeat_interval <= 0)
 		c->heartbeat_interval = 2;
+	for (int i = 0; i < c->ntasks; i++)
+		if (c->tasks[i].is_alias && (!c->tasks[i].alias_of || !*c->tasks[i].alias_of)) {
+			cw_error_set(err, CW_EINVAL, "[alias:%.100s] needs 'task = NAME'",
+				     c->tasks[i].name);
+			return CW_EINVAL;
+		}
 	c->log_level = cw_log_parse_level(c->loglevel);
 	if (c->log_level < 0) {
 		cw_error_set(err, CW_EINVAL, "--loglevel: '%s' is not one of debug, info, warning, error, critical",
@@ -646,6 +666,8 @@ void cw_config_free(struct cw_config *c)
 	for (int i = 0; i < c->ntasks; i++) {
 		free(c->tasks[i].name);
 		free(c->tasks[i].rate_limit);
+		free(c->tasks[i].alias_of);
+		free(c->tasks[i].alias_args);
 	}
 	free(c->tasks);
 	c->tasks = NULL;

@@ -23,6 +23,9 @@ struct cw_task_conf {
 	double time_limit;
 	double soft_time_limit;
 	char *rate_limit;            /* as written */
+	char *alias_of;              /* [alias:NAME]: the task that runs it */
+	char *alias_args;            /* [alias:NAME]: positional mapping, e.g. "-, source, **" */
+	bool is_alias;
 	double rate;                 /* tasks per second from rate_limit; 0 = unlimited */
 };
 

@@ -16,6 +16,7 @@
 #include "protocol/control.h"
 #include "loop/loop.h"
 #include "pool/pool.h"
+#include "tasks/alias.h"
 #include "tasks/canvas.h"
 #include "tasks/exec_cancel.h"
 #include "tasks/registry.h"
@@ -1043,6 +1044,10 @@ int cw_worker_run(const struct cw_config *cfg)
 		goto out;
 	if (cw_tasks_register_builtin(w.reg, cfg->diagnostic_tasks) != CW_OK)
 		goto out;
+	if (cw_aliases_register(w.reg, cfg, &err) != CW_OK) {
+		cw_log(CW_LOG_ERROR, "worker", "%s", err.msg[0] ? err.msg : "out of memory");
+		goto out;
+	}
 #ifdef CW_HAVE_DOCCONV
 	struct cw_docconv_conf dc = {
 		.roots = cfg->docconv_roots, .max_download = (size_t)cfg->docconv_max_download << 20,

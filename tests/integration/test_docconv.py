@@ -301,3 +301,35 @@ def test_s3_wrong_secret_is_refused(redis_server, cworker_factory, app, corpus, 
         convert(app, "s3://cw-test/in/report.pdf")
     assert type(ei.value).__name__ == "StorageError"
     assert "SignatureDoesNotMatch" in str(ei.value) and "not-the-secret" not in str(ei.value)
+
+
+def test_aliases_keep_old_task_names_and_signatures(redis_server, cworker_factory, app,
+                                                    corpus, tmp_path):
+    needs_docconv()
+    conf = tmp_path / "cw.conf"
+    conf.write_text(f"docconv_roots = {corpus}\n"
+                    "[alias:pipeline.convert_document]\n"
+                    "task = docconv.convert\n"
+                    "args = -, source, **\n"
+                    "soft_time_limit = 120\n"
+                    "[alias:legacy.add]\ntask = cworker.add\nargs = a, b\n")
+    listed = run_cworker(["--config", str(conf), "--list-tasks"]).stdout
+    assert "pipeline.convert_document" in listed and "alias of docconv.convert" in listed
+    cworker_factory(["-c", "1", "--config", str(conf)], redis=redis_server)
+    # the old producer call: convert_document(job_id, file_path, settings)
+    r = app.send_task("pipeline.convert_document",
+                      args=["job-17", str(corpus / "text.pdf"), {"format": "text"}]).get(timeout=60)
+    assert r["format"] == "text" and HEADING in r["content"]
+    assert app.send_task("legacy.add", args=[2, 3]).get(timeout=10) == 5
+    with pytest.raises(TypeError):
+        app.send_task("pipeline.convert_document", args=[1, 2, 3, 4]).get(timeout=10)
+
+
+def test_alias_to_an_unknown_task_is_a_usage_error(tmp_path):
+    conf = tmp_path / "cw.conf"
+    conf.write_text("[alias:old.name]\ntask = no.such.task\n")
+    p = run_cworker(["--config", str(conf), "--list-tasks"])
+    assert p.returncode == 64 and "no.such.task" in p.stderr
+    conf.write_text("[alias:old.name]\nargs = a\n")
+    p = run_cworker(["--config", str(conf), "--list-tasks"])
+    assert p.returncode == 64 and "needs 'task = NAME'" in p.stderr
