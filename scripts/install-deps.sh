@@ -19,6 +19,8 @@ PACKAGES=(
 	libmujs-dev libgumbo-dev libjpeg-dev zlib1g-dev libtesseract-dev tesseract-ocr-eng
 	# docconv tests build their corpus with PyMuPDF; the S3 tests sign requests with curl
 	python3-fitz curl
+	# bench/docconv_bench.py compares OCR with the tesseract CLI
+	tesseract-ocr
 	# integration tests: real redis, stock Python Celery (Debian's, used via /usr/bin/python3)
 	redis-server redis-tools
 	python3 python3-celery python3-kombu python3-redis python3-pytest python3-yaml
