@@ -853,6 +853,23 @@ static void write_text(struct sbuf *b, struct tpage *pages, int n)
 	}
 }
 
+/* Write the paragraph (or list item) collected in para, and empty it. */
+static void flush_para(struct sbuf *b, struct sbuf *para, bool html, bool item)
+{
+	if (!para->p || !para->len)
+		return;
+	if (html) {
+		sb_str(b, item ? "<li>" : "<p>");
+		put_escaped_html(b, para->p);
+		sb_str(b, item ? "</li>\n" : "</p>\n");
+	} else {
+		sb_str(b, para->p);
+		sb_str(b, item ? "\n" : "\n\n");
+	}
+	para->len = 0;
+	para->p[0] = '\0';
+}
+
 /* Markdown or HTML from the same classification (headings, paragraphs, list items). */
 static void write_rich(struct sbuf *b, struct tpage *pages, int n, bool html)
 {
@@ -874,31 +891,14 @@ static void write_rich(struct sbuf *b, struct tpage *pages, int n, bool html)
 				char *line = strndup(s, len);
 				if (line && *line) {
 					join_line(&para, line, &first);
-				} else if (para.p && para.len) {
-					if (html) {
-						sb_str(b, "<p>");
-						put_escaped_html(b, para.p);
-						sb_str(b, "</p>\n");
-					} else {
-						sb_str(b, para.p);
-						sb_str(b, "\n\n");
-					}
-					para.len = 0;
+				} else {
+					flush_para(b, &para, html, false);
 					first = true;
 				}
 				free(line);
 				s += len + (nl ? 1 : 0);
 			}
-			if (para.p && para.len) {
-				if (html) {
-					sb_str(b, "<p>");
-					put_escaped_html(b, para.p);
-					sb_str(b, "</p>\n");
-				} else {
-					sb_str(b, para.p);
-					sb_str(b, "\n\n");
-				}
-			}
+			flush_para(b, &para, html, false);
 			free(para.p);
 			continue;
 		}
@@ -914,16 +914,8 @@ static void write_rich(struct sbuf *b, struct tpage *pages, int n, bool html)
 				const char *marker = t && !level ? list_marker(t->text, num, &rest)
 								 : NULL;
 				/* a heading, a new list item or the end closes the paragraph */
-				if ((!t || level || marker) && para.p && para.len) {
-					if (html) {
-						sb_str(b, in_list ? "<li>" : "<p>");
-						put_escaped_html(b, para.p);
-						sb_str(b, in_list ? "</li>\n" : "</p>\n");
-					} else {
-						sb_str(b, para.p);
-						sb_str(b, in_list ? "\n" : "\n\n");
-					}
-					para.len = 0;
+				if (!t || level || marker) {
+					flush_para(b, &para, html, in_list);
 					first = true;
 				}
 				if (!t)

@@ -141,6 +141,23 @@ static bool load(struct cw_task_ctx *ctx, const char *src, unsigned char **data,
 	return true;
 }
 
+/*
+ * Around engine work: the soft limit reaches MuPDF's cookie straight from
+ * the signal handler, and the child may abandon the task if it cannot stop.
+ */
+static void work_begin(struct cw_task_ctx *ctx, struct cw_doc_engine *e)
+{
+	cw_doc_engine_set_cancel(e, cw_task_cancel_flag(ctx));
+	cw_exec_cancel_target = cw_doc_engine_abort_flag(e);
+	cw_exec_abandon_ok = 1;
+}
+
+static void work_end(void)
+{
+	cw_exec_abandon_ok = 0;
+	cw_exec_cancel_target = NULL;
+}
+
 static const char *str_or(json_t *v, const char *def)
 {
 	return json_is_string(v) ? json_string_value(v) : def;
@@ -197,13 +214,10 @@ static enum cw_task_status t_convert(struct cw_task_ctx *ctx, json_t *args, json
 	size_t len = 0;
 	if (!load(ctx, json_string_value(v[0]), &data, &len, &st))
 		return st;
-	cw_doc_engine_set_cancel(e, cw_task_cancel_flag(ctx));
-	cw_exec_cancel_target = cw_doc_engine_abort_flag(e);
-	cw_exec_abandon_ok = 1;
+	work_begin(ctx, e);
 	json_t *out = NULL;
 	struct cw_doc_result r = cw_doc_convert(e, data, len, json_string_value(v[0]), &o, &out);
-	cw_exec_abandon_ok = 0;
-	cw_exec_cancel_target = NULL;
+	work_end();
 	free(data);
 	if (r.status != CW_DOC_OK)
 		return doc_fail(ctx, r);
@@ -314,13 +328,10 @@ static enum cw_task_status t_render(struct cw_task_ctx *ctx, json_t *args, json_
 		return st;
 	struct cw_doc_page_image *img = NULL;
 	int n = 0;
-	cw_doc_engine_set_cancel(e, cw_task_cancel_flag(ctx));
-	cw_exec_cancel_target = cw_doc_engine_abort_flag(e);
-	cw_exec_abandon_ok = 1;
+	work_begin(ctx, e);
 	struct cw_doc_result r = cw_doc_render(e, data, len, json_string_value(v[0]),
 					       str_or(v[5], NULL), v[1], dpi, &img, &n);
-	cw_exec_abandon_ok = 0;
-	cw_exec_cancel_target = NULL;
+	work_end();
 	free(data);
 	if (r.status != CW_DOC_OK)
 		return doc_fail(ctx, r);

@@ -7,16 +7,7 @@
 #include "config/config.h"
 #include "util/url.h"
 
-static int failures, checks;
-
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		checks++;                                                        \
-		if (!(cond)) {                                                   \
-			failures++;                                              \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-		}                                                                \
-	} while (0)
+#include "check.h"
 
 static int load(struct cw_config *c, struct cw_error *e, int argc, const char **argv)
 {
@@ -217,6 +208,5 @@ int main(void)
 	test_precedence();
 	test_hostname();
 	test_url();
-	printf("%d checks, %d failures\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_summary();
 }

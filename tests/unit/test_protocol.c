@@ -12,17 +12,9 @@
 #include "protocol/control.h"
 #include "protocol/protocol.h"
 
-static int failures, checks;
-static const struct cw_proto_limits lim = CW_PROTO_LIMITS_DEFAULT;
+#include "check.h"
 
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		checks++;                                                        \
-		if (!(cond)) {                                                   \
-			failures++;                                              \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-		}                                                                \
-	} while (0)
+static const struct cw_proto_limits lim = CW_PROTO_LIMITS_DEFAULT;
 
 static char *slurp(const char *path, size_t *len)
 {
@@ -553,6 +545,5 @@ int main(void)
 	test_base64();
 	test_iso8601();
 	test_result_meta();
-	printf("%d checks, %d failures\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_summary();
 }

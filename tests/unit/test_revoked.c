@@ -8,16 +8,7 @@
 
 #include "consumer/revoked.h"
 
-static int failures, checks;
-
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		checks++;                                                        \
-		if (!(cond)) {                                                   \
-			failures++;                                              \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-		}                                                                \
-	} while (0)
+#include "check.h"
 
 #define T0 1700000000.0
 
@@ -332,6 +323,5 @@ int main(void)
 	test_load_errors(dir);
 	CHECK(count_dir(dir) == 0);
 	rmdir(dir);
-	printf("%d checks, %d failures\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_summary();
 }

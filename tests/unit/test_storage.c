@@ -18,16 +18,7 @@
 
 #include "storage/storage.h"
 
-static int failures, checks;
-
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		checks++;                                                        \
-		if (!(cond)) {                                                   \
-			failures++;                                              \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-		}                                                                \
-	} while (0)
+#include "check.h"
 
 static char base[64];            /* the test's temp dir */
 static char root[128], root2[128], outside[128];
@@ -574,6 +565,5 @@ int main(void)
 	test_http();
 	cw_storage_global_cleanup();
 	CHECK(nftw(base, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
-	printf("%d checks, %d failures\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_summary();
 }

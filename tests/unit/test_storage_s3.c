@@ -6,16 +6,7 @@
 
 #include "storage/storage.h"
 
-static int failures, checks;
-
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		checks++;                                                        \
-		if (!(cond)) {                                                   \
-			failures++;                                              \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-		}                                                                \
-	} while (0)
+#include "check.h"
 
 #define BLOB_SIZE (3u << 20)
 
@@ -183,6 +174,5 @@ int main(void)
 
 	free(blob);
 	cw_storage_global_cleanup();
-	printf("%d checks, %d failures\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_summary();
 }
