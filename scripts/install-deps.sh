@@ -18,7 +18,7 @@ PACKAGES=(
 	libmupdf-dev mupdf-tools libfreetype-dev libharfbuzz-dev libjbig2dec0-dev libopenjp2-7-dev
 	libmujs-dev libgumbo-dev libjpeg-dev zlib1g-dev libtesseract-dev tesseract-ocr-eng
 	# docconv tests build their corpus with PyMuPDF; the S3 tests sign requests with curl
-	python3-fitz curl
+	python3-fitz python3-pil curl
 	# bench/docconv_bench.py compares OCR with the tesseract CLI
 	tesseract-ocr
 	# integration tests: real redis, stock Python Celery (Debian's, used via /usr/bin/python3)

@@ -21,7 +21,7 @@ extern volatile int *volatile cw_exec_cancel_target;
  * SoftTimeLimitExceeded and starts a new child.
  */
 extern volatile sig_atomic_t cw_exec_abandon_ok;
-#define CW_ABANDON_GRACE_US 150000
+#define CW_ABANDON_GRACE_US 100000
 #define CW_EXIT_ABANDONED 75
 
 /* Called from the SIGUSR1 handler. */
