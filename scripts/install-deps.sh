@@ -21,6 +21,8 @@ PACKAGES=(
 	python3-fitz python3-pil curl
 	# bench/docconv_bench.py compares OCR with the tesseract CLI
 	tesseract-ocr
+	# the db+postgresql:// result backend (libpq) and its tests: a real server, Python readers
+	libpq-dev postgresql python3-sqlalchemy python3-psycopg2
 	# integration tests: real redis, stock Python Celery (Debian's, used via /usr/bin/python3)
 	redis-server redis-tools
 	python3 python3-celery python3-kombu python3-redis python3-pytest python3-yaml

@@ -1,18 +1,33 @@
 #include "backend/backend.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 extern const struct cw_backend_ops cw_redis_backend_ops;
+#ifdef CW_HAVE_POSTGRES
+extern const struct cw_backend_ops cw_postgres_backend_ops;
+#endif
 
-static const struct cw_backend_ops *const backends[] = {&cw_redis_backend_ops};
+static const struct cw_backend_ops *const backends[] = {
+	&cw_redis_backend_ops,
+#ifdef CW_HAVE_POSTGRES
+	&cw_postgres_backend_ops,
+#endif
+};
+
+/* "redis://..." matches "redis"; "db+postgresql+psycopg2://..." matches "db+postgresql". */
+static bool scheme_matches(const char *url, const char *scheme)
+{
+	size_t n = strcspn(url, ":"), k = strlen(scheme);
+	return n >= k && !strncmp(url, scheme, k) && (n == k || url[k] == '+');
+}
 
 struct cw_backend *cw_backend_open(const struct cw_backend_opts *o, struct cw_error *err)
 {
 	if (!o->url || !*o->url || !strcmp(o->url, "disabled"))
 		return NULL;
-	size_t n = strcspn(o->url, ":");
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
-		if (strlen(backends[i]->scheme) == n && !strncmp(o->url, backends[i]->scheme, n)) {
+		if (scheme_matches(o->url, backends[i]->scheme)) {
 			struct cw_backend *b = backends[i]->open(o, err);
 			if (b)
 				b->ops = backends[i];
@@ -35,11 +50,8 @@ int cw_backend_chord_part(struct cw_backend *b, const char *gid, int64_t group_i
 	*nested = false;
 	if (!b)
 		return CW_OK;
-	if (!b->ops->chord_part) {
-		cw_error_set(err, CW_EINVAL, "the %s result backend cannot join chords",
-			     b->ops->scheme);
-		return CW_EINVAL;
-	}
+	if (!b->ops->chord_part)
+		return CW_OK; /* as Celery's base backend: chords are joined by celery.chord_unlock */
 	return b->ops->chord_part(b, gid, group_index, entry, len, entries, nested, err);
 }
 

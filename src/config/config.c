@@ -524,11 +524,23 @@ static int finish(struct cw_config *c, struct cw_error *err)
 		return CW_EINVAL;
 	}
 	if (c->result_backend && *c->result_backend && strcmp(c->result_backend, "disabled")) {
-		if (cw_url_parse(c->result_backend, &u, err) || strcmp(u.scheme, "redis")) {
+		bool pg = !strncmp(c->result_backend, "db+postgresql://", 16) ||
+			  !strncmp(c->result_backend, "db+postgresql+", 14);
+#ifndef CW_HAVE_POSTGRES
+		pg = false;
+#endif
+		if (!pg && (cw_url_parse(c->result_backend, &u, err) || strcmp(u.scheme, "redis"))) {
 			char red[512];
 			cw_url_redact(c->result_backend, red, sizeof(red));
 			cw_error_set(err, CW_EINVAL,
-				     "--result-backend: unsupported URL '%s' (this build stores results in redis://)", red);
+				     "--result-backend: unsupported URL '%s' (this build stores results in "
+				     "redis://%s)", red,
+#ifdef CW_HAVE_POSTGRES
+				     " and db+postgresql://"
+#else
+				     ""
+#endif
+				     );
 			return CW_EINVAL;
 		}
 	}

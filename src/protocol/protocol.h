@@ -225,4 +225,36 @@ int cw_proto_sig_to_msg(const json_t *sig, json_t *prepend, const struct cw_sig_
 			struct cw_error *err) CW_MUST_CHECK;
 void cw_sig_owned_clear(struct cw_sig_owned *own);
 
+/* ---- Python pickles (the database result backend) ---- */
+
+/*
+ * Python pickle (protocol 4, no FRAME) of a JSON value: null -> None,
+ * true/false -> True/False, integers of any size (bigints included) -> int,
+ * reals -> float, strings -> str, arrays -> list, objects -> dict (insertion
+ * order).  What Celery's database backend stores with
+ * pickle.dumps(value, pickle.HIGHEST_PROTOCOL).  malloc'd; NULL on ENOMEM or
+ * nesting deeper than 512.
+ */
+unsigned char *cw_pickle_dumps(const json_t *v, size_t *len);
+/*
+ * The inverse, for pickles made only of data opcodes: PROTO, FRAME, STOP,
+ * NONE, NEWTRUE, NEWFALSE, INT (with the "01"/"00" bools of protocol 0),
+ * BININT, BININT1, BININT2, LONG, LONG1, LONG4, FLOAT, BINFLOAT, UNICODE,
+ * BINUNICODE, SHORT_BINUNICODE, BINUNICODE8, SHORT_BINBYTES/BINBYTES (as str
+ * when valid UTF-8, else refused), EMPTY_LIST, LIST, APPEND, APPENDS,
+ * EMPTY_TUPLE, TUPLE, TUPLE1-3 (tuples become arrays), EMPTY_DICT, DICT,
+ * SETITEM, SETITEMS (keys must be str), MARK, POP, POP_MARK, DUP, PUT,
+ * BINPUT, LONG_BINPUT, MEMOIZE, GET, BINGET, LONG_BINGET.
+ * Anything else (GLOBAL, STACK_GLOBAL, REDUCE, BUILD, INST, OBJ, NEWOBJ,
+ * PERSID, EXT*, ...) -> NULL with CW_EDECODE "pickle opcode X (name) is not
+ * allowed"; malformed or truncated data, non-str dict keys, strings that are
+ * not UTF-8 and non-finite floats (JSON cannot hold them) -> CW_EDECODE;
+ * nesting over lim->max_depth (memo cycles included), a memo index over
+ * 1 << 20, integers over 4300 digits (Python's str() limit) or output over
+ * lim->max_message -> CW_ELIMIT.  Integers outside int64 come back as
+ * bigints (cw_json_bigint).  lim NULL = CW_PROTO_LIMITS_DEFAULT.
+ */
+json_t *cw_pickle_loads(const unsigned char *p, size_t len, const struct cw_proto_limits *lim,
+			struct cw_error *err);
+
 #endif

@@ -540,11 +540,12 @@ def pyworker_factory(request, tmp_path, redis_factory):
     workers = []
 
     def start(redis, queues="celery", pool="solo", concurrency=1, visibility_timeout=None,
-              prefetch_multiplier=None, extra=(), wait_ready=True, name=None, db=0):
+              prefetch_multiplier=None, extra=(), wait_ready=True, name=None, db=0,
+              backend=None):
         n = len(workers)
         env = clean_env({
             "CW_TEST_BROKER": redis.url(db),
-            "CW_TEST_BACKEND": redis.url(db),
+            "CW_TEST_BACKEND": backend or redis.url(db),
             "PYTHONPATH": HERE,
             "PYTHONDONTWRITEBYTECODE": "1",
         })
@@ -692,3 +693,76 @@ def s3_server(tmp_path):
     srv = S3Server(tmp_path)
     yield srv
     srv.stop()
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL (Debian's postgresql: initdb/pg_ctl in a temp dir, loopback only)
+# ---------------------------------------------------------------------------
+
+def _pg_bindir():
+    import glob
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    return dirs[-1] if dirs else None
+
+
+class PgServer:
+    """A throwaway PostgreSQL cluster. Run as the `postgres` user when we are root
+    (initdb refuses root); stopped by pg_ctl, then by PID if it lingers."""
+
+    def __init__(self, tmp_path):
+        import pwd
+        import tempfile
+        self.bindir = _pg_bindir()
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="cw-pg-")
+        self.as_user = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.data = os.path.join(self.dir, "data")
+        self._run(["initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync",
+                   "-E", "UTF8"])
+        self.start()
+
+    def _run(self, argv, check=True):
+        return subprocess.run(self.as_user + [os.path.join(self.bindir, argv[0])] + argv[1:],
+                              capture_output=True, text=True, timeout=120, check=check)
+
+    def start(self):
+        self._run(["pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "log"), "-w", "-o",
+                   f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+                   "start"])
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            self.pid = int(f.readline())
+
+    def stop(self, mode="fast"):
+        self._run(["pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"], check=False)
+        try:
+            wait_for(lambda: not os.path.exists(f"/proc/{self.pid}"), 10, what="postgres gone")
+        except AssertionError:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def url(self, db="postgres"):
+        return f"db+postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def sql(self, query):
+        import psycopg2
+        with psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres",
+                              dbname="postgres") as conn:
+            with conn.cursor() as cur:
+                cur.execute(query)
+                return cur.fetchall() if cur.description else None
+
+    def destroy(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_server(tmp_path):
+    if not _pg_bindir():
+        pytest.skip("postgresql is not installed")
+    srv = PgServer(tmp_path)
+    yield srv
+    srv.destroy()

@@ -1,0 +1,336 @@
+/*
+ * Celery's database result backend (celery/backends/database, SQLAlchemy)
+ * on PostgreSQL without Python: the same tables (celery_taskmeta,
+ * celery_tasksetmeta and their sequences), the same columns, and the
+ * `result` column as SQLAlchemy's PickleType writes it — a pickle of the
+ * result value — so Python producers reading with
+ * backend="db+postgresql://..." see what a Python worker would have stored.
+ *
+ * One connection per process (pool children reset it after fork),
+ * statements with parameters, reconnect and retry with backoff for up to
+ * retry_for seconds, and like the Redis backend a stored SUCCESS is never
+ * overwritten.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "backend/backend.h"
+#include "loop/loop.h"
+#include "util/log.h"
+#include "util/url.h"
+
+struct pg_backend {
+	struct cw_backend base;
+	char *conninfo;          /* postgresql://... for libpq */
+	char redacted[512];
+	double expires, retry_for;
+	PGconn *c;
+	bool ready;              /* tables checked on this connection */
+	bool ext_cols;           /* celery_taskmeta has the result_extended columns */
+	bool want_ext;           /* create them when we create the table */
+};
+
+/* SQLAlchemy's DDL for the models, extended columns included (harmless when unused). */
+static const char ddl[] =
+	"SELECT pg_advisory_lock(8150913);"
+	"CREATE SEQUENCE IF NOT EXISTS task_id_sequence;"
+	"CREATE TABLE IF NOT EXISTS celery_taskmeta ("
+	" id INTEGER NOT NULL, task_id VARCHAR(155), status VARCHAR(50), result BYTEA,"
+	" date_done TIMESTAMP WITHOUT TIME ZONE, traceback TEXT,"
+	" name VARCHAR(155), args BYTEA, kwargs BYTEA, worker VARCHAR(155), retries INTEGER,"
+	" queue VARCHAR(155),"
+	" PRIMARY KEY (id), UNIQUE (task_id));"
+	"CREATE SEQUENCE IF NOT EXISTS taskset_id_sequence;"
+	"CREATE TABLE IF NOT EXISTS celery_tasksetmeta ("
+	" id INTEGER NOT NULL, taskset_id VARCHAR(155), result BYTEA,"
+	" date_done TIMESTAMP WITHOUT TIME ZONE, PRIMARY KEY (id), UNIQUE (taskset_id));"
+	"SELECT pg_advisory_unlock(8150913);";
+
+static const char has_ext[] =
+	"SELECT 1 FROM information_schema.columns WHERE table_name = 'celery_taskmeta'"
+	" AND column_name = 'worker' AND table_schema = current_schema()";
+
+/* Upsert; a SUCCESS already stored stays (a lost worker's late FAILURE must not replace it). */
+static const char upsert[] =
+	"INSERT INTO celery_taskmeta (id, task_id, status, result, date_done, traceback)"
+	" VALUES (nextval('task_id_sequence'), $1, $2, $3, $4::timestamp, $5)"
+	" ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status,"
+	" result = EXCLUDED.result, date_done = EXCLUDED.date_done,"
+	" traceback = EXCLUDED.traceback WHERE celery_taskmeta.status <> 'SUCCESS'";
+
+static const char upsert_ext[] =
+	"INSERT INTO celery_taskmeta (id, task_id, status, result, date_done, traceback, name,"
+	" args, kwargs, worker, retries, queue)"
+	" VALUES (nextval('task_id_sequence'), $1, $2, $3, $4::timestamp, $5, $6, $7, $8, $9,"
+	" $10::integer, $11)"
+	" ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status,"
+	" result = EXCLUDED.result, date_done = EXCLUDED.date_done,"
+	" traceback = EXCLUDED.traceback, name = EXCLUDED.name, args = EXCLUDED.args,"
+	" kwargs = EXCLUDED.kwargs, worker = EXCLUDED.worker, retries = EXCLUDED.retries,"
+	" queue = EXCLUDED.queue WHERE celery_taskmeta.status <> 'SUCCESS'";
+
+static void drop(struct pg_backend *b)
+{
+	if (b->c)
+		PQfinish(b->c);
+	b->c = NULL;
+	b->ready = false;
+}
+
+static void quiet(void *arg, const PGresult *res)
+{
+	(void)arg;
+	(void)res; /* NOTICEs of CREATE ... IF NOT EXISTS are expected */
+}
+
+static int ensure(struct pg_backend *b, struct cw_error *err)
+{
+	if (b->c && PQstatus(b->c) != CONNECTION_OK)
+		drop(b);
+	if (!b->c) {
+		b->c = PQconnectdb(b->conninfo);
+		if (!b->c || PQstatus(b->c) != CONNECTION_OK) {
+			char msg[200];
+			snprintf(msg, sizeof(msg), "%s", b->c ? PQerrorMessage(b->c) : "out of memory");
+			msg[strcspn(msg, "\n")] = '\0';
+			cw_error_set(err, CW_EIO, "cannot connect to result backend %s: %s",
+				     b->redacted, msg);
+			drop(b);
+			return CW_EIO;
+		}
+		PQsetNoticeReceiver(b->c, quiet, NULL);
+	}
+	if (b->ready)
+		return CW_OK;
+	PGresult *r = PQexec(b->c, ddl);
+	int st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		cw_error_set(err, CW_EIO, "result backend %s: cannot create the tables: %s",
+			     b->redacted, b->c ? PQerrorMessage(b->c) : "?");
+		PQclear(r);
+		/* the session-level lock goes with the connection */
+		drop(b);
+		return CW_EIO;
+	}
+	PQclear(r);
+	r = PQexec(b->c, has_ext);
+	b->ext_cols = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0;
+	PQclear(r);
+	b->ready = true;
+	return CW_OK;
+}
+
+static struct cw_backend *pg_open(const struct cw_backend_opts *o, struct cw_error *err)
+{
+	struct pg_backend *b = calloc(1, sizeof(*b));
+	if (!b) {
+		cw_error_set(err, CW_ENOMEM, "out of memory");
+		return NULL;
+	}
+	/* db+postgresql[+driver]://rest -> postgresql://rest */
+	const char *rest = strstr(o->url, "://");
+	if (!rest || strncmp(o->url, "db+postgresql", 13) != 0) {
+		cw_error_set(err, CW_EINVAL, "not a db+postgresql:// URL");
+		free(b);
+		return NULL;
+	}
+	if (asprintf(&b->conninfo, "postgresql%s", rest) < 0) {
+		cw_error_set(err, CW_ENOMEM, "out of memory");
+		free(b);
+		return NULL;
+	}
+	cw_url_redact(o->url, b->redacted, sizeof(b->redacted));
+	b->expires = o->expires;
+	b->retry_for = o->retry_for > 0 ? o->retry_for : 60;
+	return &b->base;
+}
+
+/* A growable byte string for assembling pickles. */
+struct bytes {
+	unsigned char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void put(struct bytes *b, const void *d, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 256;
+		while (cap < b->len + n)
+			cap *= 2;
+		unsigned char *q = realloc(b->p, cap);
+		if (!q) {
+			b->oom = true;
+			return;
+		}
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, d, n);
+	b->len += n;
+}
+
+/* One value's pickle opcodes, without cw_pickle_dumps' PROTO header and STOP. */
+static void put_value(struct bytes *b, const json_t *v)
+{
+	size_t n;
+	unsigned char *p = cw_pickle_dumps(v, &n);
+	if (!p || n < 3) {
+		free(p);
+		b->oom = true;
+		return;
+	}
+	put(b, p + 2, n - 3);
+	free(p);
+}
+
+/*
+ * Celery's exception dict as Python pickles it: exc_message is the
+ * exception's args, a tuple (a list would read back the same through
+ * exception_to_python, but rows must match a Python worker's).
+ */
+static unsigned char *exception_pickle(const struct cw_result_meta *m, size_t *len)
+{
+	struct bytes b = {0};
+	json_t *k1 = json_string("exc_type"), *v1 = json_string(m->exc_type);
+	json_t *k2 = json_string("exc_message"), *k3 = json_string("exc_module");
+	json_t *v3 = json_string(m->exc_module ? m->exc_module : "builtins");
+	json_t *args = json_is_array(m->exc_args)
+			       ? json_incref(m->exc_args)
+			       : json_pack("[s]", m->exc_message ? m->exc_message : "");
+	if (!k1 || !v1 || !k2 || !k3 || !v3 || !args)
+		b.oom = true;
+	put(&b, "\x80\x04}(", 4);           /* PROTO 4, EMPTY_DICT, MARK */
+	if (!b.oom) {
+		put_value(&b, k1);
+		put_value(&b, v1);
+		put_value(&b, k2);
+		put(&b, "(", 1);              /* MARK ... TUPLE */
+		size_t i;
+		json_t *a;
+		json_array_foreach(args, i, a)
+			put_value(&b, a);
+		put(&b, "t", 1);
+		put_value(&b, k3);
+		put_value(&b, v3);
+	}
+	put(&b, "u.", 2);                     /* SETITEMS, STOP */
+	json_decref(k1);
+	json_decref(v1);
+	json_decref(k2);
+	json_decref(k3);
+	json_decref(v3);
+	json_decref(args);
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
+}
+
+static int pg_store(struct cw_backend *base, const struct cw_result_meta *m, struct cw_error *err)
+{
+	struct pg_backend *b = (struct pg_backend *)base;
+	bool ready = m->state == CW_STATE_SUCCESS || m->state == CW_STATE_FAILURE ||
+		     m->state == CW_STATE_REVOKED;
+	json_t *value;
+	char date[40], retries[24];
+	size_t plen = 0, alen = 0, klen = 0;
+	unsigned char *pickle = NULL;
+	char *args = NULL, *kwargs = NULL;
+	int rc = CW_EIO;
+
+	/* the value Celery's backend stores: the result, or the exception as a dict */
+	if (m->exc_type) {
+		pickle = exception_pickle(m, &plen);
+	} else {
+		value = m->result ? json_incref(m->result) : json_null();
+		pickle = cw_pickle_dumps(value, &plen);
+		json_decref(value);
+	}
+	if (!pickle) {
+		cw_error_set(err, CW_ENOMEM, "out of memory encoding the result");
+		return CW_ENOMEM;
+	}
+	if (ready)
+		cw_proto_format_iso8601(m->date_done, date);
+	if (m->extended) {
+		args = m->args ? cw_json_dumps(m->args, &alen) : NULL;
+		kwargs = m->kwargs ? cw_json_dumps(m->kwargs, &klen) : NULL;
+	}
+	snprintf(retries, sizeof(retries), "%lld", (long long)m->retries);
+	double deadline = cw_now() + b->retry_for, delay = 0.05;
+	for (int attempt = 0;; attempt++) {
+		if (ensure(b, err) == CW_OK) {
+			bool ext = m->extended && b->ext_cols;
+			const char *vals[11] = {m->task_id, cw_state_name(m->state), (char *)pickle,
+						ready ? date : NULL, m->traceback, m->name, args,
+						kwargs, m->worker, retries, m->queue};
+			int lens[11] = {0, 0, (int)plen, 0, 0, 0, (int)alen, (int)klen, 0, 0, 0};
+			int fmts[11] = {0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0};
+			PGresult *r = PQexecParams(b->c, ext ? upsert_ext : upsert, ext ? 11 : 5, NULL,
+						   vals, lens, fmts, 0);
+			if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
+				PQclear(r);
+				rc = CW_OK;
+				break;
+			}
+			cw_error_set(err, CW_EIO, "result backend %s: %s", b->redacted,
+				     PQerrorMessage(b->c));
+			err->msg[strcspn(err->msg, "\n")] = '\0';
+			PQclear(r);
+			if (PQstatus(b->c) == CONNECTION_OK)
+				break; /* the server refused the statement: retrying will not help */
+			drop(b);
+		}
+		if (cw_now() + delay > deadline)
+			break;
+		if (attempt == 0)
+			cw_log(CW_LOG_WARNING, "backend", "%s; retrying for up to %.0fs", err->msg,
+			       b->retry_for);
+		struct timespec ts = {(time_t)delay, (long)((delay - floor(delay)) * 1e9)};
+		nanosleep(&ts, NULL);
+		delay = fmin(delay * 2, 1.0);
+	}
+	free(pickle);
+	free(args);
+	free(kwargs);
+	return rc;
+}
+
+static void pg_reset(struct cw_backend *base)
+{
+	struct pg_backend *b = (struct pg_backend *)base;
+	/*
+	 * After fork: the parent's socket must not be used or closed with a
+	 * Terminate message by us; libpq has no "forget" call, so leak the
+	 * PGconn in the child (one per child, created before fork only if the
+	 * master stored something).
+	 */
+	b->c = NULL;
+	b->ready = false;
+}
+
+static void pg_close(struct cw_backend *base)
+{
+	struct pg_backend *b = (struct pg_backend *)base;
+	drop(b);
+	free(b->conninfo);
+	free(b);
+}
+
+const struct cw_backend_ops cw_postgres_backend_ops = {
+	.scheme = "db+postgresql",
+	.open = pg_open,
+	.store = pg_store,
+	.reset = pg_reset,
+	.close = pg_close,
+};
