@@ -55,6 +55,14 @@ int cw_backend_chord_part(struct cw_backend *b, const char *gid, int64_t group_i
 	return b->ops->chord_part(b, gid, group_index, entry, len, entries, nested, err);
 }
 
+int cw_backend_cleanup(struct cw_backend *b, long *deleted, struct cw_error *err)
+{
+	*deleted = -1;
+	if (!b || !b->ops->cleanup)
+		return CW_OK;
+	return b->ops->cleanup(b, deleted, err);
+}
+
 void cw_backend_reset(struct cw_backend *b)
 {
 	if (b)

@@ -19,6 +19,8 @@ struct cw_backend_opts {
 	const char *url;
 	double expires;          /* result_expires seconds; 0 = keep forever */
 	double retry_for;        /* give up a store after this many seconds */
+	/* database backend: Celery's database_table_names / database_table_schemas */
+	const char *task_table, *group_table, *task_schema, *group_schema;
 };
 
 struct cw_backend_ops {
@@ -38,6 +40,8 @@ struct cw_backend_ops {
 	int (*chord_part)(struct cw_backend *b, const char *gid, int64_t group_index,
 			  const char *entry, size_t len, json_t **entries, bool *nested,
 			  struct cw_error *err);
+	/* Delete results older than result_expires (celery.backend_cleanup); NULL: nothing to do. */
+	int (*cleanup)(struct cw_backend *b, long *deleted, struct cw_error *err);
 	/* Drop the connection (children call this after fork: never share a socket). */
 	void (*reset)(struct cw_backend *b);
 	void (*close)(struct cw_backend *b);
@@ -49,6 +53,8 @@ int cw_backend_store(struct cw_backend *b, const struct cw_result_meta *m, struc
 int cw_backend_chord_part(struct cw_backend *b, const char *gid, int64_t group_index,
 			  const char *entry, size_t len, json_t **entries, bool *nested,
 			  struct cw_error *err);
+/* CW_OK with *deleted = -1 when the backend keeps no rows to clean (Redis expires keys itself). */
+int cw_backend_cleanup(struct cw_backend *b, long *deleted, struct cw_error *err);
 void cw_backend_reset(struct cw_backend *b);
 void cw_backend_close(struct cw_backend *b);
 

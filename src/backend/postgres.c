@@ -32,47 +32,127 @@ struct pg_backend {
 	PGconn *c;
 	bool ready;              /* tables checked on this connection */
 	bool ext_cols;           /* celery_taskmeta has the result_extended columns */
-	bool want_ext;           /* create them when we create the table */
+	char *task_table, *task_schema;
+	/* SQL built once from the configured table names and schemas */
+	char *ddl, *has_ext, *upsert, *upsert_ext, *cleanup;
 };
 
-/* SQLAlchemy's DDL for the models, extended columns included (harmless when unused). */
-static const char ddl[] =
-	"SELECT pg_advisory_lock(8150913);"
-	"CREATE SEQUENCE IF NOT EXISTS task_id_sequence;"
-	"CREATE TABLE IF NOT EXISTS celery_taskmeta ("
-	" id INTEGER NOT NULL, task_id VARCHAR(155), status VARCHAR(50), result BYTEA,"
-	" date_done TIMESTAMP WITHOUT TIME ZONE, traceback TEXT,"
-	" name VARCHAR(155), args BYTEA, kwargs BYTEA, worker VARCHAR(155), retries INTEGER,"
-	" queue VARCHAR(155),"
-	" PRIMARY KEY (id), UNIQUE (task_id));"
-	"CREATE SEQUENCE IF NOT EXISTS taskset_id_sequence;"
-	"CREATE TABLE IF NOT EXISTS celery_tasksetmeta ("
-	" id INTEGER NOT NULL, taskset_id VARCHAR(155), result BYTEA,"
-	" date_done TIMESTAMP WITHOUT TIME ZONE, PRIMARY KEY (id), UNIQUE (taskset_id));"
-	"SELECT pg_advisory_unlock(8150913);";
+/* "schema"."name" (or "name"), quoted as identifiers; NULL on ENOMEM. */
+static char *qualified(const char *schema, const char *name)
+{
+	char *out = NULL, *qs = NULL, *qn = NULL;
+	size_t n;
+	/* PQescapeIdentifier needs a connection; quote by hand (double any '"') */
+	const char *parts[2] = {schema, name};
+	char **dst[2] = {&qs, &qn};
+	for (int i = 0; i < 2; i++) {
+		if (!parts[i] || !*parts[i])
+			continue;
+		n = strlen(parts[i]);
+		char *q = malloc(2 * n + 3), *o = q;
+		if (!q)
+			goto out;
+		*o++ = '"';
+		for (const char *c = parts[i]; *c; c++) {
+			if (*c == '"')
+				*o++ = '"';
+			*o++ = *c;
+		}
+		*o++ = '"';
+		*o = '\0';
+		*dst[i] = q;
+	}
+	if (asprintf(&out, "%s%s%s", qs ? qs : "", qs ? "." : "", qn) < 0)
+		out = NULL;
+out:
+	free(qs);
+	free(qn);
+	return out;
+}
 
-static const char has_ext[] =
-	"SELECT 1 FROM information_schema.columns WHERE table_name = 'celery_taskmeta'"
-	" AND column_name = 'worker' AND table_schema = current_schema()";
+static int build_sql(struct pg_backend *b, const struct cw_backend_opts *o)
+{
+	const char *tn = o->task_table && *o->task_table ? o->task_table : "celery_taskmeta";
+	const char *gn = o->group_table && *o->group_table ? o->group_table : "celery_tasksetmeta";
+	char *t = qualified(o->task_schema, tn), *g = qualified(o->group_schema, gn);
+	char *ts = qualified(o->task_schema, "task_id_sequence");
+	char *gs = qualified(o->group_schema, "taskset_id_sequence");
+	char *qts = o->task_schema && *o->task_schema ? qualified(NULL, o->task_schema) : NULL;
+	char *qgs = o->group_schema && *o->group_schema ? qualified(NULL, o->group_schema) : NULL;
+	char schemas[1200] = "";
+	int rc = CW_ENOMEM;
 
-/* Upsert; a SUCCESS already stored stays (a lost worker's late FAILURE must not replace it). */
-static const char upsert[] =
-	"INSERT INTO celery_taskmeta (id, task_id, status, result, date_done, traceback)"
-	" VALUES (nextval('task_id_sequence'), $1, $2, $3, $4::timestamp, $5)"
-	" ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status,"
-	" result = EXCLUDED.result, date_done = EXCLUDED.date_done,"
-	" traceback = EXCLUDED.traceback WHERE celery_taskmeta.status <> 'SUCCESS'";
+	if (!t || !g || !ts || !gs)
+		goto out;
+	if (qts)
+		snprintf(schemas, sizeof(schemas), "CREATE SCHEMA IF NOT EXISTS %s;", qts);
+	if (qgs)
+		snprintf(schemas + strlen(schemas), sizeof(schemas) - strlen(schemas),
+			 "CREATE SCHEMA IF NOT EXISTS %s;", qgs);
+	/* SQLAlchemy's DDL for Celery's models, extended columns included (unused ones stay NULL) */
+	if (asprintf(&b->ddl,
+		     "SELECT pg_advisory_lock(8150913);"
+		     "%s"
+		     "CREATE SEQUENCE IF NOT EXISTS %s;"
+		     "CREATE TABLE IF NOT EXISTS %s ("
+		     " id INTEGER NOT NULL, task_id VARCHAR(155), status VARCHAR(50), result BYTEA,"
+		     " date_done TIMESTAMP WITHOUT TIME ZONE, traceback TEXT,"
+		     " name VARCHAR(155), args BYTEA, kwargs BYTEA, worker VARCHAR(155),"
+		     " retries INTEGER, queue VARCHAR(155), PRIMARY KEY (id), UNIQUE (task_id));"
+		     "CREATE SEQUENCE IF NOT EXISTS %s;"
+		     "CREATE TABLE IF NOT EXISTS %s ("
+		     " id INTEGER NOT NULL, taskset_id VARCHAR(155), result BYTEA,"
+		     " date_done TIMESTAMP WITHOUT TIME ZONE, PRIMARY KEY (id), UNIQUE (taskset_id));"
+		     "SELECT pg_advisory_unlock(8150913);",
+		     schemas, ts, t, gs, g) < 0)
+		goto out;
+	if (asprintf(&b->has_ext,
+		     "SELECT 1 FROM information_schema.columns WHERE table_name = $1 AND"
+		     " column_name = 'worker' AND table_schema = COALESCE(NULLIF($2, ''),"
+		     " current_schema())") < 0)
+		goto out;
+	/* a SUCCESS already stored stays (a lost worker's late FAILURE must not replace it) */
+	if (asprintf(&b->upsert,
+		     "INSERT INTO %s (id, task_id, status, result, date_done, traceback)"
+		     " VALUES (nextval('%s'), $1, $2, $3, $4::timestamp, $5)"
+		     " ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status,"
+		     " result = EXCLUDED.result, date_done = EXCLUDED.date_done,"
+		     " traceback = EXCLUDED.traceback WHERE %s.status <> 'SUCCESS'",
+		     t, ts, t) < 0)
+		goto out;
+	if (asprintf(&b->upsert_ext,
+		     "INSERT INTO %s (id, task_id, status, result, date_done, traceback, name,"
+		     " args, kwargs, worker, retries, queue)"
+		     " VALUES (nextval('%s'), $1, $2, $3, $4::timestamp, $5, $6, $7, $8, $9,"
+		     " $10::integer, $11)"
+		     " ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status,"
+		     " result = EXCLUDED.result, date_done = EXCLUDED.date_done,"
+		     " traceback = EXCLUDED.traceback, name = EXCLUDED.name, args = EXCLUDED.args,"
+		     " kwargs = EXCLUDED.kwargs, worker = EXCLUDED.worker,"
+		     " retries = EXCLUDED.retries, queue = EXCLUDED.queue"
+		     " WHERE %s.status <> 'SUCCESS'", t, ts, t) < 0)
+		goto out;
+	if (asprintf(&b->cleanup,
+		     "WITH a AS (DELETE FROM %s WHERE date_done < (now() AT TIME ZONE 'utc') -"
+		     " make_interval(secs => $1::double precision) RETURNING 1),"
+		     " b AS (DELETE FROM %s WHERE date_done < (now() AT TIME ZONE 'utc') -"
+		     " make_interval(secs => $1::double precision) RETURNING 1)"
+		     " SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM b)", t, g) < 0)
+		goto out;
+	b->task_table = strdup(tn);
+	b->task_schema = strdup(o->task_schema ? o->task_schema : "");
+	rc = b->task_table && b->task_schema ? CW_OK : CW_ENOMEM;
+out:
+	free(t);
+	free(g);
+	free(ts);
+	free(gs);
+	free(qts);
+	free(qgs);
+	return rc;
+}
 
-static const char upsert_ext[] =
-	"INSERT INTO celery_taskmeta (id, task_id, status, result, date_done, traceback, name,"
-	" args, kwargs, worker, retries, queue)"
-	" VALUES (nextval('task_id_sequence'), $1, $2, $3, $4::timestamp, $5, $6, $7, $8, $9,"
-	" $10::integer, $11)"
-	" ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status,"
-	" result = EXCLUDED.result, date_done = EXCLUDED.date_done,"
-	" traceback = EXCLUDED.traceback, name = EXCLUDED.name, args = EXCLUDED.args,"
-	" kwargs = EXCLUDED.kwargs, worker = EXCLUDED.worker, retries = EXCLUDED.retries,"
-	" queue = EXCLUDED.queue WHERE celery_taskmeta.status <> 'SUCCESS'";
+static void pg_close(struct cw_backend *base);
 
 static void drop(struct pg_backend *b)
 {
@@ -107,7 +187,7 @@ static int ensure(struct pg_backend *b, struct cw_error *err)
 	}
 	if (b->ready)
 		return CW_OK;
-	PGresult *r = PQexec(b->c, ddl);
+	PGresult *r = PQexec(b->c, b->ddl);
 	int st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
 		cw_error_set(err, CW_EIO, "result backend %s: cannot create the tables: %s",
@@ -118,7 +198,8 @@ static int ensure(struct pg_backend *b, struct cw_error *err)
 		return CW_EIO;
 	}
 	PQclear(r);
-	r = PQexec(b->c, has_ext);
+	const char *pv[2] = {b->task_table, b->task_schema};
+	r = PQexecParams(b->c, b->has_ext, 2, NULL, pv, NULL, NULL, 0);
 	b->ext_cols = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0;
 	PQclear(r);
 	b->ready = true;
@@ -147,6 +228,11 @@ static struct cw_backend *pg_open(const struct cw_backend_opts *o, struct cw_err
 	cw_url_redact(o->url, b->redacted, sizeof(b->redacted));
 	b->expires = o->expires;
 	b->retry_for = o->retry_for > 0 ? o->retry_for : 60;
+	if (build_sql(b, o) != CW_OK) {
+		cw_error_set(err, CW_ENOMEM, "out of memory");
+		pg_close(&b->base);
+		return NULL;
+	}
 	return &b->base;
 }
 
@@ -276,7 +362,7 @@ static int pg_store(struct cw_backend *base, const struct cw_result_meta *m, str
 						kwargs, m->worker, retries, m->queue};
 			int lens[11] = {0, 0, (int)plen, 0, 0, 0, (int)alen, (int)klen, 0, 0, 0};
 			int fmts[11] = {0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0};
-			PGresult *r = PQexecParams(b->c, ext ? upsert_ext : upsert, ext ? 11 : 5, NULL,
+			PGresult *r = PQexecParams(b->c, ext ? b->upsert_ext : b->upsert, ext ? 11 : 5, NULL,
 						   vals, lens, fmts, 0);
 			if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
 				PQclear(r);
@@ -324,13 +410,47 @@ static void pg_close(struct cw_backend *base)
 	struct pg_backend *b = (struct pg_backend *)base;
 	drop(b);
 	free(b->conninfo);
+	free(b->ddl);
+	free(b->has_ext);
+	free(b->upsert);
+	free(b->upsert_ext);
+	free(b->cleanup);
+	free(b->task_table);
+	free(b->task_schema);
 	free(b);
+}
+
+/* celery.backend_cleanup: rows whose date_done is older than result_expires. */
+static int pg_cleanup(struct cw_backend *base, long *deleted, struct cw_error *err)
+{
+	struct pg_backend *b = (struct pg_backend *)base;
+	char secs[32];
+
+	*deleted = 0;
+	if (b->expires <= 0)
+		return CW_OK; /* results never expire */
+	if (ensure(b, err) != CW_OK)
+		return CW_EIO;
+	snprintf(secs, sizeof(secs), "%.3f", b->expires);
+	const char *v[1] = {secs};
+	PGresult *r = PQexecParams(b->c, b->cleanup, 1, NULL, v, NULL, NULL, 0);
+	int rc = CW_OK;
+	if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+		*deleted = atol(PQgetvalue(r, 0, 0));
+	} else {
+		cw_error_set(err, CW_EIO, "result backend %s: cleanup failed: %s", b->redacted,
+			     PQerrorMessage(b->c));
+		rc = CW_EIO;
+	}
+	PQclear(r);
+	return rc;
 }
 
 const struct cw_backend_ops cw_postgres_backend_ops = {
 	.scheme = "db+postgresql",
 	.open = pg_open,
 	.store = pg_store,
+	.cleanup = pg_cleanup,
 	.reset = pg_reset,
 	.close = pg_close,
 };

@@ -250,14 +250,19 @@ static int cmp_str(const void *a, const void *b)
 
 static json_t *c_registered(struct worker *w, json_t *args)
 {
-	size_t n = cw_registry_count(w->reg);
+	size_t n = cw_registry_count(w->reg), k = 0;
 	const char **names = calloc(n ? n : 1, sizeof(*names));
 	json_t *out = json_array();
-	(void)args;
+	/* like Celery: celery.* built-ins only with builtins=True */
+	bool builtins = json_is_true(json_object_get(args, "builtins"));
 	if (!names)
 		return out;
-	for (size_t i = 0; i < n; i++)
-		names[i] = cw_registry_at(w->reg, i)->name;
+	for (size_t i = 0; i < n; i++) {
+		const char *name = cw_registry_at(w->reg, i)->name;
+		if (builtins || strncmp(name, "celery.", 7))
+			names[k++] = name;
+	}
+	n = k;
 	qsort(names, n, sizeof(*names), cmp_str);
 	for (size_t i = 0; i < n; i++) {
 		double rate = cw_worker_rate(w, names[i]);

@@ -1058,7 +1058,11 @@ int cw_worker_run(const struct cw_config *cfg)
 	if (cw_docconv_configure(&dc) != 0)
 		goto out;
 #endif
-	struct cw_backend_opts bo = {.url = cfg->result_backend, .expires = cfg->result_expires};
+	struct cw_backend_opts bo = {.url = cfg->result_backend, .expires = cfg->result_expires,
+				     .task_table = cfg->db_task_table,
+				     .group_table = cfg->db_group_table,
+				     .task_schema = cfg->db_task_schema,
+				     .group_schema = cfg->db_group_schema};
 	w.backend = cw_backend_open(&bo, &err);
 	if (!w.backend && err.msg[0]) {
 		cw_log(CW_LOG_ERROR, "worker", "result backend: %s", err.msg);

@@ -10,7 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
 #include "loop/loop.h"
+#include "tasks/exec_cancel.h"
 #include "tasks/registry.h"
 #ifdef CW_HAVE_DOCCONV
 #include "docconv/tasks.h"
@@ -316,9 +318,28 @@ static enum cw_task_status t_crash(struct cw_task_ctx *ctx, json_t *args, json_t
 	abort();
 }
 
+/*
+ * celery.backend_cleanup, which celery beat sends daily: delete expired rows
+ * of a database result backend (Redis keys expire by themselves).
+ */
+static enum cw_task_status t_backend_cleanup(struct cw_task_ctx *ctx, json_t *args,
+					     json_t *kwargs, json_t **result)
+{
+	struct cw_error err = {0};
+	long deleted = 0;
+	if (json_array_size(args) || json_object_size(kwargs))
+		return cw_task_fail(ctx, "TypeError", NULL, "backend_cleanup() takes no arguments");
+	if (cw_backend_cleanup(cw_task_backend(ctx), &deleted, &err) != CW_OK)
+		return cw_task_fail(ctx, "OperationalError", "cworker.exceptions", "%s", err.msg);
+	*result = NULL;
+	return CW_TASK_SUCCESS;
+}
+
 #define TASK(n, f, d, diag) {CW_TASK_ABI_VERSION, n, f, d, diag}
 static const struct cw_task_def builtin[] = {
 	TASK("cworker.noop", t_noop, "Do nothing; returns None", false),
+	TASK("celery.backend_cleanup", t_backend_cleanup,
+	     "backend_cleanup(): delete expired rows of a database result backend", false),
 	TASK("cworker.echo", t_echo, "echo(value): return value unchanged", false),
 	TASK("cworker.add", t_add, "add(a, b): a + b (numbers, strings, lists)", false),
 	TASK("cworker.sleep", t_sleep, "sleep(seconds, value=None): sleep (honouring soft time limits), return value", false),

@@ -17,6 +17,7 @@
 
 struct cw_task_ctx {
 	const struct cw_request *req;
+	const struct cw_exec_env *env;
 	volatile sig_atomic_t *cancel;
 	char *exc_type, *exc_module, *exc_message;
 	double retry_countdown;
@@ -111,6 +112,11 @@ void cw_exec_cancel_now(void)
 	volatile int *t = cw_exec_cancel_target;
 	if (t)
 		*t = 1;
+}
+
+struct cw_backend *cw_task_backend(struct cw_task_ctx *ctx)
+{
+	return ctx->env ? ctx->env->backend : NULL;
 }
 
 volatile sig_atomic_t *cw_task_cancel_flag(struct cw_task_ctx *ctx)
@@ -251,6 +257,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		goto out;
 	}
 	ctx.req = &req;
+	ctx.env = env;
 	ctx.cancel = env->cancel;
 	json_t *result = NULL;
 	enum cw_task_status st = def->fn(&ctx, req.args, req.kwargs, &result);

@@ -10,6 +10,7 @@
 #include <signal.h>
 
 struct cw_task_ctx;
+struct cw_backend;
 
 extern volatile int *volatile cw_exec_cancel_target;
 
@@ -26,6 +27,8 @@ extern volatile sig_atomic_t cw_exec_abandon_ok;
 
 /* Called from the SIGUSR1 handler. */
 void cw_exec_cancel_now(void);
+/* The result backend of the running task (for built-in maintenance tasks); may be NULL. */
+struct cw_backend *cw_task_backend(struct cw_task_ctx *ctx);
 /* The flag the soft time limit sets for this task (never NULL). */
 volatile sig_atomic_t *cw_task_cancel_flag(struct cw_task_ctx *ctx);
 

@@ -135,3 +135,33 @@ def test_postgres_restart_loses_no_result(redis_server, pg_server, cworker_facto
 def test_bad_backend_url_is_a_usage_error():
     p = run_cworker(["--result-backend", "db+mysql://u@h/db", "-b", "redis://127.0.0.1:1/0"])
     assert p.returncode == 64 and "unsupported URL" in p.stderr
+
+
+def test_custom_table_names_and_schema(redis_server, pg_server, cworker_factory, pg_app):
+    needs_postgres()
+    cworker_factory(["-c", "1", "--result-backend", pg_server.url(),
+                     "--database-table-names-task", "jobs_taskmeta",
+                     "--database-table-schemas-task", "results"], redis=redis_server)
+    app = pg_app(database_table_names={"task": "jobs_taskmeta", "group": "jobs_groupmeta"},
+                 database_table_schemas={"task": "results"})
+    r = app.send_task("cworker.add", args=[3, 4])
+    wait_for(lambda: pg_server.sql("SELECT to_regclass('results.jobs_taskmeta')")[0][0], 20,
+             what="results.jobs_taskmeta")
+    assert r.get(timeout=20) == 7
+    assert pg_server.sql("SELECT status FROM results.jobs_taskmeta") == [("SUCCESS",)]
+
+
+def test_backend_cleanup_deletes_expired_rows(redis_server, pg_server, cworker_factory, pg_app):
+    needs_postgres()
+    cworker_factory(["-c", "1", "--result-backend", pg_server.url(), "--result-expires", "60"],
+                    redis=redis_server)
+    app = pg_app()
+    old = app.send_task("cworker.add", args=[1, 1])
+    new = app.send_task("cworker.add", args=[2, 2])
+    assert old.get(timeout=20) == 2 and new.get(timeout=20) == 4
+    pg_server.sql("UPDATE celery_taskmeta SET date_done = date_done - interval '2 hours' "
+                  f"WHERE task_id = '{old.id}'")
+    # what celery beat sends every day
+    app.send_task("celery.backend_cleanup").get(timeout=20)
+    ids = {r[0] for r in pg_server.sql("SELECT task_id FROM celery_taskmeta")}
+    assert old.id not in ids and new.id in ids
