@@ -18,6 +18,7 @@ static int list_tasks(const struct cw_config *cfg)
 	if (cw_aliases_register(r, cfg, &err) != 0) {
 		fprintf(stderr, "cworker: error: %s\n", err.msg);
 		cw_registry_free(r);
+		cw_aliases_free();
 		return CW_EX_USAGE;
 	}
 	for (size_t i = 0; i < cw_registry_count(r); i++) {
@@ -25,6 +26,7 @@ static int list_tasks(const struct cw_config *cfg)
 		printf("%-24s %s\n", d->name, d->doc ? d->doc : "");
 	}
 	cw_registry_free(r);
+	cw_aliases_free();
 	return 0;
 }
 

@@ -1188,6 +1188,10 @@ out:
 	json_decref(w.task_limits);
 	cw_backend_close(w.backend);
 	cw_registry_free(w.reg);
+	cw_aliases_free();
+#ifdef CW_HAVE_DOCCONV
+	cw_docconv_shutdown();
+#endif
 	if (w.sigfd >= 0)
 		close(w.sigfd);
 	cw_loop_free(w.loop);

@@ -14,13 +14,16 @@
 
 static struct cw_docconv_conf conf;
 static const char **roots;
+static char *roots_copy;               /* the strings roots[] points into */
 static struct cw_doc_engine *engine;   /* one per process, created on first use */
 
 int cw_docconv_configure(const struct cw_docconv_conf *c)
 {
 	conf = *c;
 	free(roots);
+	free(roots_copy);
 	roots = NULL;
+	roots_copy = NULL;
 	int n = 0;
 	for (const char *s = c->roots; s && *s; s++)
 		n += *s == ',';
@@ -31,6 +34,7 @@ int cw_docconv_configure(const struct cw_docconv_conf *c)
 		char *copy = strdup(c->roots), *save = NULL;
 		if (!copy)
 			return -1;
+		roots_copy = copy;
 		int k = 0;
 		for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 			while (*t == ' ')
@@ -39,7 +43,7 @@ int cw_docconv_configure(const struct cw_docconv_conf *c)
 			while (len && t[len - 1] == ' ')
 				t[--len] = '\0';
 			if (*t)
-				roots[k++] = t; /* copy is kept for the life of the process */
+				roots[k++] = t;
 		}
 	}
 	return 0;
@@ -390,4 +394,8 @@ void cw_docconv_shutdown(void)
 {
 	cw_doc_engine_free(engine);
 	engine = NULL;
+	free(roots);
+	free(roots_copy);
+	roots = NULL;
+	roots_copy = NULL;
 }

@@ -16,6 +16,7 @@
 struct alias {
 	struct cw_task_def def;     /* registered under the alias name */
 	const struct cw_task_def *target;
+	char *spec;                 /* the tokens point into it */
 	char **tokens;
 	int ntokens;
 };
@@ -106,18 +107,19 @@ int cw_aliases_register(struct cw_registry *r, const struct cw_config *cfg, stru
 		if (!arr)
 			return CW_ENOMEM;
 		aliases = arr;
-		struct alias *a = &aliases[naliases];
+		struct alias *a = &aliases[naliases++];  /* counted now, so cw_aliases_free sees it */
 		memset(a, 0, sizeof(*a));
 		char *spec = strdup(t->alias_args ? t->alias_args : "");
 		if (!spec)
 			return CW_ENOMEM;
+		a->spec = spec;
 		for (char *save = NULL, *tok = strtok_r(spec, ",", &save); tok;
 		     tok = strtok_r(NULL, ",", &save)) {
 			char **toks = realloc(a->tokens, (size_t)(a->ntokens + 1) * sizeof(char *));
 			if (!toks)
 				return CW_ENOMEM;
 			a->tokens = toks;
-			a->tokens[a->ntokens++] = trim(tok); /* spec is kept with the alias */
+			a->tokens[a->ntokens++] = trim(tok);
 		}
 		char *doc = NULL;
 		if (asprintf(&doc, "alias of %s (positional arguments: %s)", t->alias_of,
@@ -125,7 +127,6 @@ int cw_aliases_register(struct cw_registry *r, const struct cw_config *cfg, stru
 			doc = NULL;
 		a->def = (struct cw_task_def){CW_TASK_ABI_VERSION, t->name, run_alias, doc, false};
 		a->target = target;
-		naliases++;
 	}
 	/* register after the array stopped moving: the registry keeps pointers */
 	for (int i = 0; i < naliases; i++)
@@ -135,4 +136,16 @@ int cw_aliases_register(struct cw_registry *r, const struct cw_config *cfg, stru
 			return CW_EINVAL;
 		}
 	return CW_OK;
+}
+
+void cw_aliases_free(void)
+{
+	for (int i = 0; i < naliases; i++) {
+		free(aliases[i].spec);
+		free(aliases[i].tokens);
+		free((char *)aliases[i].def.doc);
+	}
+	free(aliases);
+	aliases = NULL;
+	naliases = 0;
 }
