@@ -236,92 +236,6 @@ static struct cw_backend *pg_open(const struct cw_backend_opts *o, struct cw_err
 	return &b->base;
 }
 
-/* A growable byte string for assembling pickles. */
-struct bytes {
-	unsigned char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void put(struct bytes *b, const void *d, size_t n)
-{
-	if (b->oom)
-		return;
-	if (b->len + n > b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 256;
-		while (cap < b->len + n)
-			cap *= 2;
-		unsigned char *q = realloc(b->p, cap);
-		if (!q) {
-			b->oom = true;
-			return;
-		}
-		b->p = q;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, d, n);
-	b->len += n;
-}
-
-/* One value's pickle opcodes, without cw_pickle_dumps' PROTO header and STOP. */
-static void put_value(struct bytes *b, const json_t *v)
-{
-	size_t n;
-	unsigned char *p = cw_pickle_dumps(v, &n);
-	if (!p || n < 3) {
-		free(p);
-		b->oom = true;
-		return;
-	}
-	put(b, p + 2, n - 3);
-	free(p);
-}
-
-/*
- * Celery's exception dict as Python pickles it: exc_message is the
- * exception's args, a tuple (a list would read back the same through
- * exception_to_python, but rows must match a Python worker's).
- */
-static unsigned char *exception_pickle(const struct cw_result_meta *m, size_t *len)
-{
-	struct bytes b = {0};
-	json_t *k1 = json_string("exc_type"), *v1 = json_string(m->exc_type);
-	json_t *k2 = json_string("exc_message"), *k3 = json_string("exc_module");
-	json_t *v3 = json_string(m->exc_module ? m->exc_module : "builtins");
-	json_t *args = json_is_array(m->exc_args)
-			       ? json_incref(m->exc_args)
-			       : json_pack("[s]", m->exc_message ? m->exc_message : "");
-	if (!k1 || !v1 || !k2 || !k3 || !v3 || !args)
-		b.oom = true;
-	put(&b, "\x80\x04}(", 4);           /* PROTO 4, EMPTY_DICT, MARK */
-	if (!b.oom) {
-		put_value(&b, k1);
-		put_value(&b, v1);
-		put_value(&b, k2);
-		put(&b, "(", 1);              /* MARK ... TUPLE */
-		size_t i;
-		json_t *a;
-		json_array_foreach(args, i, a)
-			put_value(&b, a);
-		put(&b, "t", 1);
-		put_value(&b, k3);
-		put_value(&b, v3);
-	}
-	put(&b, "u.", 2);                     /* SETITEMS, STOP */
-	json_decref(k1);
-	json_decref(v1);
-	json_decref(k2);
-	json_decref(k3);
-	json_decref(v3);
-	json_decref(args);
-	if (b.oom) {
-		free(b.p);
-		return NULL;
-	}
-	*len = b.len;
-	return b.p;
-}
-
 static int pg_store(struct cw_backend *base, const struct cw_result_meta *m, struct cw_error *err)
 {
 	struct pg_backend *b = (struct pg_backend *)base;
@@ -336,7 +250,16 @@ static int pg_store(struct cw_backend *base, const struct cw_result_meta *m, str
 
 	/* the value Celery's backend stores: the result, or the exception as a dict */
 	if (m->exc_type) {
-		pickle = exception_pickle(m, &plen);
+		/* exc_message is the exception's args: a tuple, as a Python worker's rows have */
+		json_t *exc_args = json_is_array(m->exc_args)
+					   ? json_incref(m->exc_args)
+					   : json_pack("[s]", m->exc_message ? m->exc_message : "");
+		pickle = exc_args ? cw_pickle_dumps_exception(m->exc_type, exc_args,
+							  m->exc_module ? m->exc_module
+									: "builtins",
+							  &plen)
+			      : NULL;
+		json_decref(exc_args);
 	} else {
 		value = m->result ? json_incref(m->result) : json_null();
 		pickle = cw_pickle_dumps(value, &plen);

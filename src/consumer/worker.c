@@ -133,21 +133,6 @@ static void task_event(struct worker *w, const struct held *h, const char *type,
 	cw_events_send(w->events, type, f);
 }
 
-/* repr() of an exception: Type('message') or Type(arg, ...) */
-static char *exc_text(const char *type, const char *msg, json_t *args)
-{
-	json_t *a = json_is_array(args) ? json_incref(args) : json_pack("[s]", msg ? msg : "");
-	char *inner = a ? cw_proto_pyrepr(a, false, 1000) : NULL, *out = NULL;
-	json_decref(a);
-	if (inner && strlen(inner) >= 2) {
-		inner[strlen(inner) - 1] = '\0';
-		if (asprintf(&out, "%s(%s)", type, inner + 1) < 0)
-			out = NULL;
-	}
-	free(inner);
-	return out;
-}
-
 static char *traceback_text(const struct held *h, const char *type, const char *msg)
 {
 	char *tb = NULL;
@@ -163,7 +148,10 @@ static void exc_event(struct worker *w, const struct held *h, const char *type,
 {
 	if (!cw_events_task_enabled(w->events))
 		return;
-	char *e = exc_text(exc_type, msg, args), *tb = traceback_text(h, exc_type, msg);
+	json_t *one = json_is_array(args) ? NULL : json_string(msg ? msg : "");
+	char *e = cw_proto_exc_repr(exc_type, one ? one : args, 1000);
+	char *tb = traceback_text(h, exc_type, msg);
+	json_decref(one);
 	task_event(w, h, type, json_pack("{s:s,s:s}", "exception", e ? e : exc_type, "traceback",
 					 tb ? tb : ""));
 	free(e);

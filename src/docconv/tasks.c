@@ -112,6 +112,18 @@ static bool check_kwargs(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 	return true;
 }
 
+/* Python's binding of a call to names[0..n-1] into v[]; false (task failed) on a bad call. */
+static bool unpack(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
+		   const char *const *names, size_t n, const char *fn, json_t **v)
+{
+	bool bad = false;
+	if (!check_kwargs(ctx, args, kwargs, names, n, fn))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		v[i] = param(ctx, args, kwargs, i, names[i], fn, &bad);
+	return !bad;
+}
+
 static enum cw_task_status doc_fail(struct cw_task_ctx *ctx, struct cw_doc_result r)
 {
 	if (r.status == CW_DOC_CANCELLED)
@@ -172,14 +184,9 @@ static enum cw_task_status t_convert(struct cw_task_ctx *ctx, json_t *args, json
 {
 	static const char *const names[] = {"source", "format", "ocr", "pages", "ocr_lang",
 					    "dpi", "password", "output"};
-	bool bad = false;
 	enum cw_task_status st = CW_TASK_FAILURE;
-	if (!check_kwargs(ctx, args, kwargs, names, 8, "convert"))
-		return CW_TASK_FAILURE;
 	json_t *v[8];
-	for (size_t i = 0; i < 8; i++)
-		v[i] = param(ctx, args, kwargs, i, names[i], "convert", &bad);
-	if (bad)
+	if (!unpack(ctx, args, kwargs, names, 8, "convert", v))
 		return CW_TASK_FAILURE;
 	if (!json_is_string(v[0]))
 		return cw_task_fail(ctx, "TypeError", NULL,
@@ -269,14 +276,11 @@ static enum cw_task_status t_info(struct cw_task_ctx *ctx, json_t *args, json_t 
 				  json_t **result)
 {
 	static const char *const names[] = {"source", "password"};
-	bool bad = false;
 	enum cw_task_status st = CW_TASK_FAILURE;
-	if (!check_kwargs(ctx, args, kwargs, names, 2, "info"))
+	json_t *v[2];
+	if (!unpack(ctx, args, kwargs, names, 2, "info", v))
 		return CW_TASK_FAILURE;
-	json_t *src = param(ctx, args, kwargs, 0, "source", "info", &bad);
-	json_t *pw = param(ctx, args, kwargs, 1, "password", "info", &bad);
-	if (bad)
-		return CW_TASK_FAILURE;
+	json_t *src = v[0], *pw = v[1];
 	if (!json_is_string(src))
 		return cw_task_fail(ctx, "TypeError", NULL,
 				    "info() missing required argument 'source' (a string)");
@@ -302,14 +306,9 @@ static enum cw_task_status t_render(struct cw_task_ctx *ctx, json_t *args, json_
 {
 	static const char *const names[] = {"source", "pages", "dpi", "format", "output",
 					    "password"};
-	bool bad = false;
 	enum cw_task_status st = CW_TASK_FAILURE;
-	if (!check_kwargs(ctx, args, kwargs, names, 6, "render"))
-		return CW_TASK_FAILURE;
 	json_t *v[6];
-	for (size_t i = 0; i < 6; i++)
-		v[i] = param(ctx, args, kwargs, i, names[i], "render", &bad);
-	if (bad)
+	if (!unpack(ctx, args, kwargs, names, 6, "render", v))
 		return CW_TASK_FAILURE;
 	if (!json_is_string(v[0]) || !json_is_string(v[4]))
 		return cw_task_fail(ctx, "TypeError", NULL,

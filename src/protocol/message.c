@@ -178,6 +178,23 @@ char *cw_proto_pyrepr(const json_t *v, bool as_tuple, size_t max)
 	return b.p;
 }
 
+char *cw_proto_exc_repr(const char *type, const json_t *args, size_t max)
+{
+	json_t *a = json_is_array(args) ? json_incref((json_t *)args)
+					: json_pack("[O]", args ? (json_t *)args : json_null());
+	char *inner = a ? cw_proto_pyrepr(a, false, max) : NULL, *out = NULL;
+
+	json_decref(a);
+	size_t n = inner ? strlen(inner) : 0;
+	if (n >= 2 && inner[0] == '[' && inner[n - 1] == ']') {
+		inner[n - 1] = '\0';
+		if (asprintf(&out, "%s(%s)", type ? type : "Exception", inner + 1) < 0)
+			out = NULL;
+	}
+	free(inner);
+	return out;
+}
+
 /* ---- message ----------------------------------------------------------- */
 
 static json_t *str_or_null(const char *s)

@@ -312,6 +312,42 @@ unsigned char *cw_pickle_dumps(const json_t *v, size_t *len)
 	return b.p;
 }
 
+unsigned char *cw_pickle_dumps_exception(const char *type, const json_t *args,
+					 const char *module, size_t *len)
+{
+	struct wbuf b = {0};
+	size_t i;
+	json_t *a;
+
+	if (!type || !module || !json_is_array(args))
+		return NULL;
+	put1(&b, 0x80); /* PROTO 4 */
+	put1(&b, 4);
+	put1(&b, '}');  /* EMPTY_DICT, MARK, 3 items, SETITEMS */
+	put1(&b, '(');
+	put_str(&b, "exc_type", 8);
+	put_str(&b, type, strlen(type));
+	put_str(&b, "exc_message", 11);
+	put1(&b, '(');  /* MARK ... TUPLE: the exception's args */
+	json_array_foreach(args, i, a)
+		if (!dump(&b, a, 1)) {
+			free(b.p);
+			return NULL;
+		}
+	put1(&b, 't');
+	put_str(&b, "exc_module", 10);
+	put_str(&b, module, strlen(module));
+	put1(&b, 'u');
+	put1(&b, '.');
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	if (len)
+		*len = b.len;
+	return b.p;
+}
+
 /* ---- reader ------------------------------------------------------------------ */
 
 enum ntype { N_NONE, N_TRUE, N_FALSE, N_INT, N_BIG, N_FLOAT, N_STR, N_LIST, N_TUPLE, N_DICT };

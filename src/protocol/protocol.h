@@ -194,6 +194,8 @@ char *cw_proto_encode_task(const struct cw_task_msg *m, size_t *len);
 
 /* Python repr() of a JSON value (a tuple when as_tuple and v is a list), cut at max bytes. */
 char *cw_proto_pyrepr(const json_t *v, bool as_tuple, size_t max);
+/* repr() of an exception from its type name and args (a list, or one value): Type('msg', ...). */
+char *cw_proto_exc_repr(const char *type, const json_t *args, size_t max);
 
 /* How a worker applies a signature (Signature.apply_async from a task). */
 struct cw_sig_apply {
@@ -254,6 +256,13 @@ unsigned char *cw_pickle_dumps(const json_t *v, size_t *len);
  * lim->max_message -> CW_ELIMIT.  Integers outside int64 come back as
  * bigints (cw_json_bigint).  lim NULL = CW_PROTO_LIMITS_DEFAULT.
  */
+/*
+ * Celery's exception dict as Python pickles it for the database backend:
+ * {"exc_type": type, "exc_message": tuple(args), "exc_module": module}.
+ * args must be an array.  malloc'd; NULL on ENOMEM or bad arguments.
+ */
+unsigned char *cw_pickle_dumps_exception(const char *type, const json_t *args,
+					 const char *module, size_t *len);
 json_t *cw_pickle_loads(const unsigned char *p, size_t len, const struct cw_proto_limits *lim,
 			struct cw_error *err);
 

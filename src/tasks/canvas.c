@@ -211,32 +211,6 @@ static void errbacks(const struct cw_exec_env *env, const struct cw_request *req
 	json_decref(prepend);
 }
 
-/* repr() of the exception a chord part stored: Type('msg', ...) */
-static char *exc_repr(json_t *res)
-{
-	const char *type = json_string_value(json_object_get(res, "exc_type"));
-	json_t *args = json_object_get(res, "exc_message");
-	char *inner, *out = NULL;
-
-	if (!json_is_array(args)) {
-		json_t *a = json_pack("[O]", args ? args : json_null());
-		inner = cw_proto_pyrepr(a, false, 400);
-		json_decref(a);
-	} else {
-		inner = cw_proto_pyrepr(args, false, 400);
-	}
-	if (!inner)
-		return NULL;
-	size_t n = strlen(inner);
-	if (n >= 2 && inner[0] == '[' && inner[n - 1] == ']') {
-		inner[n - 1] = '\0';
-		if (asprintf(&out, "%s(%s)", type ? type : "Exception", inner + 1) < 0)
-			out = NULL;
-	}
-	free(inner);
-	return out;
-}
-
 /*
  * chord_error_from_stack: the chord body fails with ChordError without
  * running, and its own errbacks are called.
@@ -333,7 +307,10 @@ static void chord_part(const struct cw_exec_env *env, const struct cw_request *r
 			goto out;
 		}
 		if (!strcmp(state, "FAILURE") || !strcmp(state, "REVOKED")) {
-			char *r = exc_repr(val), *msg = NULL;
+			char *r = cw_proto_exc_repr(
+				json_string_value(json_object_get(val, "exc_type")),
+				json_object_get(val, "exc_message"), 400);
+			char *msg = NULL;
 			if (asprintf(&msg, "Dependency %s raised %s", tid, r ? r : "an exception") < 0)
 				msg = NULL;
 			chord_error(env, req, body, msg ? msg : "Dependency raised", ob);

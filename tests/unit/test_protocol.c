@@ -433,6 +433,15 @@ static void test_pyrepr(void)
 	repr_case("[\"it's\"]", false, "[\"it's\"]");
 	repr_case("[\"a\\nb\\\\\"]", false, "['a\\nb\\\\']");
 	repr_case("[123456789012345678901234567890]", false, "[123456789012345678901234567890]");
+	/* exception reprs as Python prints them */
+	json_t *ea = json_pack("[s,i]", "it's", 3), *es = json_string("boom");
+	char *er = cw_proto_exc_repr("KeyError", ea, 100), *es_r = cw_proto_exc_repr("ValueError", es, 100);
+	CHECK(er && !strcmp(er, "KeyError(\"it's\", 3)"));
+	CHECK(es_r && !strcmp(es_r, "ValueError('boom')"));
+	free(er);
+	free(es_r);
+	json_decref(ea);
+	json_decref(es);
 	/* cut at max bytes with a visible ellipsis */
 	json_t *big = json_array();
 	for (int i = 0; i < 1000; i++)
