@@ -7,11 +7,17 @@ extern const struct cw_backend_ops cw_redis_backend_ops;
 #ifdef CW_HAVE_POSTGRES
 extern const struct cw_backend_ops cw_postgres_backend_ops;
 #endif
+#ifdef CW_HAVE_AMQP
+extern const struct cw_backend_ops cw_rpc_backend_ops;
+#endif
 
 static const struct cw_backend_ops *const backends[] = {
 	&cw_redis_backend_ops,
 #ifdef CW_HAVE_POSTGRES
 	&cw_postgres_backend_ops,
+#endif
+#ifdef CW_HAVE_AMQP
+	&cw_rpc_backend_ops,
 #endif
 };
 

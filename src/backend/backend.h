@@ -7,6 +7,8 @@
 #ifndef CW_BACKEND_H
 #define CW_BACKEND_H
 
+#include <stdbool.h>
+
 #include "protocol/protocol.h"
 
 struct cw_backend_ops;
@@ -21,6 +23,10 @@ struct cw_backend_opts {
 	double retry_for;        /* give up a store after this many seconds */
 	/* database backend: Celery's database_table_names / database_table_schemas */
 	const char *task_table, *group_table, *task_schema, *group_schema;
+	/* rpc:// backend: results travel over the broker's AMQP connection settings */
+	const char *broker_url;
+	const char *ssl_ca, *ssl_cert, *ssl_key;
+	bool ssl, ssl_verify;
 };
 
 struct cw_backend_ops {

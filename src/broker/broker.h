@@ -56,14 +56,32 @@ struct cw_broker_opts {
 	struct cw_proto_limits limits;
 	const char *const *broadcast; /* fanout exchanges to subscribe to, NULL-terminated */
 	const char *nodename;         /* worker node name (mailbox binding); may be NULL */
+	/* AMQP: TLS (amqps://), heartbeat, connect timeout, queue x-max-priority */
+	const char *ssl_ca, *ssl_cert, *ssl_key;
+	bool ssl, ssl_verify;         /* ssl: TLS even for amqp:// */
+	int heartbeat;                /* seconds; 0 = none */
+	double connect_timeout;       /* seconds */
+	int max_priority;             /* task_queue_max_priority; 0 = none */
 };
 
 struct cw_broker_ops {
 	const char *scheme;
+	/*
+	 * True when the broker takes back every unacknowledged message when the
+	 * connection drops (AMQP): the consumer then forgets the messages it
+	 * holds but has not started, as Celery clears its reserved requests.
+	 */
+	bool redelivers;
 	struct cw_broker *(*open)(struct cw_loop *loop, const struct cw_broker_opts *o,
 				  const struct cw_broker_handler *h, struct cw_error *err);
 	/* Allow up to n more deliveries (0 stops fetching). */
 	void (*set_credit)(struct cw_broker *b, int n);
+	/*
+	 * Optional (NULL for Redis): the prefetch window, i.e. how many
+	 * unacknowledged messages the broker may push (AMQP basic.qos); 0 stops
+	 * consuming.  Called with every credit update.
+	 */
+	void (*set_prefetch)(struct cw_broker *b, int window);
 	void (*ack)(struct cw_broker *b, struct cw_delivery *d);
 	/* requeue=false drops the message (Celery: reject without requeue). */
 	void (*reject)(struct cw_broker *b, struct cw_delivery *d, bool requeue);

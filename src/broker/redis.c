@@ -1013,13 +1013,3 @@ void cw_delivery_free(struct cw_delivery *d)
 	free(d->tag);
 	free(d);
 }
-
-const struct cw_broker_ops *cw_broker_lookup(const char *url)
-{
-	static const struct cw_broker_ops *const all[] = {&cw_redis_broker_ops};
-	size_t n = strcspn(url, ":");
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-		if (strlen(all[i]->scheme) == n && !strncmp(url, all[i]->scheme, n))
-			return all[i];
-	return NULL;
-}

@@ -33,9 +33,11 @@ struct opt {
 
 static const struct opt opts[] = {
 	{"broker_url", "broker", 'b', "CELERY_BROKER_URL", T_STR, OFF(broker_url),
-	 "redis://127.0.0.1:6379/0", 0, 0, true, "Broker URL (redis://[:password@]host[:port][/db])"},
+	 "redis://127.0.0.1:6379/0", 0, 0, true,
+	 "Broker URL: redis://[:password@]host[:port][/db] or amqp[s]://user:password@host[:port]/vhost"},
 	{"result_backend", "result-backend", 0, "CELERY_RESULT_BACKEND", T_STR, OFF(result_backend),
-	 NULL, 0, 0, true, "Result backend URL (redis://...); unset = results are not stored"},
+	 NULL, 0, 0, true,
+	 "Result backend URL (redis://, db+postgresql://, rpc://); unset = results are not stored"},
 	{"worker_queues", "queues", 'Q', NULL, T_STR, OFF(queues), "celery", 0, 0, false,
 	 "Comma-separated queues to consume from"},
 	{"worker_concurrency", "concurrency", 'c', NULL, T_LONG, OFF(concurrency), NULL, 1, 1024,
@@ -60,6 +62,25 @@ static const struct opt opts[] = {
 	{"broker_transport_options.visibility_timeout", "visibility-timeout", 0, NULL, T_SECONDS,
 	 OFF(visibility_timeout), "3600", 0, 0, false,
 	 "Seconds before an unacknowledged Redis message is given to another worker"},
+	{"broker_use_ssl", "broker-use-ssl", 0, NULL, T_BOOL, OFF(broker_ssl), "false", 0, 0, false,
+	 "AMQP: TLS even with an amqp:// URL (amqps:// always uses TLS)"},
+	{"broker_use_ssl.ca_certs", "broker-ssl-ca-certs", 0, NULL, T_STR, OFF(broker_ssl_ca), NULL, 0,
+	 0, false, "AMQP TLS: CA certificates (PEM) that sign the broker's certificate"},
+	{"broker_use_ssl.certfile", "broker-ssl-certfile", 0, NULL, T_STR, OFF(broker_ssl_cert), NULL,
+	 0, 0, false, "AMQP TLS: client certificate (PEM)"},
+	{"broker_use_ssl.keyfile", "broker-ssl-keyfile", 0, NULL, T_STR, OFF(broker_ssl_key), NULL, 0,
+	 0, false, "AMQP TLS: client private key (PEM)"},
+	{"broker_use_ssl.cert_reqs", "broker-ssl-cert-reqs", 0, NULL, T_STR, OFF(broker_ssl_reqs),
+	 "CERT_REQUIRED", 0, 0, false,
+	 "AMQP TLS: CERT_REQUIRED verifies the broker's certificate and host name; CERT_NONE does not"},
+	{"broker_heartbeat", "broker-heartbeat", 0, NULL, T_LONG, OFF(broker_heartbeat), "120", 0,
+	 65535, false, "AMQP connection heartbeat in seconds (0 = off)"},
+	{"broker_connection_timeout", "broker-connection-timeout", 0, NULL, T_SECONDS,
+	 OFF(broker_connection_timeout), "4", 0, 0, false,
+	 "AMQP: seconds to wait for the TCP/TLS connection and the login"},
+	{"task_queue_max_priority", "task-queue-max-priority", 0, NULL, T_LONG,
+	 OFF(queue_max_priority), "0", 0, 255, false,
+	 "AMQP: declare consumed queues with x-max-priority (0 = no priority queues)"},
 	{"task_acks_late", "acks-late", 0, NULL, T_BOOL, OFF(acks_late), "false", 0, 0, false,
 	 "Acknowledge messages after the task ends instead of just before it starts"},
 	{"task_reject_on_worker_lost", "reject-on-worker-lost", 0, NULL, T_BOOL,
@@ -529,12 +550,39 @@ static int finish(struct cw_config *c, struct cw_error *err)
 			     c->loglevel);
 		return CW_EINVAL;
 	}
-	if (cw_url_parse(c->broker_url, &u, err) || strcmp(u.scheme, "redis")) {
+	bool amqp_broker = false;
+	int urc = cw_url_parse(c->broker_url, &u, err);
+	if (urc == CW_OK)
+		amqp_broker = !strcmp(u.scheme, "amqp") || !strcmp(u.scheme, "amqps") ||
+			      !strcmp(u.scheme, "pyamqp");
+#ifndef CW_HAVE_AMQP
+	amqp_broker = false;
+#endif
+	if (urc != CW_OK || (strcmp(u.scheme, "redis") && !amqp_broker)) {
 		char red[512];
 		cw_url_redact(c->broker_url, red, sizeof(red));
-		cw_error_set(err, CW_EINVAL, "--broker: unsupported URL '%s' (this build speaks redis://)", red);
+		cw_error_set(err, CW_EINVAL, "--broker: unsupported URL '%s' (this build speaks redis://%s)",
+			     red,
+#ifdef CW_HAVE_AMQP
+			     ", amqp:// and amqps://"
+#else
+			     ""
+#endif
+			     );
 		return CW_EINVAL;
 	}
+	if (strcmp(c->broker_ssl_reqs, "CERT_REQUIRED") && strcmp(c->broker_ssl_reqs, "CERT_NONE") &&
+	    strcmp(c->broker_ssl_reqs, "CERT_OPTIONAL")) {
+		cw_error_set(err, CW_EINVAL, "broker_use_ssl.cert_reqs: '%s' is not CERT_REQUIRED, "
+			     "CERT_OPTIONAL or CERT_NONE", c->broker_ssl_reqs);
+		return CW_EINVAL;
+	}
+	if (c->result_backend && !strncmp(c->result_backend, "rpc://", 6)) {
+		if (!amqp_broker) {
+			cw_error_set(err, CW_EINVAL, "--result-backend: rpc:// needs an amqp:// broker");
+			return CW_EINVAL;
+		}
+	} else
 	if (c->result_backend && *c->result_backend && strcmp(c->result_backend, "disabled")) {
 		bool pg = !strncmp(c->result_backend, "db+postgresql://", 16) ||
 			  !strncmp(c->result_backend, "db+postgresql+", 14);

@@ -71,6 +71,11 @@ struct cw_config {
 	char *s3_endpoint, *s3_region;
 	bool s3_path_style;
 	char *db_task_table, *db_group_table, *db_task_schema, *db_group_schema;
+	bool broker_ssl;             /* broker_use_ssl */
+	char *broker_ssl_ca, *broker_ssl_cert, *broker_ssl_key, *broker_ssl_reqs;
+	long broker_heartbeat;       /* seconds; 0 = off */
+	double broker_connection_timeout;
+	long queue_max_priority;     /* task_queue_max_priority; 0 = none */
 
 	struct cw_task_conf *tasks;  /* [task:NAME] sections */
 	int ntasks;

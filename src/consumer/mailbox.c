@@ -122,17 +122,31 @@ static json_t *broker_info(const struct worker *w)
 {
 	struct cw_url u;
 	struct cw_error err = {0};
-	char vhost[16];
+	char vhost[256];
 
 	if (cw_url_parse(w->cfg->broker_url, &u, &err) != CW_OK)
 		memset(&u, 0, sizeof(u));
-	snprintf(vhost, sizeof(vhost), "%d", u.db);
-	return json_pack("{s:s,s:o,s:s,s:i,s:b,s:b,s:s,s:i,s:{s:f},s:n,s:n,s:f,s:s,s:[]}", "hostname",
+	bool amqp = strcmp(u.scheme, "redis") != 0;
+	bool ssl = !strcmp(u.scheme, "amqps") || (amqp && w->cfg->broker_ssl);
+	int port = u.port ? u.port : !amqp ? 6379 : ssl ? 5671 : 5672;
+	if (amqp) {
+		/* kombu reports the virtual host as given in the URL path, "/" when empty */
+		size_t n = strcspn(u.path, "?");
+		snprintf(vhost, sizeof(vhost), "%.*s", (int)n, u.path);
+		if (!vhost[0])
+			snprintf(vhost, sizeof(vhost), "/");
+	} else {
+		snprintf(vhost, sizeof(vhost), "%d", u.db);
+	}
+	json_t *topts = amqp ? json_object()
+			     : json_pack("{s:f}", "visibility_timeout", w->cfg->visibility_timeout);
+	return json_pack("{s:s,s:o,s:s,s:i,s:b,s:b,s:s,s:f,s:o,s:n,s:n,s:f,s:s,s:[]}", "hostname",
 			 u.host[0] ? u.host : "127.0.0.1", "userid",
 			 u.user[0] ? json_string(u.user) : json_null(), "virtual_host", vhost, "port",
-			 u.port ? u.port : 6379, "insist", 0, "ssl", 0, "transport", "redis",
-			 "connect_timeout", 4, "transport_options", "visibility_timeout",
-			 w->cfg->visibility_timeout, "login_method", "uri_prefix", "heartbeat", 120.0,
+			 port, "insist", 0, "ssl", ssl, "transport", amqp ? "amqp" : "redis",
+			 "connect_timeout", amqp ? w->cfg->broker_connection_timeout : 4.0,
+			 "transport_options", topts, "login_method", "uri_prefix", "heartbeat",
+			 amqp ? (double)w->cfg->broker_heartbeat : 120.0,
 			 "failover_strategy", "round-robin", "alternates");
 }
 
@@ -372,8 +386,10 @@ static json_t *c_report(struct worker *w, json_t *args)
 		      sizeof(backend));
 	return ok("\nsoftware -> cworker:%s (native C worker, Celery message protocol 2)\n"
 		  "platform -> system:%s arch:%s kernel version:%s\n"
-		  "settings -> transport:redis results:%s\n\nbroker_url: '%s'\npool: %s (%ld)\n",
-		  CW_VERSION, u.sysname, u.machine, u.release, backend, broker, w->cfg->pool,
+		  "settings -> transport:%s results:%s\n\nbroker_url: '%s'\npool: %s (%ld)\n",
+		  CW_VERSION, u.sysname, u.machine, u.release,
+		  strncmp(w->cfg->broker_url, "redis", 5) ? "amqp" : "redis", backend, broker,
+		  w->cfg->pool,
 		  (long)cw_pool_size(w->pool));
 }
 

@@ -73,10 +73,26 @@ static void release(struct worker *w, struct held *h)
 	free(h);
 }
 
+/* TLS for the broker: broker_use_ssl, or any of its keys set. */
+static bool broker_ssl(const struct cw_config *cfg)
+{
+	return cfg->broker_ssl || cfg->broker_ssl_ca || cfg->broker_ssl_cert || cfg->broker_ssl_key;
+}
+
 static void update_credit(struct worker *w)
 {
 	int credit = w->phase == RUNNING ? w->limit - w->held : 0;
 	w->bops->set_credit(w->broker, credit > 0 ? credit : 0);
+	if (w->bops->set_prefetch) {
+		/*
+		 * Celery's basic.qos: concurrency x multiplier unacknowledged
+		 * messages, raised by the ETA and rate-limited messages held.
+		 */
+		size_t extra = w->neta;
+		for (int b = 0; b < w->nbuckets; b++)
+			extra += w->buckets[b]->n;
+		w->bops->set_prefetch(w->broker, w->phase == RUNNING ? w->limit + (int)extra : 0);
+	}
 }
 
 /* Publish the messages a task run asked for (retry, callbacks, chain, chord body). */
@@ -639,9 +655,41 @@ static void on_broadcast(void *arg, const char *exchange, const struct cw_envelo
 	cw_control_clear(&c);
 }
 
+/*
+ * The connection is gone and the broker takes back everything we did not
+ * acknowledge (AMQP): forget reserved, ETA-held and rate-limited messages,
+ * as Celery's consumer clears its reserved requests on a connection loss.
+ * Running tasks go on; their late acks are dropped by the transport.
+ */
+static void forget_unstarted(struct worker *w)
+{
+	size_t n = w->nready + w->neta;
+	for (size_t i = 0; i < w->nready; i++)
+		release(w, w->ready[i]);
+	w->nready = 0;
+	for (size_t i = 0; i < w->neta; i++)
+		release(w, w->eta[i]);
+	w->neta = 0;
+	for (int b = 0; b < w->nbuckets; b++) {
+		struct bucket *k = w->buckets[b];
+		n += k->n;
+		for (size_t i = 0; i < k->n; i++)
+			release(w, k->q[i]);
+		k->n = 0;
+		if (k->timer)
+			cw_loop_timer_cancel(w->loop, k->timer);
+		k->timer = 0;
+	}
+	if (n)
+		cw_log(CW_LOG_WARNING, "consumer", "%zu reserved message(s) dropped: the broker "
+		       "redelivers them", n);
+}
+
 static void on_state(void *arg, bool up)
 {
 	struct worker *w = arg;
+	if (!up && w->bops->redelivers)
+		forget_unstarted(w);
 	if (up && !w->announced) {
 		w->announced = true;
 		cw_log(CW_LOG_INFO, "worker", "%s ready.", w->cfg->hostname);
@@ -1050,7 +1098,11 @@ int cw_worker_run(const struct cw_config *cfg)
 				     .task_table = cfg->db_task_table,
 				     .group_table = cfg->db_group_table,
 				     .task_schema = cfg->db_task_schema,
-				     .group_schema = cfg->db_group_schema};
+				     .group_schema = cfg->db_group_schema,
+				     .broker_url = cfg->broker_url,
+				     .ssl_ca = cfg->broker_ssl_ca, .ssl_cert = cfg->broker_ssl_cert,
+				     .ssl_key = cfg->broker_ssl_key, .ssl = broker_ssl(cfg),
+				     .ssl_verify = strcmp(cfg->broker_ssl_reqs, "CERT_NONE") != 0};
 	w.backend = cw_backend_open(&bo, &err);
 	if (!w.backend && err.msg[0]) {
 		cw_log(CW_LOG_ERROR, "worker", "result backend: %s", err.msg);
@@ -1117,7 +1169,13 @@ int cw_worker_run(const struct cw_config *cfg)
 	struct cw_broker_opts opts = {.url = cfg->broker_url, .queues = cfg->queue_list,
 				      .nqueues = cfg->nqueues,
 				      .visibility_timeout = cfg->visibility_timeout, .limits = w.limits,
-				      .nodename = cfg->hostname};
+				      .nodename = cfg->hostname,
+				      .ssl_ca = cfg->broker_ssl_ca, .ssl_cert = cfg->broker_ssl_cert,
+				      .ssl_key = cfg->broker_ssl_key, .ssl = broker_ssl(cfg),
+				      .ssl_verify = strcmp(cfg->broker_ssl_reqs, "CERT_NONE") != 0,
+				      .heartbeat = (int)cfg->broker_heartbeat,
+				      .connect_timeout = cfg->broker_connection_timeout,
+				      .max_priority = (int)cfg->queue_max_priority};
 	static const char *const broadcast[] = {"celery.pidbox", NULL};
 	opts.broadcast = broadcast;
 	struct cw_broker_handler bh = {.on_delivery = on_delivery, .on_state = on_state,

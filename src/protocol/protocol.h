@@ -153,6 +153,8 @@ struct cw_result_meta {
 	const char *name, *worker, *queue;
 	json_t *args, *kwargs;   /* borrowed */
 	int64_t retries;
+	/* rpc:// backend: where the client waits (not part of the stored dict) */
+	const char *reply_to, *correlation_id;
 };
 
 /*

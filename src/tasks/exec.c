@@ -143,6 +143,8 @@ void cw_exec_store(const struct cw_exec_env *env, const struct cw_request *req, 
 		m->task_id = req->id;
 		m->group_id = req->group;
 		m->parent_id = req->parent_id;
+		m->reply_to = req->reply_to;
+		m->correlation_id = req->correlation_id;
 		if (env->result_extended) {
 			m->extended = true;
 			m->name = req->task;

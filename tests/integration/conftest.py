@@ -350,6 +350,33 @@ class RedisServer:
         auth = f":{pw}@" if pw else ""
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
+    # the broker interface shared with AmqpBroker (see the `broker` fixture)
+    kind = "redis"
+
+    def result_url(self, db=0):
+        return self.url(db)
+
+    def queue_len(self, queue="celery"):
+        c = self.client()
+        try:
+            return queue_len(c, queue)
+        finally:
+            c.close()
+
+    def drained(self, queues=("celery",)):
+        c = self.client()
+        try:
+            return drained(c, queues)
+        finally:
+            c.close()
+
+    def unacked(self, queue="celery"):
+        c = self.client()
+        try:
+            return unacked_count(c)
+        finally:
+            c.close()
+
     def client(self, db=0):
         return redis_py.Redis(host="127.0.0.1", port=self.port, db=db,
                               password=self.password, socket_timeout=10)
@@ -411,7 +438,7 @@ def _default_args(args, redis, backend):
     if redis is not None and not ({"-b", "--broker"} & flags):
         out += ["-b", redis.url()]
     if backend and redis is not None and "--result-backend" not in flags:
-        out += ["--result-backend", redis.url() if backend is True else backend]
+        out += ["--result-backend", redis.result_url() if backend is True else backend]
     if not ({"-l", "--loglevel"} & flags):
         out += ["-l", "info"]
     return out + args
@@ -514,7 +541,8 @@ def app_factory(redis_factory):
     apps = []
 
     def make(redis, db=0, backend_db=None, **kw):
-        app = make_app(redis.url(db), redis.url(db if backend_db is None else backend_db), **kw)
+        app = make_app(redis.url(db), redis.result_url(db if backend_db is None else backend_db),
+                       **kw)
         apps.append(app)
         return app
 
@@ -545,7 +573,7 @@ def pyworker_factory(request, tmp_path, redis_factory):
         n = len(workers)
         env = clean_env({
             "CW_TEST_BROKER": redis.url(db),
-            "CW_TEST_BACKEND": backend or redis.url(db),
+            "CW_TEST_BACKEND": backend or redis.result_url(db),
             "PYTHONPATH": HERE,
             "PYTHONDONTWRITEBYTECODE": "1",
         })
@@ -766,3 +794,274 @@ def pg_server(tmp_path):
     srv = PgServer(tmp_path)
     yield srv
     srv.destroy()
+
+
+# ---------------------------------------------------------------------------
+# rabbitmq-server (AMQP broker)
+# ---------------------------------------------------------------------------
+
+RABBIT_DIR = "/usr/lib/rabbitmq/bin"
+RABBITMQ_SERVER = os.path.join(RABBIT_DIR, "rabbitmq-server")
+RABBITMQCTL = os.path.join(RABBIT_DIR, "rabbitmqctl")
+
+
+def _cworker_has_amqp():
+    exe = _find_exe()
+    if not exe:
+        return False
+    try:
+        out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "amqp" in out
+
+
+def _kill_epmd(port):
+    """epmd daemonizes away from the node; find ours by its port and kill it by PID."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+            if not cmd or not cmd[0].endswith(b"epmd"):
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"ERL_EPMD_PORT={port}".encode() in env:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class RabbitServer:
+    """rabbitmq-server with its own node name, mnesia dir, ports (AMQP,
+    management, distribution, epmd) in a temporary directory. Optional TLS
+    listener from `tls` = {"ca": path, "cert": path, "key": path}."""
+
+    _seq = 0
+
+    def __init__(self, directory, tls=None):
+        RabbitServer._seq += 1
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self.port = free_port()
+        self.mgmt_port = free_port()
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
+        self.node = f"cwt{os.getpid()}n{RabbitServer._seq}@localhost"
+        self.mp = None
+        conf = [f"listeners.tcp.default = 127.0.0.1:{self.port}",
+                "loopback_users = none",
+                f"management.tcp.port = {self.mgmt_port}",
+                "management.tcp.ip = 127.0.0.1",
+                "collect_statistics_interval = 500",
+                "log.console = true", "log.console.level = warning", "log.file = false"]
+        if tls:
+            conf += [f"listeners.ssl.default = 127.0.0.1:{self.tls_port}",
+                     f"ssl_options.cacertfile = {tls['ca']}",
+                     f"ssl_options.certfile = {tls['cert']}",
+                     f"ssl_options.keyfile = {tls['key']}",
+                     "ssl_options.verify = verify_none",
+                     "ssl_options.fail_if_no_peer_cert = false"]
+        with open(os.path.join(directory, "rabbitmq.conf"), "w") as f:
+            f.write("\n".join(conf) + "\n")
+        with open(os.path.join(directory, "enabled_plugins"), "w") as f:
+            f.write("[rabbitmq_management].\n")
+        self.start()
+
+    def env(self):
+        d = self.dir
+        return clean_env({
+            "HOME": d, "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_DIST_PORT": str(self.dist_port), "ERL_EPMD_PORT": str(self.epmd_port),
+            "RABBITMQ_MNESIA_BASE": os.path.join(d, "mnesia"),
+            "RABBITMQ_LOG_BASE": os.path.join(d, "log"),
+            "RABBITMQ_CONFIG_FILE": os.path.join(d, "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(d, "enabled_plugins"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": os.path.join(d, "plugins-expand"),
+            "RABBITMQ_PID_FILE": os.path.join(d, "rabbit.pid"),
+        })
+
+    def start(self, timeout=60):
+        self.mp = ManagedProcess("rabbitmq", [RABBITMQ_SERVER],
+                                 os.path.join(self.dir, "rabbitmq.log"), env=self.env())
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            try:
+                if self.api("GET", "/api/overview") is not None and self._amqp_open():
+                    return
+            except OSError:
+                pass
+            if not self.mp.alive():
+                raise RuntimeError(f"rabbitmq-server exited: {tail(self.mp.log())}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rabbitmq-server not answering: {tail(self.mp.log())}")
+            time.sleep(0.2)
+
+    def _amqp_open(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+
+    def stop(self):
+        if self.mp:
+            self.mp.stop(signal.SIGTERM, timeout=30)
+            self.mp = None
+
+    def destroy(self):
+        self.stop()
+        _kill_epmd(self.epmd_port)
+
+    def restart(self, downtime=0.0):
+        self.stop()
+        if downtime:
+            time.sleep(downtime)
+        self.start()
+
+    def api(self, method, path, body=None):
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.mgmt_port, timeout=10)
+        try:
+            hdr = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+                   "content-type": "application/json"}
+            c.request(method, path, body=json.dumps(body) if body is not None else None,
+                      headers=hdr)
+            r = c.getresponse()
+            data = r.read()
+            if r.status >= 400:
+                raise AssertionError(f"management API {method} {path}: {r.status} {data[:300]}")
+            return json.loads(data) if data else {}
+        finally:
+            c.close()
+
+    def ctl(self, *args, timeout=60):
+        p = subprocess.run([RABBITMQCTL, "-n", self.node] + list(args), env=self.env(),
+                           capture_output=True, text=True, timeout=timeout * SLOW)
+        if p.returncode != 0:
+            raise AssertionError(f"rabbitmqctl {' '.join(args)}: {p.stderr}")
+        return p.stdout
+
+    def add_vhost(self, name):
+        from urllib.parse import quote
+        self.api("PUT", f"/api/vhosts/{quote(name, safe='')}")
+        self.api("PUT", f"/api/permissions/{quote(name, safe='')}/guest",
+                 {"configure": ".*", "write": ".*", "read": ".*"})
+
+
+class AmqpBroker:
+    """One virtual host on a RabbitServer plus a redis-server for results:
+    the same interface tests use on a RedisServer (url, result_url,
+    queue_len, drained, unacked, restart)."""
+
+    kind = "amqp"
+
+    def __init__(self, server, results, vhost=None):
+        self.server = server
+        self.results = results
+        self.vhost = vhost or f"cw-{uuid.uuid4().hex[:10]}"
+        server.add_vhost(self.vhost)
+        self.port = server.port
+
+    def url(self, db=0, scheme="amqp"):
+        from urllib.parse import quote
+        port = self.server.tls_port if scheme == "amqps" else self.server.port
+        return f"{scheme}://guest:guest@127.0.0.1:{port}/{quote(self.vhost, safe='')}"
+
+    def result_url(self, db=0):
+        return self.results.url(db)
+
+    def client(self, db=0):
+        """redis-py client of the result store (what meta() reads)."""
+        return self.results.client(db)
+
+    def _queue(self, queue):
+        import amqp as pyamqp
+        conn = pyamqp.Connection(f"127.0.0.1:{self.server.port}", userid="guest",
+                                 password="guest", virtual_host=self.vhost, connect_timeout=5)
+        conn.connect()
+        try:
+            ch = conn.channel()
+            try:
+                return ch.queue_declare(queue, passive=True)
+            except pyamqp.exceptions.NotFound:
+                return None
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def queue_len(self, queue="celery"):
+        ok = self._queue(queue)
+        return ok.message_count if ok else 0
+
+    def counts(self, queue="celery"):
+        """(messages_ready, messages_unacknowledged) exactly, from rabbitmqctl."""
+        out = self.server.ctl("list_queues", "-p", self.vhost, "--no-table-headers", "-q",
+                              "name", "messages_ready", "messages_unacknowledged")
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == queue:
+                return int(parts[1]), int(parts[2])
+        return 0, 0
+
+    def unacked(self, queue="celery"):
+        return self.counts(queue)[1]
+
+    def drained(self, queues=("celery",)):
+        return all(self.counts(q) == (0, 0) for q in queues)
+
+    def restart(self, downtime=0.0):
+        self.server.restart(downtime)
+
+
+@pytest.fixture(scope="session")
+def rabbit_session(tmp_path_factory):
+    """One rabbitmq-server for the session (tests isolate by virtual host)."""
+    if not os.path.exists(RABBITMQ_SERVER):
+        pytest.skip("rabbitmq-server is not installed")
+    if not _cworker_has_amqp():
+        pytest.skip("cworker was built without AMQP")
+    srv = RabbitServer(str(tmp_path_factory.mktemp("rabbit")))
+    yield srv
+    srv.destroy()
+
+
+@pytest.fixture
+def rabbit_factory(tmp_path):
+    """Private rabbitmq-servers (restart tests, TLS)."""
+    if not os.path.exists(RABBITMQ_SERVER):
+        pytest.skip("rabbitmq-server is not installed")
+    if not _cworker_has_amqp():
+        pytest.skip("cworker was built without AMQP")
+    servers = []
+
+    def make(tls=None):
+        srv = RabbitServer(str(tmp_path / f"rabbit{len(servers)}"), tls=tls)
+        servers.append(srv)
+        return srv
+
+    yield make
+    for s in servers:
+        s.destroy()
+
+
+@pytest.fixture
+def amqp_broker(request, redis_factory):
+    return AmqpBroker(request.getfixturevalue("rabbit_session"), redis_factory(name="results"))
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker(request, redis_factory):
+    """The suite's broker, parameterised: a redis-server, or a fresh vhost on
+    rabbitmq-server with a redis-server for results."""
+    if _IMPORT_ERROR:
+        pytest.skip(f"/usr/bin/python3 lacks a dependency: {_IMPORT_ERROR}")
+    if request.param == "redis":
+        return redis_factory()
+    return AmqpBroker(request.getfixturevalue("rabbit_session"), redis_factory(name="results"))
