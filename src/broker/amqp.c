@@ -414,8 +414,9 @@ static void connect_now(struct cw_loop *loop, void *arg)
 	amqp_set_rpc_timeout(b->conn, &rpc);
 	st = amqp_socket_open_noblock(sock, b->url.host, b->url.port, &tmo);
 	if (st != AMQP_STATUS_OK) {
-		cw_log(b->backoff >= BACKOFF_MAX ? CW_LOG_WARNING : CW_LOG_DEBUG, "broker",
-		       "Cannot connect to %s: %s", b->redacted, amqp_error_string2(st));
+		/* the first failure and then every one at the longest backoff are warnings */
+		cw_log(b->backoff <= 0 || b->backoff >= BACKOFF_MAX ? CW_LOG_WARNING : CW_LOG_DEBUG,
+		       "broker", "Cannot connect to %s: %s", b->redacted, amqp_error_string2(st));
 		goto fail;
 	}
 	amqp_rpc_reply_t r = amqp_login(b->conn, b->vhost, 0, FRAME_MAX, b->o.heartbeat,

@@ -569,8 +569,9 @@ def pyworker_factory(request, tmp_path, redis_factory):
 
     def start(redis, queues="celery", pool="solo", concurrency=1, visibility_timeout=None,
               prefetch_multiplier=None, extra=(), wait_ready=True, name=None, db=0,
-              backend=None):
+              backend=None, env=None):
         n = len(workers)
+        extra_env = env
         env = clean_env({
             "CW_TEST_BROKER": redis.url(db),
             "CW_TEST_BACKEND": backend or redis.result_url(db),
@@ -579,6 +580,7 @@ def pyworker_factory(request, tmp_path, redis_factory):
         })
         if visibility_timeout is not None:
             env["CW_TEST_VISIBILITY_TIMEOUT"] = str(visibility_timeout)
+        env.update(extra_env or {})
         argv = [PYTHON, "-m", "celery", "-A", PYAPP_MODULE, "worker",
                 "-P", pool, "-c", str(concurrency), "-Q", queues, "-l", "info",
                 "-n", name or f"py{n}-{uuid.uuid4().hex[:6]}@%h",
@@ -1012,6 +1014,20 @@ class AmqpBroker:
 
     def unacked(self, queue="celery"):
         return self.counts(queue)[1]
+
+    def publish_raw(self, queue, body, headers=None, content_type="application/json", **props):
+        """A message as any AMQP client could send it (default exchange)."""
+        import amqp as pyamqp
+        conn = pyamqp.Connection(f"127.0.0.1:{self.server.port}", userid="guest",
+                                 password="guest", virtual_host=self.vhost, connect_timeout=5)
+        conn.connect()
+        try:
+            ch = conn.channel()
+            msg = pyamqp.Message(body, content_type=content_type, content_encoding="utf-8",
+                                 application_headers=headers or {}, delivery_mode=2, **props)
+            ch.basic_publish(msg, exchange="", routing_key=queue)
+        finally:
+            conn.close()
 
     def drained(self, queues=("celery",)):
         return all(self.counts(q) == (0, 0) for q in queues)

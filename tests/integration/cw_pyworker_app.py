@@ -8,6 +8,7 @@ bench/noop_bench.py. Configured from the environment:
   CW_TEST_VISIBILITY_TIMEOUT   broker_transport_options.visibility_timeout
   CW_TEST_RESULT_EXPIRES       result_expires (seconds)
   CW_TEST_RESULT_EXTENDED      result_extended (1 = on)
+  CW_TEST_QUEUE_MAX_PRIORITY   task_queue_max_priority (AMQP x-max-priority)
 
 Run: PYTHONPATH=tests/integration /usr/bin/python3 -m celery -A cw_pyworker_app worker ...
 """
@@ -30,6 +31,8 @@ if os.environ.get("CW_TEST_VISIBILITY_TIMEOUT"):
         "visibility_timeout": float(os.environ["CW_TEST_VISIBILITY_TIMEOUT"])}
 if os.environ.get("CW_TEST_RESULT_EXPIRES"):
     app.conf.result_expires = int(os.environ["CW_TEST_RESULT_EXPIRES"]) or None
+if os.environ.get("CW_TEST_QUEUE_MAX_PRIORITY"):
+    app.conf.task_queue_max_priority = int(os.environ["CW_TEST_QUEUE_MAX_PRIORITY"])
 if os.environ.get("CW_TEST_RESULT_EXTENDED") == "1":
     app.conf.result_extended = True
 
