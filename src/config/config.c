@@ -34,7 +34,7 @@ struct opt {
 static const struct opt opts[] = {
 	{"broker_url", "broker", 'b', "CELERY_BROKER_URL", T_STR, OFF(broker_url),
 	 "redis://127.0.0.1:6379/0", 0, 0, true,
-	 "Broker URL: redis://[:password@]host[:port][/db] or amqp[s]://user:password@host[:port]/vhost"},
+	 "Broker URL: redis://[:password@]host[:port][/db], amqp://user:password@host[:port]/vhost or amqps://..."},
 	{"result_backend", "result-backend", 0, "CELERY_RESULT_BACKEND", T_STR, OFF(result_backend),
 	 NULL, 0, 0, true,
 	 "Result backend URL (redis://, db+postgresql://, rpc://); unset = results are not stored"},

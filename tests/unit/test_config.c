@@ -87,8 +87,22 @@ static void test_errors(void)
 	expect_usage_error(3, a4, "prefork, solo");
 	const char *a5[] = {"cworker", "--prefetch-multiplier", "-1"};
 	expect_usage_error(3, a5, "out of range");
-	const char *a6[] = {"cworker", "-b", "amqp://u:pw@h//"};
+	const char *a6[] = {"cworker", "-b", "kafka://u:pw@h//"};
 	expect_usage_error(3, a6, "unsupported URL");
+#ifdef CW_HAVE_AMQP
+	const char *a6b[] = {"cworker", "-b", "redis://h/0", "--result-backend", "rpc://"};
+	expect_usage_error(5, a6b, "rpc:// needs an amqp:// broker");
+	const char *a6c[] = {"cworker", "-b", "amqps://h//", "--broker-ssl-cert-reqs", "MAYBE"};
+	expect_usage_error(5, a6c, "cert_reqs");
+	struct cw_config ca;
+	struct cw_error ea = {0};
+	const char *a6d[] = {"cworker", "-b", "amqp://u:p@h:5673/v", "--result-backend", "rpc://",
+			     "--broker-heartbeat", "30", "--task-queue-max-priority", "10"};
+	CHECK(load(&ca, &ea, 9, a6d) == 0);
+	CHECK(ca.broker_heartbeat == 30 && ca.queue_max_priority == 10);
+	CHECK(!strcmp(ca.broker_ssl_reqs, "CERT_REQUIRED") && !ca.broker_ssl);
+	cw_config_free(&ca);
+#endif
 	const char *a7[] = {"cworker", "-l", "loud"};
 	expect_usage_error(3, a7, "--loglevel");
 	const char *a8[] = {"cworker", "-Q", " , "};
@@ -103,7 +117,7 @@ static void test_errors(void)
 	/* the password never shows in the error */
 	struct cw_config c;
 	struct cw_error e = {0};
-	const char *a12[] = {"cworker", "-b", "amqp://user:s3cr3t@h//"};
+	const char *a12[] = {"cworker", "-b", "kafka://user:s3cr3t@h//"};
 	CHECK(load(&c, &e, 3, a12) < 0);
 	CHECK(strstr(e.msg, "s3cr3t") == NULL);
 	cw_config_free(&c);
