@@ -23,6 +23,9 @@ PACKAGES=(
 	tesseract-ocr
 	# the db+postgresql:// result backend (libpq) and its tests: a real server, Python readers
 	libpq-dev postgresql python3-sqlalchemy python3-psycopg2
+	# the AMQP broker and rpc:// backend (rabbitmq-c) and their tests: a real RabbitMQ,
+	# py-amqp for raw publishes, openssl for the amqps:// test's CA
+	librabbitmq-dev rabbitmq-server python3-amqp openssl
 	# integration tests: real redis, stock Python Celery (Debian's, used via /usr/bin/python3)
 	redis-server redis-tools
 	python3 python3-celery python3-kombu python3-redis python3-pytest python3-yaml

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.." || exit 1
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 DOCFUZZ_SECONDS=${DOCFUZZ_SECONDS:-30}
+AMQPFUZZ_SECONDS=${AMQPFUZZ_SECONDS:-20}
 LOGDIR=$(mktemp -d -t cworker-test.XXXXXX)
 trap 'rm -rf "$LOGDIR"' EXIT
 summary=()
@@ -167,6 +168,24 @@ else
 		else
 			grep -aE 'ERROR:|SUMMARY:|Test unit written' "$log" | head -n 10
 			record "fuzz docconv" FAIL "fuzz_docconv exit $rc; inputs in build-fuzz/artifacts-docconv/"
+		fi
+	fi
+	# AMQP header tables (network bytes of every AMQP delivery), when AMQP is built
+	if [[ -f build-fuzz/build.ninja ]] && meson compile -C build-fuzz fuzz_amqp_table >/dev/null 2>&1; then
+		afuzzer=$(find build-fuzz -type f -name fuzz_amqp_table -perm -u+x | head -n 1)
+		awork=build-fuzz/corpus-amqp-work
+		mkdir -p "$awork" build-fuzz/artifacts-amqp/
+		log="$LOGDIR/fuzz-amqp.log"
+		"$afuzzer" -max_total_time="$AMQPFUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=build-fuzz/artifacts-amqp/ \
+			"$awork" tests/fuzz/corpus_amqp_table >"$log" 2>&1
+		rc=$?
+		execs=$(grep -aoE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || true)
+		if ((rc == 0)); then
+			record "fuzz amqp" ok "fuzz_amqp_table ${AMQPFUZZ_SECONDS}s, ${execs:-?} execs, no crash"
+		else
+			grep -aE 'ERROR:|SUMMARY:|Test unit written' "$log" | head -n 10
+			record "fuzz amqp" FAIL "fuzz_amqp_table exit $rc; inputs in build-fuzz/artifacts-amqp/"
 		fi
 	fi
 fi
