@@ -30,6 +30,9 @@ PACKAGES=(
 	redis-server redis-tools
 	python3 python3-celery python3-kombu python3-redis python3-pytest python3-yaml
 	procps
+	# packaging tests: the .deb (dpkg-buildpackage, dh), systemd-analyze verify
+	# of the units, man -l of cworker(1)
+	debhelper dpkg-dev systemd man-db
 	# fuzzing (libFuzzer ships in libclang-rt) and leak checks
 	clang libclang-rt-14-dev valgrind
 )

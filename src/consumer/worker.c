@@ -21,6 +21,7 @@
 #include "tasks/exec_cancel.h"
 #include "tasks/registry.h"
 #include "util/log.h"
+#include "util/sdnotify.h"
 #include "util/url.h"
 #include "consumer/worker_int.h"
 #include "cw_build.h"
@@ -693,6 +694,7 @@ static void on_state(void *arg, bool up)
 	if (up && !w->announced) {
 		w->announced = true;
 		cw_log(CW_LOG_INFO, "worker", "%s ready.", w->cfg->hostname);
+		cw_sd_notifyf("READY=1\nSTATUS=%s consuming from %s", w->cfg->hostname, w->cfg->queues);
 		cw_worker_heartbeat(w, "worker-online", w->cfg->heartbeat_interval);
 	}
 	if (up)
@@ -974,6 +976,7 @@ static void begin_shutdown(struct worker *w, bool cold)
 	} else {
 		return;
 	}
+	cw_sd_notify(cold ? "STOPPING=1\nSTATUS=cold shutdown" : "STOPPING=1\nSTATUS=warm shutdown");
 	update_credit(w);
 	if (w->announced)
 		cw_worker_heartbeat(w, "worker-offline", w->cfg->heartbeat_interval);
@@ -1198,6 +1201,7 @@ int cw_worker_run(const struct cw_config *cfg)
 	cw_loop_timer(w.loop, touch_interval(cfg), touch_tick, &w);
 	if (cfg->child_memory_limit > 0 && cfg->pool_kind == CW_POOL_PREFORK)
 		cw_loop_timer(w.loop, 0.1, memory_tick, &w);
+	cw_sd_watchdog_start(w.loop);
 	if (cw_loop_run(w.loop) < 0)
 		goto out;
 	rc = w.exit_code;

@@ -9,7 +9,7 @@ help_text = subprocess.run([exe, "--help"], capture_output=True, text=True, chec
 with open(doc, encoding="utf-8") as f:
     page = f.read()
 
-flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", help_text))
+flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", help_text))
 keys = set(re.findall(r"\[([a-z_.]+)(?:,|\])", help_text))
 missing = sorted(x for x in flags | keys if f"`{x}`" not in page)
 if not flags or not keys:
