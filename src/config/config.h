@@ -71,6 +71,9 @@ struct cw_config {
 	char *s3_endpoint, *s3_region;
 	bool s3_path_style;
 	char *db_task_table, *db_group_table, *db_task_schema, *db_group_schema;
+	char *http_listen;           /* --http HOST:PORT: metrics and health; NULL = off */
+	char *log_format;            /* "text" | "json" */
+	bool print_config;           /* --print-config: print the effective settings and exit */
 
 	struct cw_task_conf *tasks;  /* [task:NAME] sections */
 	int ntasks;

@@ -56,6 +56,7 @@ struct cw_pool {
 	struct cw_pool_handler h;
 	uint64_t respawn_timer;
 	long max_tasks, max_kib;
+	long recycles[CW_RECYCLE_N];
 };
 
 static volatile sig_atomic_t child_cancel;
@@ -371,11 +372,13 @@ static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 		if (p->max_tasks && c->ntasks >= p->max_tasks) {
 			cw_log(CW_LOG_INFO, "pool", "ForkPoolWorker-%d pid:%d reached max-tasks-per-child "
 			       "(%d); replacing it", c->index, (int)c->pid, c->ntasks);
+			p->recycles[CW_RECYCLE_MAX_TASKS]++;
 			retire(p, c);
 		} else if (p->max_kib && o.rss_kib > p->max_kib) {
 			cw_log(CW_LOG_WARNING, "pool", "ForkPoolWorker-%d pid:%d RSS %ld KiB is over "
 			       "max-memory-per-child (%ld KiB); replacing it", c->index, (int)c->pid,
 			       o.rss_kib, p->max_kib);
+			p->recycles[CW_RECYCLE_MAX_MEMORY]++;
 			retire(p, c);
 		}
 		if (c->fd < 0)
@@ -591,6 +594,13 @@ void cw_pool_reap(struct cw_pool *p)
 		c->kill_reason = CW_LOST_CRASH;
 		if (p->stopping || c->disabled)
 			continue;
+		if (!retired) {
+			static const enum cw_recycle_reason by_lost[] = {
+				[CW_LOST_CRASH] = CW_RECYCLE_CRASH, [CW_LOST_TIMEOUT] = CW_RECYCLE_TIME_LIMIT,
+				[CW_LOST_MEMORY] = CW_RECYCLE_MEMORY_LIMIT,
+				[CW_LOST_TERMINATED] = CW_RECYCLE_TERMINATED};
+			p->recycles[by_lost[why]]++;
+		}
 		if (!retired)
 			cw_log(was_busy ? CW_LOG_ERROR : CW_LOG_WARNING, "pool",
 			       "Process 'ForkPoolWorker-%d' pid:%d exited with '%s'", c->index, (int)pid, how);
@@ -607,6 +617,11 @@ void cw_pool_reap(struct cw_pool *p)
 			p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
 		}
 	}
+}
+
+long cw_pool_recycles(const struct cw_pool *p, enum cw_recycle_reason why)
+{
+	return p && why < CW_RECYCLE_N ? p->recycles[why] : 0;
 }
 
 void cw_pool_set_recycling(struct cw_pool *p, long max_tasks, long max_kib)
