@@ -37,13 +37,14 @@ struct cw_monitor {
 	struct cw_http *http;
 	uint64_t depth_timer, probe_timer, probe_deadline;
 	/* backend probe */
-	bool backend_configured, backend_up, redis;
+	bool backend_configured, backend_up, redis, probed;
 	struct sockaddr_storage baddr;
 	socklen_t baddrlen;
 	int pfd;
 	bool pwrote;
 	struct cw_metrics_child *kids;
 	int nkids, capkids;
+	size_t last_metrics;      /* bytes of the last /metrics body */
 };
 
 static const char features[] = "redis"
@@ -70,10 +71,11 @@ static void probe_end(struct cw_monitor *m, bool up)
 	if (m->probe_deadline)
 		cw_loop_timer_cancel(m->w->loop, m->probe_deadline);
 	m->probe_deadline = 0;
-	if (up != m->backend_up)
+	if (up != m->backend_up && (m->probed || !up))
 		cw_log(up ? CW_LOG_INFO : CW_LOG_WARNING, "http", "result backend %s",
 		       up ? "answers again" : "does not answer");
 	m->backend_up = up;
+	m->probed = true;
 }
 
 static void on_probe_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
@@ -290,7 +292,10 @@ static int route(void *arg, const char *path, struct cw_mbuf *body, const char *
 			s.reserved += (long)w->buckets[b]->n;
 		for (int r = 0; r < CW_RECYCLE_N; r++)
 			s.recycles[r] = cw_pool_recycles(w->pool, (enum cw_recycle_reason)r);
+		/* one allocation of the last scrape's size instead of doubling up to it */
+		cw_mbuf_reserve(body, m->last_metrics + m->last_metrics / 8);
 		cw_metrics_render(w->metrics, &s, body);
+		m->last_metrics = body->len;
 		*ctype = "text/plain; version=0.0.4; charset=utf-8";
 		return 200;
 	}

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "loop/loop.h"
@@ -18,7 +19,7 @@ struct conn {
 	int fd;
 	char in[CW_HTTP_MAX_HEAD];
 	size_t inlen;
-	struct cw_mbuf out;
+	struct cw_mbuf out, body;  /* response head, then body: sent without joining them */
 	size_t off;
 	bool writing;
 	bool draining;     /* response sent; reading until the client closes */
@@ -44,6 +45,7 @@ static void conn_close(struct conn *c)
 	cw_loop_watch(h->loop, c->fd, 0, NULL, NULL);
 	close(c->fd);
 	cw_mbuf_free(&c->out);
+	cw_mbuf_free(&c->body);
 	for (int i = 0; i < h->nconns; i++)
 		if (h->conns[i] == c) {
 			h->conns[i] = h->conns[--h->nconns];
@@ -130,9 +132,10 @@ static void on_conn(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 	cw_mbuf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 		       "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n", status,
 		       reason(status), ctype, body.len, status == 405 ? "Allow: GET, HEAD\r\n" : "");
-	if (!head && body.len)
-		cw_mbuf_put(&c->out, body.p, body.len);
-	cw_mbuf_free(&body);
+	if (!head)
+		c->body = body;
+	else
+		cw_mbuf_free(&body);
 	if (c->out.oom) {
 		conn_close(c);
 		return;
@@ -147,8 +150,17 @@ static void on_conn(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 
 static void flush(struct conn *c)
 {
-	while (c->off < c->out.len) {
-		ssize_t w = send(c->fd, c->out.p + c->off, c->out.len - c->off, MSG_NOSIGNAL);
+	size_t total = c->out.len + c->body.len;
+	while (c->off < total) {
+		struct iovec iov[2];
+		int n = 0;
+		if (c->off < c->out.len)
+			iov[n++] = (struct iovec){c->out.p + c->off, c->out.len - c->off};
+		size_t boff = c->off > c->out.len ? c->off - c->out.len : 0;
+		if (c->body.len > boff)
+			iov[n++] = (struct iovec){c->body.p + boff, c->body.len - boff};
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;

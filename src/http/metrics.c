@@ -50,7 +50,7 @@ struct cw_metrics {
 
 /* ---- output buffer ------------------------------------------------------ */
 
-static bool mbuf_reserve(struct cw_mbuf *b, size_t n)
+bool cw_mbuf_reserve(struct cw_mbuf *b, size_t n)
 {
 	if (b->oom)
 		return false;
@@ -71,7 +71,7 @@ static bool mbuf_reserve(struct cw_mbuf *b, size_t n)
 
 void cw_mbuf_put(struct cw_mbuf *b, const char *s, size_t n)
 {
-	if (!mbuf_reserve(b, n))
+	if (!cw_mbuf_reserve(b, n))
 		return;
 	memcpy(b->p + b->len, s, n);
 	b->len += n;
@@ -89,7 +89,7 @@ void cw_mbuf_printf(struct cw_mbuf *b, const char *fmt, ...)
 	va_start(ap, fmt);
 	int n = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
-	if (n < 0 || !mbuf_reserve(b, (size_t)n))
+	if (n < 0 || !cw_mbuf_reserve(b, (size_t)n))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);

@@ -33,6 +33,8 @@ struct cw_mbuf {
 	size_t len, cap;
 	bool oom;               /* an append failed: the text is incomplete */
 };
+/* Room for n more bytes; false (and b->oom) when memory ran out. */
+bool cw_mbuf_reserve(struct cw_mbuf *b, size_t n);
 void cw_mbuf_put(struct cw_mbuf *b, const char *s, size_t n);
 void cw_mbuf_puts(struct cw_mbuf *b, const char *s);
 void cw_mbuf_printf(struct cw_mbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

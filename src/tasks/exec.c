@@ -254,6 +254,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		outcome_fail(out, "DecodeError", err.msg);
 		goto out;
 	}
+	cw_log_set_task(req.task, req.id);
 	const struct cw_task_def *def = cw_registry_find(env->reg, req.task);
 	if (!def) {
 		struct cw_result_meta m = {.state = CW_STATE_FAILURE, .exc_type = "NotRegistered",
@@ -332,6 +333,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 	}
 	json_decref(result);
 out:
+	cw_log_set_task(NULL, NULL);
 	if (out->runtime == 0)
 		out->runtime = cw_now() - t0;
 	free(ctx.exc_type);
