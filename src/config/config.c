@@ -189,6 +189,8 @@ static int apply(struct cw_config *c, const struct opt *o, const char *val, cons
 	switch (o->type) {
 	case T_STR: {
 		char **s = (char **)(void *)field;
+		if (o->off == OFF(log_format) && strcmp(val, "text") && strcmp(val, "json"))
+			return fail(err, src, o, "not one of text, json");
 		char *dup = strdup(val);
 		if (!dup) {
 			cw_error_set(err, CW_ENOMEM, "out of memory");
@@ -539,10 +541,14 @@ static int finish(struct cw_config *c, struct cw_error *err)
 				     c->tasks[i].name);
 			return CW_EINVAL;
 		}
-	if (strcmp(c->log_format, "text") && strcmp(c->log_format, "json")) {
-		cw_error_set(err, CW_EINVAL, "--log-format: '%.60s' is not one of text, json",
-			     c->log_format);
-		return CW_EINVAL;
+	if (c->http_listen && *c->http_listen) {
+		const char *colon = strrchr(c->http_listen, ':');
+		char *end = NULL;
+		long port = colon ? strtol(colon + 1, &end, 10) : -1;
+		if (!colon || !colon[1] || *end || port < 0 || port > 65535) {
+			cw_error_set(err, CW_EINVAL, "--http: '%.100s' is not HOST:PORT", c->http_listen);
+			return CW_EINVAL;
+		}
 	}
 	c->log_level = cw_log_parse_level(c->loglevel);
 	if (c->log_level < 0) {

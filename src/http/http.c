@@ -205,8 +205,13 @@ static void on_accept(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 		if (!c) {
 			static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0"
 						   "\r\nConnection: close\r\n\r\n";
+			char sink[4096];
+			/* take what already arrived, so closing sends FIN rather than a reset */
+			ssize_t r = recv(cfd, sink, sizeof(sink), MSG_DONTWAIT);
 			ssize_t w = send(cfd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+			(void)r;
 			(void)w;
+			shutdown(cfd, SHUT_WR);
 			close(cfd);
 			continue;
 		}
