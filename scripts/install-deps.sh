@@ -26,6 +26,8 @@ PACKAGES=(
 	# integration tests: real redis, stock Python Celery (Debian's, used via /usr/bin/python3)
 	redis-server redis-tools
 	python3 python3-celery python3-kombu python3-redis python3-pytest python3-yaml
+	# test_http.py parses /metrics with the reference Prometheus text parser
+	python3-prometheus-client
 	procps
 	# fuzzing (libFuzzer ships in libclang-rt) and leak checks
 	clang libclang-rt-14-dev valgrind

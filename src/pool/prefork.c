@@ -41,6 +41,7 @@ struct child {
 	bool disabled;    /* slot removed by a shrink: no task, no respawn */
 	int ntasks;       /* tasks finished by this process */
 	enum cw_lost_reason kill_reason;
+	bool signalled;   /* sent a terminating signal on request (revoke terminate) */
 	double started;   /* when forked */
 	struct buf in, out;
 };
@@ -584,6 +585,7 @@ void cw_pool_reap(struct cw_pool *p)
 		describe(st, how, sizeof(how));
 		bool was_busy = c->busy, retired = c->retiring && !c->busy;
 		enum cw_lost_reason why = c->kill_reason;
+		bool signalled = c->signalled;
 		double lived = cw_now() - c->started;
 		child_close(p, c);
 		buf_free(&c->in);
@@ -592,6 +594,7 @@ void cw_pool_reap(struct cw_pool *p)
 		c->pid = 0;
 		c->retiring = false;
 		c->kill_reason = CW_LOST_CRASH;
+		c->signalled = false;
 		if (p->stopping || c->disabled)
 			continue;
 		if (!retired) {
@@ -599,7 +602,8 @@ void cw_pool_reap(struct cw_pool *p)
 				[CW_LOST_CRASH] = CW_RECYCLE_CRASH, [CW_LOST_TIMEOUT] = CW_RECYCLE_TIME_LIMIT,
 				[CW_LOST_MEMORY] = CW_RECYCLE_MEMORY_LIMIT,
 				[CW_LOST_TERMINATED] = CW_RECYCLE_TERMINATED};
-			p->recycles[by_lost[why]]++;
+			p->recycles[why == CW_LOST_CRASH && signalled ? CW_RECYCLE_TERMINATED
+								      : by_lost[why]]++;
 		}
 		if (!retired)
 			cw_log(was_busy ? CW_LOG_ERROR : CW_LOG_WARNING, "pool",
@@ -634,6 +638,8 @@ int cw_pool_signal(struct cw_pool *p, int slot, int sig)
 {
 	if (p->solo || slot < 0 || slot >= p->n || p->c[slot].pid <= 0)
 		return CW_EINVAL;
+	if (sig != SIGUSR1)
+		p->c[slot].signalled = true;
 	return kill(p->c[slot].pid, sig) == 0 ? CW_OK : CW_EINVAL;
 }
 

@@ -162,6 +162,15 @@ def test_time_limits_and_child_recycles(redis_server, cworker_factory, app):
     assert task_count(m, "cworker.crash", "failed") == 1
     assert {k for k in m if k[0] == "cworker_child_rss_bytes"} != pids_before  # a new pid
 
+    # revoke(terminate=True) kills the child: revoked, recycled as "terminated"
+    r = app.send_task("cworker.sleep", args=[30])
+    wait_metric(port, lambda m: val(m, "cworker_children", state="busy") == 1, what="busy")
+    app.control.revoke(r.id, terminate=True)
+    m = wait_metric(port, lambda m: val(m, "cworker_child_recycles_total",
+                                        reason="terminated") == 1, what="terminated recycle")
+    assert task_count(m, "cworker.sleep", "revoked") == 1
+    assert val(m, "cworker_child_recycles_total", reason="crash") == 1
+
 
 def test_recycles_by_max_tasks_and_max_memory(redis_server, cworker_factory, app):
     w1 = start_http_worker(cworker_factory, redis_server,
