@@ -152,8 +152,9 @@ static void probe_setup(struct cw_monitor *m, const char *url)
 	if (!url || !*url || !strcmp(url, "disabled") || !p)
 		return;
 	m->backend_configured = true;
-	m->redis = !strncmp(url, "redis://", 8) || !strncmp(url, "rediss://", 9);
-	const char *defport = m->redis ? (url[5] == 's' ? "6380" : "6379") : "5432";
+	/* PING only in clear text; rediss:// (TLS) and databases: an accepted connection */
+	m->redis = !strncmp(url, "redis://", 8);
+	const char *defport = !strncmp(url, "redis", 5) ? "6379" : "5432";
 	p += 3;
 	size_t alen = strcspn(p, "/?#");
 	const char *at = memrchr(p, '@', alen);

@@ -222,6 +222,20 @@ def test_docconv_pages_are_counted(redis_server, cworker_factory, app, tmp_path)
     m = scrape(w.http_port)
     assert val(m, "cworker_docconv_pages_total", task="docconv.convert") == 3
     assert val(m, "cworker_docconv_ocr_pages_total", task="docconv.convert") == 0
+    r = app.send_task("docconv.convert", args=[str(pdf)], kwargs={"format": "text",
+                                                                  "ocr": "always",
+                                                                  "pages": [2]})
+    assert r.get(timeout=120 * SLOW)["pages"] == 1
+    m = scrape(w.http_port)
+    assert val(m, "cworker_docconv_pages_total", task="docconv.convert") == 4
+    assert val(m, "cworker_docconv_ocr_pages_total", task="docconv.convert") == 1
+    # a failed conversion counts no pages
+    with pytest.raises(Exception):
+        app.send_task("docconv.convert", args=[str(tmp_path / "missing.pdf")]).get(
+            timeout=60 * SLOW)
+    m = scrape(w.http_port)
+    assert val(m, "cworker_docconv_pages_total", task="docconv.convert") == 4
+    assert task_count(m, "docconv.convert", "failed") == 1
 
 
 def test_task_labels_are_capped(redis_server, cworker_factory, app):
