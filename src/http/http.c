@@ -301,11 +301,16 @@ struct cw_http *cw_http_new(struct cw_loop *loop, const char *listen_spec, cw_ht
 		free(h);
 		return NULL;
 	}
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	if (getsockname(h->fd, (struct sockaddr *)&ss, &sl) == 0)
-		h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-							 : ((struct sockaddr_in *)&ss)->sin_port);
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+		struct sockaddr_storage ss;
+	} bound;
+	memset(&bound, 0, sizeof(bound));
+	socklen_t sl = sizeof(bound);
+	if (getsockname(h->fd, &bound.sa, &sl) == 0)
+		h->port = ntohs(bound.sa.sa_family == AF_INET6 ? bound.in6.sin6_port : bound.in.sin_port);
 	if (cw_loop_watch(loop, h->fd, CW_READ, on_accept, h) < 0) {
 		cw_error_set(err, CW_EIO, "--http: cannot watch the socket");
 		close(h->fd);
@@ -324,8 +329,11 @@ void cw_http_free(struct cw_http *h)
 {
 	if (!h)
 		return;
-	while (h->nconns)
-		conn_close(h->conns[0]);
+	struct conn *all[CW_HTTP_MAX_CONNS];
+	int n = h->nconns;
+	memcpy(all, h->conns, (size_t)n * sizeof(all[0]));
+	for (int i = 0; i < n; i++)
+		conn_close(all[i]);
 	cw_loop_watch(h->loop, h->fd, 0, NULL, NULL);
 	close(h->fd);
 	free(h);
