@@ -285,6 +285,16 @@ def test_readiness_follows_redis(redis_server, cworker_factory, app):
     assert app.send_task("cworker.add", args=[1, 2]).get(timeout=10 * SLOW) == 3
 
 
+def test_dead_backend_makes_worker_unready(redis_server, cworker_factory):
+    port, dead = free_port(), free_port()
+    cworker_factory(["--http", f"127.0.0.1:{port}"], redis=redis_server,
+                    backend=f"redis://:pw@127.0.0.1:{dead}/1")
+    wait_for(lambda: get(port, "/health/ready")[0] == 503, 10 * SLOW, what="503")
+    doc = json.loads(get(port, "/health/ready")[2])
+    assert doc["down"] == ["backend"] and doc["broker"] == "up"
+    assert val(scrape(port), "cworker_backend_up") == 0
+
+
 def test_without_backend_readiness_ignores_it(redis_server, cworker_factory):
     port = free_port()
     cworker_factory(["--http", f"127.0.0.1:{port}"], redis=redis_server, backend=False)
