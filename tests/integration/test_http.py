@@ -98,7 +98,10 @@ def test_task_counters_histogram_and_gauges_move(redis_server, cworker_factory, 
     with pytest.raises(Exception):
         app.send_task("cworker.fail", args=["ValueError", "no"]).get(timeout=10 * SLOW)
     assert app.send_task("cworker.retry_until", args=[1]).get(timeout=10 * SLOW) == 1
-    m = scrape(port)
+    # a child stores the result before its outcome reaches the master: wait for the count
+    m = wait_metric(port, lambda m: task_count(m, "cworker.retry_until", "succeeded") == 1 and
+                    task_count(m, "cworker.add", "succeeded") == 1 and
+                    task_count(m, "cworker.fail", "failed") == 1, what="outcomes")
     assert task_count(m, "cworker.add", "received") == 1
     assert task_count(m, "cworker.add", "started") == 1
     assert task_count(m, "cworker.add", "succeeded") == 1
@@ -116,8 +119,8 @@ def test_task_counters_histogram_and_gauges_move(redis_server, cworker_factory, 
     assert val(m, "cworker_children", state="idle") == 0
     for r in rs:
         r.get(timeout=30 * SLOW)
-    m = scrape(port)
-    assert val(m, "cworker_task_runtime_seconds_count", task="cworker.sleep") == 5
+    m = wait_metric(port, lambda m: val(m, "cworker_task_runtime_seconds_count",
+                                        task="cworker.sleep") == 5, what="5 sleeps")
     assert val(m, "cworker_task_runtime_seconds_bucket", task="cworker.sleep", le="1") == 0
     assert val(m, "cworker_task_runtime_seconds_bucket", task="cworker.sleep", le="10") == 5
     assert val(m, "cworker_reserved_messages") == 0
@@ -142,7 +145,7 @@ def test_time_limits_and_child_recycles(redis_server, cworker_factory, app):
     port = w.http_port
     with pytest.raises(Exception):
         app.send_task("cworker.sleep", args=[10], soft_time_limit=0.5).get(timeout=10 * SLOW)
-    m = scrape(port)
+    m = wait_metric(port, lambda m: task_count(m, "cworker.sleep", "failed") == 1, what="failed")
     assert val(m, "cworker_task_time_limit_hits_total", task="cworker.sleep", limit="soft") == 1
     assert val(m, "cworker_task_time_limit_hits_total", task="cworker.sleep", limit="hard") == 0
     assert task_count(m, "cworker.sleep", "failed") == 1
@@ -219,21 +222,24 @@ def test_docconv_pages_are_counted(redis_server, cworker_factory, app, tmp_path)
     r = app.send_task("docconv.convert", args=[str(pdf)], kwargs={"format": "text",
                                                                   "ocr": "never"})
     assert r.get(timeout=60 * SLOW)["pages"] == 3
-    m = scrape(w.http_port)
+    m = wait_metric(w.http_port, lambda m: task_count(m, "docconv.convert", "succeeded") == 1,
+                    what="first conversion")
     assert val(m, "cworker_docconv_pages_total", task="docconv.convert") == 3
     assert val(m, "cworker_docconv_ocr_pages_total", task="docconv.convert") == 0
     r = app.send_task("docconv.convert", args=[str(pdf)], kwargs={"format": "text",
                                                                   "ocr": "always",
                                                                   "pages": [2]})
     assert r.get(timeout=120 * SLOW)["pages"] == 1
-    m = scrape(w.http_port)
+    m = wait_metric(w.http_port, lambda m: task_count(m, "docconv.convert", "succeeded") == 2,
+                    what="second conversion")
     assert val(m, "cworker_docconv_pages_total", task="docconv.convert") == 4
     assert val(m, "cworker_docconv_ocr_pages_total", task="docconv.convert") == 1
     # a failed conversion counts no pages
     with pytest.raises(Exception):
         app.send_task("docconv.convert", args=[str(tmp_path / "missing.pdf")]).get(
             timeout=60 * SLOW)
-    m = scrape(w.http_port)
+    m = wait_metric(w.http_port, lambda m: task_count(m, "docconv.convert", "failed") == 1,
+                    what="failed conversion")
     assert val(m, "cworker_docconv_pages_total", task="docconv.convert") == 4
     assert task_count(m, "docconv.convert", "failed") == 1
 
