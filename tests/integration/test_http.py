@@ -414,6 +414,21 @@ def test_json_log_lines(redis_server, cworker_factory, app):
     assert any(d["message"].endswith("ready.") for d in docs)
 
 
+def test_json_log_lines_from_a_child_name_its_task(redis_server, cworker_factory, app):
+    # the result backend is down: the child running the task logs its retries
+    dead = free_port()
+    w = cworker_factory(["--log-format", "json", "-c", "1"], redis=redis_server,
+                        backend=f"redis://127.0.0.1:{dead}/1")
+    r = app.send_task("cworker.add", args=[1, 2])
+    w.wait_log(r"retrying", timeout=15 * SLOW)
+    w.kill()
+    docs = [json.loads(ln) for ln in w.log().splitlines() if ln.strip()]
+    child = [d for d in docs if d["process"].startswith("ForkPoolWorker")]
+    assert child, docs
+    assert all(d["task_id"] == r.id and d["task_name"] == "cworker.add" for d in child)
+    assert any("retrying" in d["message"] for d in child)
+
+
 def test_text_log_format_is_unchanged(redis_server, cworker_factory, app):
     w = cworker_factory(["-c", "1"], redis=redis_server)
     w.stop()
