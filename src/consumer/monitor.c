@@ -54,6 +54,9 @@ static const char features[] = "redis"
 #ifdef CW_HAVE_POSTGRES
 			       ",postgres"
 #endif
+#ifdef CW_HAVE_STORAGE
+			       ",storage"
+#endif
 #ifdef CW_HAVE_AMQP
 			       ",amqp"
 #endif
