@@ -252,6 +252,26 @@ static int split_listen(const char *spec, char *host, size_t hn, char *port, siz
 	return 0;
 }
 
+/* A non-blocking listening socket on a, or -1 with *eno set. */
+static int listen_on(const struct addrinfo *a, bool dual_stack, int *eno)
+{
+	int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		*eno = errno;
+		return -1;
+	}
+	int one = 1, zero = 0;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (a->ai_family == AF_INET6 && dual_stack)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	if (bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+		*eno = errno;
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 struct cw_http *cw_http_new(struct cw_loop *loop, const char *listen_spec, cw_http_route route,
 			    void *arg, struct cw_error *err)
 {
@@ -279,21 +299,14 @@ struct cw_http *cw_http_new(struct cw_loop *loop, const char *listen_spec, cw_ht
 	h->arg = arg;
 	h->fd = -1;
 	int eno = 0;
-	for (struct addrinfo *a = ai; a && h->fd < 0; a = a->ai_next) {
-		int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			eno = errno;
-			continue;
-		}
-		int one = 1;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-			eno = errno;
-			close(fd);
-			continue;
-		}
-		h->fd = fd;
-	}
+	/*
+	 * ":PORT": IPv6 first, made dual-stack, so one socket takes both families;
+	 * a named host: its addresses in resolver order, the first that binds.
+	 */
+	for (int pass = 0; pass < 2 && h->fd < 0; pass++)
+		for (struct addrinfo *a = ai; a && h->fd < 0; a = a->ai_next)
+			if (host[0] ? pass == 0 : (a->ai_family == AF_INET6) == (pass == 0))
+				h->fd = listen_on(a, !host[0], &eno);
 	freeaddrinfo(ai);
 	if (h->fd < 0) {
 		cw_error_set(err, CW_EIO, "--http: cannot listen on %.100s: %s", listen_spec,
