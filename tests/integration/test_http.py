@@ -301,6 +301,20 @@ def test_dead_backend_makes_worker_unready(redis_server, cworker_factory):
     assert val(scrape(port), "cworker_backend_up") == 0
 
 
+def test_ipv6_loopback(redis_server, cworker_factory):
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    port = free_port()
+    cworker_factory(["--http", f"[::1]:{port}"], redis=redis_server, backend=False)
+    c = http.client.HTTPConnection("::1", port, timeout=5)
+    c.request("GET", "/health/live")
+    assert c.getresponse().status == 200
+    c.close()
+
+
 def test_without_backend_readiness_ignores_it(redis_server, cworker_factory):
     port = free_port()
     cworker_factory(["--http", f"127.0.0.1:{port}"], redis=redis_server, backend=False)
