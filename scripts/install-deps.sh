@@ -29,6 +29,8 @@ PACKAGES=(
 	# integration tests: real redis, stock Python Celery (Debian's, used via /usr/bin/python3)
 	redis-server redis-tools
 	python3 python3-celery python3-kombu python3-redis python3-pytest python3-yaml
+	# test_http.py parses /metrics with the reference Prometheus text parser
+	python3-prometheus-client
 	procps
 	# packaging tests: the .deb (dpkg-buildpackage, dh), systemd-analyze verify
 	# of the units, man -l of cworker(1)

@@ -1,6 +1,7 @@
 /* cworker: command line -> configuration -> worker. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	cw_log_threshold = (enum cw_log_level)cfg.log_level;
+	cw_log_set_json(!strcmp(cfg.log_format, "json"));
 	if (cfg.list_tasks)
 		rc = list_tasks(&cfg);
 	else

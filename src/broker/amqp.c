@@ -46,6 +46,8 @@
 
 #define CH_CONSUME 1
 #define CH_PUBLISH 2
+#define CH_PROBE 3      /* passive queue.declare for queue depth samples */
+#define MAX_PROBES 64
 #define FRAME_MAX 131072
 #define RPC_TIMEOUT 10.0
 #define PUMP_BATCH 256
@@ -105,6 +107,13 @@ struct amqp_broker {
 	int npend;
 	char **declared;          /* queues declared on this connection */
 	int ndeclared;
+	/* queue depth samples in flight on CH_PROBE, answered in order */
+	struct probe {
+		char *queue;
+		void (*cb)(void *arg, const char *queue, long depth);
+		void *arg;
+	} probes[MAX_PROBES];
+	int nprobes;
 };
 
 static void conn_lost(struct amqp_broker *b, const char *why);
@@ -328,6 +337,26 @@ static void in_reset(struct inmsg *m)
 	memset(m, 0, sizeof(*m));
 }
 
+static void drop_probes(struct amqp_broker *b)
+{
+	for (int i = 0; i < b->nprobes; i++)
+		free(b->probes[i].queue);
+	b->nprobes = 0;
+}
+
+/* The oldest probe got its answer (depth < 0: the queue does not exist). */
+static void probe_done(struct amqp_broker *b, long depth)
+{
+	if (!b->nprobes)
+		return;
+	struct probe p = b->probes[0];
+	memmove(b->probes, b->probes + 1, (size_t)(b->nprobes - 1) * sizeof(p));
+	b->nprobes--;
+	if (p.cb)
+		p.cb(p.arg, p.queue, depth < 0 ? 0 : depth);
+	free(p.queue);
+}
+
 /* Tear the connection down without a handshake (it is gone or unusable). */
 static void teardown(struct amqp_broker *b)
 {
@@ -346,6 +375,7 @@ static void teardown(struct amqp_broker *b)
 	b->qos_sent = 0;
 	in_reset(&b->in);
 	forget_declared(b);
+	drop_probes(b);
 }
 
 static void notify_down(struct cw_loop *loop, void *arg)
@@ -433,6 +463,9 @@ static void connect_now(struct cw_loop *loop, void *arg)
 		goto fail;
 	amqp_channel_open(b->conn, CH_PUBLISH);
 	if (rpc_ok(b, CH_PUBLISH, "opening channel", "2"))
+		goto fail;
+	amqp_channel_open(b->conn, CH_PROBE);
+	if (rpc_ok(b, CH_PROBE, "opening channel", "3"))
 		goto fail;
 	if (declare_topology(b))
 		goto fail;
@@ -713,6 +746,14 @@ static void on_method(struct amqp_broker *b, amqp_channel_t ch, amqp_method_t *m
 		amqp_channel_close_t *c = mth->decoded;
 		snprintf(msg, sizeof(msg), "channel %u closed by the broker: %u %.*s", ch,
 			 c->reply_code, (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+		if (ch == CH_PROBE) {
+			/* a sampled queue does not exist (NOT_FOUND): depth 0, channel reopened */
+			probe_done(b, -1);
+			drop_probes(b);
+			if (reopen_channel(b, ch))
+				conn_lost(b, "cannot reopen the probe channel");
+			return;
+		}
 		if (ch == CH_PUBLISH) {
 			cw_log(CW_LOG_ERROR, "broker", "%s", msg);
 			forget_declared(b);
@@ -734,6 +775,10 @@ static void on_method(struct amqp_broker *b, amqp_channel_t ch, amqp_method_t *m
 		conn_lost(b, msg);
 		return;
 	}
+	case AMQP_QUEUE_DECLARE_OK_METHOD:
+		if (ch == CH_PROBE)
+			probe_done(b, (long)((amqp_queue_declare_ok_t *)mth->decoded)->message_count);
+		return;
 	case AMQP_BASIC_CANCEL_METHOD:
 		/* the broker cancelled a consumer (queue deleted): start over, redeclaring */
 		conn_lost(b, "consumer cancelled by the broker (queue deleted?)");
@@ -1057,6 +1102,24 @@ static int queues(struct cw_broker *base, const char *const **out)
 	return b->nqueues;
 }
 
+static void queue_depth(struct cw_broker *base, const char *queue,
+			void (*cb)(void *arg, const char *queue, long depth), void *arg)
+{
+	struct amqp_broker *b = (struct amqp_broker *)base;
+	amqp_queue_declare_t m = {.queue = cstr(queue), .passive = 1};
+	if (!b->up || b->nprobes >= MAX_PROBES)
+		return;
+	char *q = strdup(queue);
+	if (!q)
+		return;
+	if (amqp_send_method(b->conn, CH_PROBE, AMQP_QUEUE_DECLARE_METHOD, &m) != AMQP_STATUS_OK) {
+		free(q);
+		conn_lost(b, "cannot send queue.declare");
+		return;
+	}
+	b->probes[b->nprobes++] = (struct probe){q, cb, arg};
+}
+
 static bool busy(struct cw_broker *base)
 {
 	return ((struct amqp_broker *)base)->pend_head != NULL;
@@ -1211,6 +1274,7 @@ const struct cw_broker_ops cw_amqp_broker_ops = {
 	.touch = touch,
 	.busy = busy,
 	.connected = connected,
+	.queue_depth = queue_depth,
 	.close = amqp_close,
 };
 
@@ -1232,5 +1296,6 @@ const struct cw_broker_ops cw_amqps_broker_ops = {
 	.touch = touch,
 	.busy = busy,
 	.connected = connected,
+	.queue_depth = queue_depth,
 	.close = amqp_close,
 };

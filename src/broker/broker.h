@@ -119,6 +119,13 @@ struct cw_broker_ops {
 	/* True while commands are still waiting to reach the server. */
 	bool (*busy)(struct cw_broker *b);
 	bool (*connected)(struct cw_broker *b);
+	/*
+	 * Optional (NULL: not supported): sample how many messages wait in queue,
+	 * every priority together.  cb runs later from the loop with the count, or
+	 * never (connection down or lost, broker closed).
+	 */
+	void (*queue_depth)(struct cw_broker *b, const char *queue,
+			    void (*cb)(void *arg, const char *queue, long depth), void *arg);
 	void (*close)(struct cw_broker *b);
 };
 

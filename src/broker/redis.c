@@ -944,6 +944,58 @@ static bool rb_busy(struct cw_broker *base)
 	return b->head != NULL || b->brpop_inflight;
 }
 
+/* Queue depth for metrics: LLEN of the queue's list at every priority step. */
+static const char lua_depth[] =
+	"local n = 0 for _, k in ipairs(KEYS) do n = n + redis.call('LLEN', k) end return n";
+
+struct depth_req {
+	void (*cb)(void *arg, const char *queue, long depth);
+	void *arg;
+	char queue[];
+};
+
+static void on_depth(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct depth_req *q = priv;
+	redisReply *reply = r;
+	struct rconn *c = ac->data;
+	if (reply && reply->type == REDIS_REPLY_INTEGER && c && !c->b->closing)
+		q->cb(q->arg, q->queue, (long)reply->integer);
+	free(q);
+}
+
+static void rb_queue_depth(struct cw_broker *base, const char *queue,
+			   void (*cb)(void *arg, const char *queue, long depth), void *arg)
+{
+	struct redis_broker *b = (struct redis_broker *)base;
+	if (!b->cmd.up || !b->cmd.ac)
+		return;
+	size_t n = strlen(queue) + 8;
+	struct depth_req *q = malloc(sizeof(*q) + n);
+	char keys[NPRI][300], nkeys[8];
+	const char *argv[3 + NPRI];
+	if (!q || n > sizeof(keys[0])) {
+		free(q);
+		return;
+	}
+	q->cb = cb;
+	q->arg = arg;
+	memcpy(q->queue, queue, n - 7);
+	argv[0] = "EVAL";
+	argv[1] = lua_depth;
+	snprintf(nkeys, sizeof(nkeys), "%d", NPRI);
+	argv[2] = nkeys;
+	for (int p = 0; p < NPRI; p++) {
+		if (priority_steps[p])
+			snprintf(keys[p], sizeof(keys[p]), "%s" SEP "%d", queue, priority_steps[p]);
+		else
+			snprintf(keys[p], sizeof(keys[p]), "%s", queue);
+		argv[3 + p] = keys[p];
+	}
+	if (redisAsyncCommandArgv(b->cmd.ac, on_depth, q, 3 + NPRI, argv, NULL) != REDIS_OK)
+		free(q);
+}
+
 static bool rb_connected(struct cw_broker *base)
 {
 	struct redis_broker *b = (struct redis_broker *)base;
@@ -1000,6 +1052,7 @@ const struct cw_broker_ops cw_redis_broker_ops = {
 	.queues = rb_queues,
 	.busy = rb_busy,
 	.connected = rb_connected,
+	.queue_depth = rb_queue_depth,
 	.close = rb_close,
 };
 

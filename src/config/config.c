@@ -146,8 +146,14 @@ static const struct opt opts[] = {
 	 "S3 region used for request signing"},
 	{"s3_path_style", "s3-path-style", 0, NULL, T_BOOL, OFF(s3_path_style), "false", 0, 0, false,
 	 "Address buckets as endpoint/bucket/key (most S3-compatible servers)"},
+	{"http_listen", "http", 0, NULL, T_STR, OFF(http_listen), NULL, 0, 0, false,
+	 "HOST:PORT to serve /metrics, /health/live and /health/ready on (unset = off)"},
+	{"log_format", "log-format", 0, NULL, T_STR, OFF(log_format), "text", 0, 0, false,
+	 "Log line format: text | json (one JSON object per line)"},
 	{NULL, "list-tasks", 0, NULL, T_FLAG_ACTION, OFF(list_tasks), NULL, 0, 0, false,
 	 "Print the registered task names and exit"},
+	{NULL, "print-config", 0, NULL, T_FLAG_ACTION, OFF(print_config), NULL, 0, 0, false,
+	 "Print the effective configuration with the source of each value, and exit"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -204,6 +210,8 @@ static int apply(struct cw_config *c, const struct opt *o, const char *val, cons
 	switch (o->type) {
 	case T_STR: {
 		char **s = (char **)(void *)field;
+		if (o->off == OFF(log_format) && strcmp(val, "text") && strcmp(val, "json"))
+			return fail(err, src, o, "not one of text, json");
 		char *dup = strdup(val);
 		if (!dup) {
 			cw_error_set(err, CW_ENOMEM, "out of memory");
@@ -367,7 +375,14 @@ const struct cw_task_conf *cw_config_task(const struct cw_config *c, const char 
 	return NULL;
 }
 
-static int load_file(struct cw_config *c, const char *path, struct cw_error *err)
+/* Where each setting's value came from, for --print-config. */
+struct origin {
+	const char *kind;     /* "default", "file", "env", "flag" or NULL (unset) */
+	int line;             /* file: line number */
+};
+
+static int load_file(struct cw_config *c, const char *path, struct origin *orig,
+		     struct cw_error *err)
 {
 	FILE *f = fopen(path, "r");
 	char line[4096];
@@ -439,10 +454,13 @@ static int load_file(struct cw_config *c, const char *path, struct cw_error *err
 			return CW_EINVAL;
 		}
 		int rc = apply(c, o, val, "file", err);
+		orig[o - opts] = (struct origin){"file", lineno};
 		if (rc) {
 			char msg[sizeof(err->msg)];
 			snprintf(msg, sizeof(msg), "%s", err->msg);
 			cw_error_set(err, rc, "%.80s:%d: %.160s", path, lineno, msg);
+			if (!strstr(msg, key))
+				cw_error_set(err, rc, "%.80s:%d: %.60s: %.100s", path, lineno, key, msg);
 			fclose(f);
 			return rc;
 		}
@@ -544,6 +562,15 @@ static int finish(struct cw_config *c, struct cw_error *err)
 				     c->tasks[i].name);
 			return CW_EINVAL;
 		}
+	if (c->http_listen && *c->http_listen) {
+		const char *colon = strrchr(c->http_listen, ':');
+		char *end = NULL;
+		long port = colon ? strtol(colon + 1, &end, 10) : -1;
+		if (!colon || !colon[1] || *end || port < 0 || port > 65535) {
+			cw_error_set(err, CW_EINVAL, "--http: '%.100s' is not HOST:PORT", c->http_listen);
+			return CW_EINVAL;
+		}
+	}
 	c->log_level = cw_log_parse_level(c->loglevel);
 	if (c->log_level < 0) {
 		cw_error_set(err, CW_EINVAL, "--loglevel: '%s' is not one of debug, info, warning, error, critical",
@@ -619,17 +646,91 @@ static int finish(struct cw_config *c, struct cw_error *err)
 	return split_queues(c, err);
 }
 
+/* --print-config: every setting, its effective value (secrets masked) and its origin. */
+static void print_config(const struct cw_config *c, const struct origin *orig, FILE *out)
+{
+	fprintf(out, "# cworker %s: effective configuration (value, then where it came from)\n",
+		CW_VERSION);
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct opt *o = &opts[i];
+		const char *field = (const char *)c + o->off;
+		char val[600], name[80], from[4200];
+		if (o->type == T_FLAG_ACTION)
+			continue;
+		switch (o->type) {
+		case T_STR: {
+			const char *v = *(char *const *)(const void *)field;
+			if (!v)
+				snprintf(val, sizeof(val), "(unset)");
+			else if (o->secret)
+				cw_url_redact(v, val, sizeof(val));
+			else
+				snprintf(val, sizeof(val), "%s", v);
+			break;
+		}
+		case T_LONG:
+			snprintf(val, sizeof(val), "%ld", *(const long *)(const void *)field);
+			break;
+		case T_SECONDS:
+			snprintf(val, sizeof(val), "%g", *(const double *)(const void *)field);
+			break;
+		default:
+			snprintf(val, sizeof(val), "%s", *(const bool *)(const void *)field ? "true" : "false");
+			break;
+		}
+		snprintf(name, sizeof(name), "%s%s", o->key ? "" : "--", o->key ? o->key : o->lflag);
+		const struct origin *g = &orig[i];
+		if (!g->kind)
+			snprintf(from, sizeof(from), "default (none)");
+		else if (!strcmp(g->kind, "file"))
+			snprintf(from, sizeof(from), "file %s:%d", c->config_file ? c->config_file : "?",
+				 g->line);
+		else if (!strcmp(g->kind, "env"))
+			snprintf(from, sizeof(from), "env %s", o->env);
+		else if (!strcmp(g->kind, "flag"))
+			snprintf(from, sizeof(from), "flag --%s", o->lflag);
+		else
+			snprintf(from, sizeof(from), "default");
+		if (o->off == OFF(concurrency) && (!g->kind || !strcmp(g->kind, "default")))
+			snprintf(from, sizeof(from), "default (number of CPUs)");
+		fprintf(out, "%-44s = %-40s # %s\n", name, val, from);
+	}
+	for (int i = 0; i < c->ntasks; i++) {
+		const struct cw_task_conf *t = &c->tasks[i];
+		fprintf(out, "[%s:%s]  # file %s\n", t->is_alias ? "alias" : "task", t->name,
+			c->config_file ? c->config_file : "?");
+		if (t->is_alias)
+			fprintf(out, "  task = %s\n  args = %s\n", t->alias_of ? t->alias_of : "",
+				t->alias_args ? t->alias_args : "");
+		if (t->acks_late >= 0)
+			fprintf(out, "  acks_late = %s\n", t->acks_late ? "true" : "false");
+		if (t->reject_on_worker_lost >= 0)
+			fprintf(out, "  reject_on_worker_lost = %s\n",
+				t->reject_on_worker_lost ? "true" : "false");
+		if (t->time_limit >= 0)
+			fprintf(out, "  time_limit = %g\n", t->time_limit);
+		if (t->soft_time_limit >= 0)
+			fprintf(out, "  soft_time_limit = %g\n", t->soft_time_limit);
+		if (t->rate_limit)
+			fprintf(out, "  rate_limit = %s\n", t->rate_limit);
+	}
+}
+
 int cw_config_load(struct cw_config *c, int argc, char **argv, struct cw_error *err)
 {
 	struct option lopts[NOPTS + 3];
 	char sopts[2 * NOPTS + 4], *sp = sopts;
 	const char **cli = calloc(NOPTS, sizeof(char *));
+	struct origin *orig = calloc(NOPTS, sizeof(*orig));
 	int rc = CW_OK;
 
 	memset(c, 0, sizeof(*c));
 	err->msg[0] = '\0';
-	if (!cli)
+	if (!cli || !orig) {
+		free(cli);
+		free(orig);
 		return CW_ENOMEM;
+	}
 	*sp++ = ':';  /* report missing arguments as ':' */
 	for (size_t i = 0; i < NOPTS; i++) {
 		bool noarg = opts[i].type == T_BOOL || opts[i].type == T_FLAG_ACTION;
@@ -697,28 +798,40 @@ int cw_config_load(struct cw_config *c, int argc, char **argv, struct cw_error *
 	}
 
 	/* Layer 1: defaults. */
-	for (size_t i = 0; i < NOPTS; i++)
+	for (size_t i = 0; i < NOPTS; i++) {
 		if (opts[i].def && (rc = apply(c, &opts[i], opts[i].def, "default", err)))
 			goto out;
+		orig[i].kind = opts[i].def ? "default" : NULL;
+	}
 	/* Layer 2: config file (path from CLI only). */
 	for (size_t i = 0; i < NOPTS; i++)
-		if (opts[i].off == OFF(config_file) && cli[i] && (rc = load_file(c, cli[i], err)))
+		if (opts[i].off == OFF(config_file) && cli[i] && (rc = load_file(c, cli[i], orig, err)))
 			goto out;
 	/* Layer 3: environment. */
 	for (size_t i = 0; i < NOPTS; i++) {
 		const char *v = opts[i].env ? getenv(opts[i].env) : NULL;
 		if (v && *v && (rc = apply(c, &opts[i], v, "env", err)))
 			goto out;
+		if (v && *v)
+			orig[i] = (struct origin){"env", 0};
 	}
 	/* Layer 4: command line. */
-	for (size_t i = 0; i < NOPTS; i++)
+	for (size_t i = 0; i < NOPTS; i++) {
 		if (cli[i] && (rc = apply(c, &opts[i], cli[i], "cli", err)))
 			goto out;
+		if (cli[i])
+			orig[i] = (struct origin){"flag", 0};
+	}
 	rc = finish(c, err);
-	if (rc == CW_OK)
+	if (rc == CW_OK && c->print_config) {
+		print_config(c, orig, stdout);
+		rc = CW_CONFIG_EXIT_OK;
+	} else if (rc == CW_OK) {
 		rc = CW_CONFIG_RUN;
+	}
 out:
 	free(cli);
+	free(orig);
 	return rc;
 }
 

@@ -76,6 +76,9 @@ struct cw_config {
 	long broker_heartbeat;       /* seconds; 0 = off */
 	double broker_connection_timeout;
 	long queue_max_priority;     /* task_queue_max_priority; 0 = none */
+	char *http_listen;           /* --http HOST:PORT: metrics and health; NULL = off */
+	char *log_format;            /* "text" | "json" */
+	bool print_config;           /* --print-config: print the effective settings and exit */
 
 	struct cw_task_conf *tasks;  /* [task:NAME] sections */
 	int ntasks;

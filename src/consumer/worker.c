@@ -24,6 +24,7 @@
 #include "util/sdnotify.h"
 #include "util/url.h"
 #include "consumer/worker_int.h"
+#include "consumer/monitor.h"
 #include "cw_build.h"
 #ifdef CW_HAVE_DOCCONV
 #include "docconv/tasks.h"
@@ -194,6 +195,7 @@ static void revoke_expired(struct worker *w, struct held *h)
 	cw_log(CW_LOG_WARNING, "consumer", "Discarding revoked task: %s[%s] (expired)", h->req.task,
 	       h->req.id);
 	store_exc(w, h, CW_STATE_REVOKED, "TaskRevokedError", "celery.exceptions", "expired", NULL);
+	cw_metrics_task(w->metrics, h->req.task, CW_M_REVOKED, 1);
 	revoked_event(w, h, false, 0, true);
 	ack(w, h);
 	release(w, h);
@@ -209,6 +211,7 @@ static void revoke_task(struct worker *w, struct held *h)
 {
 	cw_log(CW_LOG_INFO, "consumer", "Discarding revoked task: %s[%s]", h->req.task, h->req.id);
 	store_exc(w, h, CW_STATE_REVOKED, "TaskRevokedError", "celery.exceptions", "revoked", NULL);
+	cw_metrics_task(w->metrics, h->req.task, CW_M_REVOKED, 1);
 	revoked_event(w, h, false, 0, false);
 	ack(w, h);
 	release(w, h);
@@ -220,6 +223,7 @@ static void on_soft_limit(struct cw_loop *loop, void *arg)
 	(void)loop;
 	h->soft_timer = 0;
 	h->soft_fired = true;
+	cw_metrics_task(h->w->metrics, h->req.task, CW_M_SOFT_LIMIT, 1);
 	cw_log(CW_LOG_WARNING, "pool", "Soft time limit (%gs) exceeded for %s[%s]", h->soft,
 	       h->req.task, h->req.id);
 	cw_pool_signal(h->w->pool, h->slot, SIGUSR1);
@@ -230,6 +234,7 @@ static void on_hard_limit(struct cw_loop *loop, void *arg)
 	struct held *h = arg;
 	(void)loop;
 	h->hard_timer = 0;
+	cw_metrics_task(h->w->metrics, h->req.task, CW_M_HARD_LIMIT, 1);
 	cw_log(CW_LOG_ERROR, "pool", "Hard time limit (%gs) exceeded for %s[%s]", h->hard,
 	       h->req.task, h->req.id);
 	cw_pool_kill_slot(h->w->pool, h->slot, CW_LOST_TIMEOUT);
@@ -264,6 +269,7 @@ static void dispatch(struct worker *w)
 		json_object_set_new(w->totals, h->req.task,
 				    json_integer(json_is_integer(n) ? json_integer_value(n) + 1 : 1));
 		w->processed++;
+		cw_metrics_task(w->metrics, h->req.task, CW_M_STARTED, 1);
 		task_event(w, h, "task-started", NULL);
 		int rc = cw_pool_submit(w->pool, slot, h->d->queue, h->d->raw, h->d->raw_len);
 		if (rc != CW_OK) {
@@ -271,6 +277,7 @@ static void dispatch(struct worker *w)
 			       h->req.task, h->req.id, cw_strerror(rc));
 			store_exc(w, h, CW_STATE_FAILURE, "WorkerLostError", "billiard.exceptions",
 				  "could not start the task", NULL);
+			cw_metrics_task(w->metrics, h->req.task, CW_M_FAILED, 1);
 			if (h->acks_late)
 				ack(w, h);
 			w->running[slot] = NULL;
@@ -512,6 +519,7 @@ static void on_delivery(void *arg, struct cw_delivery *d)
 					   .exc_message = name};
 		if (*id)
 			cw_exec_store(&w->env, NULL, d->queue, &m);
+		cw_metrics_task(w->metrics, name, CW_M_REJECTED, 1);
 		drop(w, d);
 		goto out;
 	}
@@ -533,6 +541,7 @@ static void on_delivery(void *arg, struct cw_delivery *d)
 			cw_log(CW_LOG_ERROR, "consumer",
 			       "Received invalid task message: %s (task %s[%s], content-type %s); message "
 			       "rejected", err.msg, name, id, d->env.content_type);
+		cw_metrics_task(w->metrics, name, CW_M_REJECTED, 1);
 		h->d = NULL;
 		release(w, h);
 		drop(w, d);
@@ -546,11 +555,13 @@ static void on_delivery(void *arg, struct cw_delivery *d)
 		cw_log(CW_LOG_ERROR, "consumer", "Task %s[%s]: %s", name, id, msg);
 		store_exc(w, h, CW_STATE_FAILURE, "RedeliveryLimitExceeded", "cworker.exceptions", msg,
 			  NULL);
+		cw_metrics_task(w->metrics, name, CW_M_FAILED, 1);
 		ack(w, h);
 		release(w, h);
 		goto out;
 	}
 	cw_log(CW_LOG_INFO, "consumer", "Task %s[%s] received", name, id);
+	cw_metrics_task(w->metrics, name, CW_M_RECEIVED, 1);
 	if (expired(h)) {
 		revoke_expired(w, h);
 		goto out;
@@ -691,6 +702,8 @@ static void on_state(void *arg, bool up)
 	struct worker *w = arg;
 	if (!up && w->bops->redelivers)
 		forget_unstarted(w);
+	if (up && w->announced)
+		cw_metrics_reconnect(w->metrics);
 	if (up && !w->announced) {
 		w->announced = true;
 		cw_log(CW_LOG_INFO, "worker", "%s ready.", w->cfg->hostname);
@@ -709,6 +722,13 @@ static void on_done(void *arg, int slot, const struct cw_outcome *o, const char 
 	if (!h)
 		return;
 	w->running[slot] = NULL;
+	cw_metrics_runtime(w->metrics, h->req.task, o->runtime);
+	cw_metrics_task(w->metrics, h->req.task, o->state == CW_STATE_SUCCESS ? CW_M_SUCCEEDED
+						 : o->state == CW_STATE_RETRY ? CW_M_RETRIED : CW_M_FAILED, 1);
+	if (o->doc_pages > 0)
+		cw_metrics_task(w->metrics, h->req.task, CW_M_DOC_PAGES, (uint64_t)o->doc_pages);
+	if (o->ocr_pages > 0)
+		cw_metrics_task(w->metrics, h->req.task, CW_M_OCR_PAGES, (uint64_t)o->ocr_pages);
 	if (o->state == CW_STATE_SUCCESS) {
 		cw_log(CW_LOG_INFO, "task", "Task %s[%s] succeeded in %.6fs: %s", h->req.task, h->req.id,
 		       o->runtime, o->result_repr);
@@ -747,6 +767,7 @@ static void on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_reason 
 		store_exc(w, h, CW_STATE_REVOKED, "TaskRevokedError", "celery.exceptions",
 			  "terminated", NULL);
 		revoked_event(w, h, true, WIFSIGNALED(st) ? WTERMSIG(st) : 0, false);
+		cw_metrics_task(w->metrics, h->req.task, CW_M_REVOKED, 1);
 		ack(w, h);
 	} else if (h->soft_fired && why == CW_LOST_CRASH && WIFEXITED(st) &&
 		   WEXITSTATUS(st) == CW_EXIT_ABANDONED) {
@@ -757,11 +778,13 @@ static void on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_reason 
 		store_exc(w, h, CW_STATE_FAILURE, "SoftTimeLimitExceeded", "celery.exceptions", msg,
 			  NULL);
 		exc_event(w, h, "task-failed", "SoftTimeLimitExceeded", msg, NULL);
+		cw_metrics_task(w->metrics, h->req.task, CW_M_FAILED, 1);
 		ack(w, h);
 	} else if (why == CW_LOST_TIMEOUT) {
 		json_t *args = json_pack("[f]", h->hard);
 		store_exc(w, h, CW_STATE_FAILURE, "TimeLimitExceeded", "billiard.exceptions", NULL, args);
 		exc_event(w, h, "task-failed", "TimeLimitExceeded", NULL, args);
+		cw_metrics_task(w->metrics, h->req.task, CW_M_FAILED, 1);
 		json_decref(args);
 		ack(w, h); /* task_acks_on_failure_or_timeout */
 	} else if (why == CW_LOST_MEMORY) {
@@ -770,11 +793,13 @@ static void on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_reason 
 		cw_log(CW_LOG_ERROR, "task", "Task %s[%s] killed: %s", h->req.task, h->req.id, msg);
 		store_exc(w, h, CW_STATE_FAILURE, "MemoryLimitExceeded", "cworker.exceptions", msg, NULL);
 		exc_event(w, h, "task-failed", "MemoryLimitExceeded", msg, NULL);
+		cw_metrics_task(w->metrics, h->req.task, CW_M_FAILED, 1);
 		ack(w, h);
 	} else if (h->acks_late && h->reject_on_worker_lost) {
 		cw_log(CW_LOG_WARNING, "task", "Task %s[%s]: worker pid %d lost; requeued "
 		       "(reject_on_worker_lost)", h->req.task, h->req.id, (int)pid);
 		w->bops->reject(w->broker, h->d, true);
+		cw_metrics_task(w->metrics, h->req.task, CW_M_REJECTED, 1);
 		task_event(w, h, "task-rejected", json_pack("{s:b}", "requeue", true));
 	} else {
 		if (WIFSIGNALED(st))
@@ -788,6 +813,7 @@ static void on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_reason 
 		       msg, h->req.task);
 		store_exc(w, h, CW_STATE_FAILURE, "WorkerLostError", "billiard.exceptions", msg, NULL);
 		exc_event(w, h, "task-failed", "WorkerLostError", msg, NULL);
+		cw_metrics_task(w->metrics, h->req.task, CW_M_FAILED, 1);
 		if (h->acks_late)
 			ack(w, h);
 	}
@@ -1162,6 +1188,10 @@ int cw_worker_run(const struct cw_config *cfg)
 		if (cfg->tasks[i].rate > 0 &&
 		    cw_worker_set_rate(&w, cfg->tasks[i].name, cfg->tasks[i].rate) != CW_OK)
 			goto out;
+	if (cw_monitor_start(&w, &err) != CW_OK) {
+		cw_log(CW_LOG_ERROR, "worker", "%s", err.msg[0] ? err.msg : "out of memory");
+		goto out;
+	}
 	if (cw_pool_start(w.pool) != CW_OK)
 		goto out;
 
@@ -1199,6 +1229,7 @@ int cw_worker_run(const struct cw_config *cfg)
 		cw_loop_timer(w.loop, 1.0, autoscale_tick, &w);
 	cw_loop_timer(w.loop, 0.05, shutdown_tick, &w);
 	cw_loop_timer(w.loop, touch_interval(cfg), touch_tick, &w);
+	cw_monitor_started(&w);
 	if (cfg->child_memory_limit > 0 && cfg->pool_kind == CW_POOL_PREFORK)
 		cw_loop_timer(w.loop, 0.1, memory_tick, &w);
 	cw_sd_watchdog_start(w.loop);
@@ -1234,6 +1265,7 @@ out:
 	if (w.broker)
 		w.bops->close(w.broker);
 	cw_events_free(w.events);
+	cw_monitor_free(&w);
 	json_decref(w.totals);
 	json_decref(w.task_limits);
 	cw_backend_close(w.backend);

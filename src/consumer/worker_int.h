@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "broker/broker.h"
 #include "config/config.h"
+#include "http/metrics.h"
 #include "consumer/events.h"
 #include "consumer/revoked.h"
 #include "pool/pool.h"
@@ -79,6 +80,8 @@ struct worker {
 
 	/* monitoring */
 	struct cw_events *events;
+	struct cw_metrics *metrics;  /* --http: Prometheus counters (NULL = off; calls are no-ops) */
+	struct cw_monitor *monitor;  /* --http: server, probes (consumer/monitor.c) */
 	json_t *totals;            /* task name -> tasks finished (stats "total") */
 	long processed;
 	double started;            /* wall clock at start (stats "uptime") */

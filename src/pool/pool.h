@@ -23,6 +23,17 @@ enum cw_lost_reason {
 	CW_LOST_TERMINATED,  /* killed on request (revoke terminate) */
 };
 
+/* Why a process was replaced (metrics); shrinks and shutdown are not replacements. */
+enum cw_recycle_reason {
+	CW_RECYCLE_MAX_TASKS,     /* max-tasks-per-child */
+	CW_RECYCLE_MAX_MEMORY,    /* max-memory-per-child, after a task */
+	CW_RECYCLE_MEMORY_LIMIT,  /* child-memory-limit, killed while running */
+	CW_RECYCLE_TIME_LIMIT,    /* killed at a hard time limit */
+	CW_RECYCLE_TERMINATED,    /* revoke(terminate=True) */
+	CW_RECYCLE_CRASH,         /* died on its own */
+	CW_RECYCLE_N
+};
+
 struct cw_pool_handler {
 	/* slot finished its task; publish: o->publish_len bytes of a serialised cw_outbox */
 	void (*on_done)(void *arg, int slot, const struct cw_outcome *o, const char *publish);
@@ -63,6 +74,8 @@ void cw_pool_kill_slot(struct cw_pool *p, int slot, enum cw_lost_reason why);
 long cw_pool_rss_kib(const struct cw_pool *p, int slot);
 /* Resident set size of a process, KiB (0 if unknown). */
 long cw_proc_rss_kib(pid_t pid);
+/* Processes replaced so far for why. */
+long cw_pool_recycles(const struct cw_pool *p, enum cw_recycle_reason why);
 /* Reap exited children (call on SIGCHLD). */
 void cw_pool_reap(struct cw_pool *p);
 /* Ask idle children to exit and wait for them (up to `wait` seconds, then SIGKILL). */

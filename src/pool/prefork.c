@@ -41,6 +41,7 @@ struct child {
 	bool disabled;    /* slot removed by a shrink: no task, no respawn */
 	int ntasks;       /* tasks finished by this process */
 	enum cw_lost_reason kill_reason;
+	bool signalled;   /* sent a terminating signal on request (revoke terminate) */
 	double started;   /* when forked */
 	struct buf in, out;
 };
@@ -56,6 +57,7 @@ struct cw_pool {
 	struct cw_pool_handler h;
 	uint64_t respawn_timer;
 	long max_tasks, max_kib;
+	long recycles[CW_RECYCLE_N];
 };
 
 static volatile sig_atomic_t child_cancel;
@@ -371,11 +373,13 @@ static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 		if (p->max_tasks && c->ntasks >= p->max_tasks) {
 			cw_log(CW_LOG_INFO, "pool", "ForkPoolWorker-%d pid:%d reached max-tasks-per-child "
 			       "(%d); replacing it", c->index, (int)c->pid, c->ntasks);
+			p->recycles[CW_RECYCLE_MAX_TASKS]++;
 			retire(p, c);
 		} else if (p->max_kib && o.rss_kib > p->max_kib) {
 			cw_log(CW_LOG_WARNING, "pool", "ForkPoolWorker-%d pid:%d RSS %ld KiB is over "
 			       "max-memory-per-child (%ld KiB); replacing it", c->index, (int)c->pid,
 			       o.rss_kib, p->max_kib);
+			p->recycles[CW_RECYCLE_MAX_MEMORY]++;
 			retire(p, c);
 		}
 		if (c->fd < 0)
@@ -581,6 +585,7 @@ void cw_pool_reap(struct cw_pool *p)
 		describe(st, how, sizeof(how));
 		bool was_busy = c->busy, retired = c->retiring && !c->busy;
 		enum cw_lost_reason why = c->kill_reason;
+		bool signalled = c->signalled;
 		double lived = cw_now() - c->started;
 		child_close(p, c);
 		buf_free(&c->in);
@@ -589,8 +594,17 @@ void cw_pool_reap(struct cw_pool *p)
 		c->pid = 0;
 		c->retiring = false;
 		c->kill_reason = CW_LOST_CRASH;
+		c->signalled = false;
 		if (p->stopping || c->disabled)
 			continue;
+		if (!retired) {
+			static const enum cw_recycle_reason by_lost[] = {
+				[CW_LOST_CRASH] = CW_RECYCLE_CRASH, [CW_LOST_TIMEOUT] = CW_RECYCLE_TIME_LIMIT,
+				[CW_LOST_MEMORY] = CW_RECYCLE_MEMORY_LIMIT,
+				[CW_LOST_TERMINATED] = CW_RECYCLE_TERMINATED};
+			p->recycles[why == CW_LOST_CRASH && signalled ? CW_RECYCLE_TERMINATED
+								      : by_lost[why]]++;
+		}
 		if (!retired)
 			cw_log(was_busy ? CW_LOG_ERROR : CW_LOG_WARNING, "pool",
 			       "Process 'ForkPoolWorker-%d' pid:%d exited with '%s'", c->index, (int)pid, how);
@@ -609,6 +623,11 @@ void cw_pool_reap(struct cw_pool *p)
 	}
 }
 
+long cw_pool_recycles(const struct cw_pool *p, enum cw_recycle_reason why)
+{
+	return p && why < CW_RECYCLE_N ? p->recycles[why] : 0;
+}
+
 void cw_pool_set_recycling(struct cw_pool *p, long max_tasks, long max_kib)
 {
 	p->max_tasks = p->solo ? 0 : max_tasks;
@@ -619,6 +638,8 @@ int cw_pool_signal(struct cw_pool *p, int slot, int sig)
 {
 	if (p->solo || slot < 0 || slot >= p->n || p->c[slot].pid <= 0)
 		return CW_EINVAL;
+	if (sig != SIGUSR1)
+		p->c[slot].signalled = true;
 	return kill(p->c[slot].pid, sig) == 0 ? CW_OK : CW_EINVAL;
 }
 

@@ -21,6 +21,7 @@ struct cw_task_ctx {
 	volatile sig_atomic_t *cancel;
 	char *exc_type, *exc_module, *exc_message;
 	double retry_countdown;
+	long doc_pages, ocr_pages;
 };
 
 /* Python's builtin exception names: raised as themselves by AsyncResult.get(). */
@@ -117,6 +118,12 @@ void cw_exec_cancel_now(void)
 struct cw_backend *cw_task_backend(struct cw_task_ctx *ctx)
 {
 	return ctx->env ? ctx->env->backend : NULL;
+}
+
+void cw_task_count_pages(struct cw_task_ctx *ctx, long pages, long ocr_pages)
+{
+	ctx->doc_pages += pages > 0 ? pages : 0;
+	ctx->ocr_pages += ocr_pages > 0 ? ocr_pages : 0;
 }
 
 volatile sig_atomic_t *cw_task_cancel_flag(struct cw_task_ctx *ctx)
@@ -249,6 +256,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		outcome_fail(out, "DecodeError", err.msg);
 		goto out;
 	}
+	cw_log_set_task(req.task, req.id);
 	const struct cw_task_def *def = cw_registry_find(env->reg, req.task);
 	if (!def) {
 		struct cw_result_meta m = {.state = CW_STATE_FAILURE, .exc_type = "NotRegistered",
@@ -269,6 +277,8 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 	char tb[1024];
 	if (st == CW_TASK_SUCCESS) {
 		out->state = CW_STATE_SUCCESS;
+		out->doc_pages = ctx.doc_pages;
+		out->ocr_pages = ctx.ocr_pages;
 		m.state = CW_STATE_SUCCESS;
 		m.result = result;
 		/* saferepr(), as Celery logs it and puts it in task-succeeded */
@@ -325,6 +335,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 	}
 	json_decref(result);
 out:
+	cw_log_set_task(NULL, NULL);
 	if (out->runtime == 0)
 		out->runtime = cw_now() - t0;
 	free(ctx.exc_type);

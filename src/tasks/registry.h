@@ -30,6 +30,8 @@ struct cw_outcome {
 	char exc_message[512];   /* truncated for logs; the backend gets it whole */
 	char result_repr[512];   /* truncated JSON of the result, for logs */
 	long rss_kib;            /* the executing process's RSS after the task */
+	long doc_pages;          /* pages a docconv task converted or rendered (SUCCESS only) */
+	long ocr_pages;          /* ... of which went through OCR */
 };
 
 struct cw_exec_env {
