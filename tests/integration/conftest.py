@@ -371,9 +371,10 @@ class RedisServer:
             c.close()
 
     def unacked(self, queue="celery"):
+        """Messages delivered and not acknowledged (kombu's `unacked` hash)."""
         c = self.client()
         try:
-            return unacked_count(c)
+            return c.hlen("unacked")
         finally:
             c.close()
 

@@ -21,6 +21,12 @@ def revoked_error():
     return TaskRevokedError
 
 
+@pytest.fixture
+def redis_server(broker):
+    """Every test here runs on each broker (conftest `broker`: redis, amqp)."""
+    return broker
+
+
 # -- revoke -------------------------------------------------------------------
 
 def test_revoked_before_arrival_is_skipped(redis_server, cworker_factory, app):
@@ -33,8 +39,7 @@ def test_revoked_before_arrival_is_skipped(redis_server, cworker_factory, app):
     m = meta(redis_server.client(), tid)
     assert m["status"] == "REVOKED"
     assert m["result"]["exc_type"] == "TaskRevokedError" and m["result"]["exc_message"] == ["revoked"]
-    c = redis_server.client()
-    wait_for(lambda: queue_len(c) == 0 and unacked_count(c) == 0, 5, what="message acked")
+    wait_for(lambda: redis_server.drained(), 5, what="message acked")
     # the worker goes on serving
     assert app.send_task("cworker.add", args=[2, 2]).get(timeout=10) == 4
 
@@ -81,8 +86,7 @@ def test_revoke_terminate_kills_the_running_task(redis_server, cworker_factory, 
     # a new child takes the slot
     after = app.send_task("cworker.getpid").get(timeout=10)
     assert after != before
-    c = redis_server.client()
-    wait_for(lambda: queue_len(c) == 0 and unacked_count(c) == 0, 5, what="message acked")
+    wait_for(lambda: redis_server.drained(), 5, what="message acked")
 
 
 def test_statedb_keeps_revokes_across_restarts(redis_server, cworker_factory, app, tmp_path):
@@ -159,9 +163,8 @@ def test_rate_limit_per_minute_does_not_block_other_tasks(redis_server, cworker_
     # one add ran at once (full bucket); the next is due 10 s later
     assert adds[0].get(timeout=10) == 0
     assert [a.state for a in adds[1:]] == ["PENDING"] * 3
-    c = redis_server.client()
     # the waiting adds are held by the worker (unacked), not lost
-    assert queue_len(c) == 0 and c.hlen("unacked") == 3
+    assert redis_server.queue_len() == 0 and redis_server.unacked() == 3
 
 
 def test_rate_limited_messages_go_back_on_shutdown(redis_server, cworker_factory, app, tmp_path):
@@ -170,10 +173,10 @@ def test_rate_limited_messages_go_back_on_shutdown(redis_server, cworker_factory
     w = cworker_factory(["-c", "1", "--config", str(conf)], redis=redis_server)
     rs = [app.send_task("cworker.add", args=[i, 0]) for i in range(3)]
     rs[0].get(timeout=10)
-    c = redis_server.client()
-    wait_for(lambda: c.hlen("unacked") == 2, 5, what="two adds held")
+    wait_for(lambda: redis_server.unacked() == 2, 10, what="two adds held")
     w.stop(signal.SIGTERM, timeout=15)
-    assert queue_len(c) == 2 and unacked_count(c) == 0
+    wait_for(lambda: redis_server.queue_len() == 2 and redis_server.unacked() == 0, 10,
+             what="held adds back on the queue")
 
 
 @pytest.mark.parametrize("bad", ["fast", "10/d", "-1/s", "5/sec"])
