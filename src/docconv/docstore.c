@@ -165,12 +165,16 @@ static bool ok(PGresult *r)
 	return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
-/* Run DDL under the advisory lock; the lock goes with the connection on failure. */
+/* Run DDL under a transaction-scoped advisory lock. */
 static int run_ddl(const char *sql, const char *what, struct cw_error *err)
 {
 	char *full = NULL;
-	if (asprintf(&full, "SELECT pg_advisory_lock(%d);%sSELECT pg_advisory_unlock(%d);",
-		     DS_LOCK_KEY, sql, DS_LOCK_KEY) < 0) {
+	/*
+	 * One PQexec with several statements is one transaction: the lock must
+	 * last until it commits, or the next worker's CREATE ... IF NOT EXISTS
+	 * misses the uncommitted table and fails on pg_type's unique index.
+	 */
+	if (asprintf(&full, "SELECT pg_advisory_xact_lock(%d);%s", DS_LOCK_KEY, sql) < 0) {
 		cw_error_set(err, CW_ENOMEM, "out of memory");
 		return CW_ENOMEM;
 	}
