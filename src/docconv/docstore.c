@@ -374,9 +374,51 @@ int cw_docstore_find(const char *url, const char *table, const char *sha256, con
 	return rc;
 }
 
+/* A copy of s[0..len) without NUL bytes: PostgreSQL text cannot hold them. */
+static char *without_nul(const char *s, size_t len, size_t *out_len)
+{
+	char *out = malloc(len + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+		if (s[i])
+			*o++ = s[i];
+	*o = '\0';
+	if (out_len)
+		*out_len = (size_t)(o - out);
+	return out;
+}
+
+/* Strings with U+0000 (a hostile PDF's title) lose it: jsonb refuses \u0000. */
+static void scrub(json_t *v)
+{
+	const char *key;
+	json_t *item;
+	size_t i;
+	if (json_is_string(v) && json_string_length(v) != strlen(json_string_value(v))) {
+		size_t n = 0;
+		char *clean = without_nul(json_string_value(v), json_string_length(v), &n);
+		if (clean)
+			json_string_setn(v, clean, n);
+		free(clean);
+	} else if (json_is_object(v)) {
+		json_object_foreach(v, key, item)
+			scrub(item);
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, item)
+			scrub(item);
+	}
+}
+
 static char *json_text(json_t *v)
 {
-	return v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	if (!v)
+		return NULL;
+	json_t *copy = json_deep_copy(v);
+	scrub(copy);
+	char *text = copy ? json_dumps(copy, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	json_decref(copy);
+	return text;
 }
 
 int cw_docstore_put(const char *url, const char *table, const struct cw_docstore_doc *d,
@@ -384,7 +426,7 @@ int cw_docstore_put(const char *url, const char *table, const struct cw_docstore
 {
 	char pages[24];
 	char *meta = json_text(d->metadata), *ocr = json_text(d->ocr_pages),
-	     *warn = json_text(d->warnings), *content = strndup(d->content, d->content_len);
+	     *warn = json_text(d->warnings), *content = without_nul(d->content, d->content_len, NULL);
 	PGresult *r = NULL;
 	int rc;
 	*existing = false;

@@ -254,7 +254,8 @@ static enum cw_task_status item_fail(struct cw_task_ctx *ctx, const struct store
 static enum cw_task_status db_fail(struct cw_task_ctx *ctx, const struct store_job *j, int rc,
 				   const struct cw_error *e)
 {
-	(void)rc;
+	if (rc == CW_EIO) /* unreachable: recording the failure there would fail too */
+		return cw_task_fail(ctx, "DatabaseError", "cworker.exceptions", "%s", e->msg);
 	return item_fail(ctx, j, "DatabaseError", "cworker.exceptions", e->msg);
 }
 

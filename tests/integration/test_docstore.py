@@ -254,3 +254,12 @@ def test_bad_database_url_stops_the_worker(redis_server, docs):
     p = run_cworker(["-b", redis_server.url(), "--docconv-roots", str(docs),
                      "--database-url", "mysql://u:pw@127.0.0.1/x"], timeout=20)
     assert p.returncode != 0 and "postgresql" in p.stderr and ":pw@" not in p.stderr
+
+
+def test_hostile_metadata_is_stored(store_worker, app, pg_server, docs):
+    # control characters and quotes in metadata: stored as jsonb, read back intact
+    make_pdf(docs / "nul.pdf", ["Odd metadata."], title="Bad\x01\x00Title \"'; --")
+    store_worker(concurrency=1)
+    r = convert(app, docs / "nul.pdf", format="json", output="postgresql:documents")
+    (meta,) = pg_server.sql(f"SELECT metadata FROM documents WHERE id = {r['id']}")[0]
+    assert meta["title"].startswith("Bad")
