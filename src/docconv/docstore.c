@@ -605,7 +605,11 @@ int cw_docstore_batch_main(int argc, char **argv)
 	for (int i = optind; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
 			as_json = true;
-		} else if (!strcmp(argv[i], "--database") && i + 1 < argc) {
+		} else if (!strcmp(argv[i], "--database")) {
+			if (i + 1 == argc) {
+				fprintf(stderr, "cworker batch: error: missing value for --database\n");
+				return 64;
+			}
 			url = argv[++i];
 		} else if (!strncmp(argv[i], "--database=", 11)) {
 			url = argv[i] + 11;
