@@ -263,3 +263,16 @@ def test_hostile_metadata_is_stored(store_worker, app, pg_server, docs):
     r = convert(app, docs / "nul.pdf", format="json", output="postgresql:documents")
     (meta,) = pg_server.sql(f"SELECT metadata FROM documents WHERE id = {r['id']}")[0]
     assert meta["title"].startswith("Bad")
+
+
+def test_server_restart_between_tasks_is_invisible(store_worker, app, pg_server, docs):
+    # the child's connection is dead after the restart: the statement fails, the child
+    # reconnects, prepares again and retries once; the task succeeds
+    store_worker(concurrency=1)
+    first = convert(app, docs / "b0.pdf", output="postgresql:documents", batch="r")
+    pg_server.stop()
+    pg_server.start()
+    second = convert(app, docs / "b1.pdf", output="postgresql:documents", batch="r")
+    assert second["id"] != first["id"]
+    assert pg_server.sql("SELECT count(*) FROM documents")[0][0] == 2
+    assert json.loads(batch_status(pg_server, "r", "--json"))["done"] == 2
