@@ -9,15 +9,18 @@ Usage: /usr/bin/python3 bench/docstore_bench.py [--docs 400] [--pages 2]
 One throwaway redis-server and one throwaway PostgreSQL cluster (initdb in a
 temporary directory, loopback, fsync off, as in the tests). Each document is
 one docconv.convert(source, format="text", ocr="never",
-output="postgresql:TABLE") task; each worker writes its own table. The clock
-runs from the first send to the last result; then the table must hold one
-row per document. Both workers run at once on their own queues; rounds
+output="postgresql:TABLE") task; each worker writes its own table. The
+messages are published onto a held list first and RENAMEd onto the worker's
+queue at once (as noop_bench.py does), so the clock covers only fetch,
+convert, INSERT, result and ack: from the RENAME until every result key
+exists; then the table must hold one row per document. Both workers run at once on their own queues; rounds
 alternate between them (the idle one waits in BRPOP) and the best round of
 each is reported, which evens out a noisy shared machine.
 """
 
 import argparse
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -27,6 +30,7 @@ import tempfile
 import time
 
 import psycopg2
+import redis as redis_client
 from celery import Celery
 
 from docconv_bench import HERE, free_port, make_corpus, stop, wait_ready
@@ -70,13 +74,27 @@ class Postgres:
                                        "-m", "fast", "-w", "stop"], capture_output=True)
 
 
-def run_batch(app, files, table, queue):
+def run_batch(app, r, files, table, queue):
+    """Publish one task per file onto a held list, RENAME it onto the worker's queue (all
+    messages appear at once: producer speed is not measured), stop the clock when every
+    result key exists. Returns (seconds, distinct row ids)."""
+    hold = queue + "_held"
+    ids = [app.send_task("docconv.convert", args=[f], queue=hold,
+                         kwargs={"format": "text", "ocr": "never",
+                                 "output": f"postgresql:{table}"}).id for f in files]
+    keys = [f"celery-task-meta-{i}" for i in ids]
     t0 = time.monotonic()
-    rs = [app.send_task("docconv.convert", args=[f], queue=queue,
-                        kwargs={"format": "text", "ocr": "never",
-                                "output": f"postgresql:{table}"}) for f in files]
-    ids = {r.get(timeout=600)["id"] for r in rs}
-    return time.monotonic() - t0, len(ids)
+    r.rename(hold, queue)
+    while sum(r.exists(*keys[i:i + 500]) for i in range(0, len(keys), 500)) < len(keys):
+        if time.monotonic() - t0 > 600:
+            raise SystemExit(f"{queue}: results missing after 600 s")
+        time.sleep(0.005)
+    secs = time.monotonic() - t0
+    metas = [json.loads(m) for m in r.mget(keys)]
+    bad = [m for m in metas if m["status"] != "SUCCESS"]
+    if bad:
+        raise SystemExit(f"{queue}: {len(bad)} tasks failed, e.g. {bad[0]}")
+    return secs, len({m["result"]["id"] for m in metas})
 
 
 def main():
@@ -104,6 +122,7 @@ def main():
         files = [os.path.join(corpus, f) for f in sorted(os.listdir(corpus))]
         warm, files = files[:2], files[2:]
         app = Celery(broker=url, backend=url)
+        r = redis_client.Redis(host="127.0.0.1", port=port)
 
         log = os.path.join(tmp, "cworker.log")
         cw = subprocess.Popen([a.cworker, "-b", url, "--result-backend", url, "-c", "2",
@@ -125,14 +144,14 @@ def main():
         wait_ready(log, py, "ready.")
         # warm up: both children of each worker connected, tables created, statements prepared
         for q in ("cw", "py"):
-            run_batch(app, warm, f"{q}_warm", q)
+            run_batch(app, r, warm, f"{q}_warm", q)
         # rounds alternate between the workers (the idle one blocks in BRPOP on its own
         # queue); each round writes a fresh table; the best round of each is reported
         rounds = {"cworker": [], "python": []}
         for i in range(a.rounds):
             for k, q in (("cworker", "cw"), ("python", "py")):
                 table = f"{q}_docs_{i}"
-                secs, ids = run_batch(app, files, table, q)
+                secs, ids = run_batch(app, r, files, table, q)
                 rows, distinct = pg.count(table)
                 if rows != a.docs or distinct != a.docs or ids != a.docs:
                     raise SystemExit(f"{k}: {rows} rows ({distinct} distinct, {ids} ids) "
