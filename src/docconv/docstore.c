@@ -30,6 +30,8 @@ static char tables[DS_MAX_TABLES][140];
 static int ntables;
 static bool batch_ready;
 
+static void redact(const char *url, char *out, size_t outsz);
+
 static bool ident_ok(const char *s, size_t n)
 {
 	if (n == 0 || n > 63 || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') ||
@@ -78,7 +80,7 @@ int cw_docstore_check_url(const char *url, struct cw_error *err)
 	char *u = url ? libpq_url(url) : NULL;
 	if (!u) {
 		char red[512];
-		cw_url_redact(url ? url : "", red, sizeof(red));
+		redact(url ? url : "", red, sizeof(red));
 		cw_error_set(err, CW_EINVAL,
 			     "database_url '%.200s' is not a postgresql:// or db+postgresql:// URL", red);
 		return CW_EINVAL;
@@ -125,6 +127,27 @@ void cw_docstore_close(void)
 	batch_ready = false;
 }
 
+/*
+ * The URL for messages: the userinfo password masked (cw_url_redact) and
+ * libpq's ?password=... / &password=... query parameter too.
+ */
+static void redact(const char *url, char *out, size_t outsz)
+{
+	char tmp[512];
+	cw_url_redact(url, tmp, sizeof(tmp));
+	size_t n = 0;
+	const char *q = strchr(tmp, '?');
+	for (const char *p = tmp; *p && n + 1 < outsz;) {
+		if (q && p > q && (p[-1] == '?' || p[-1] == '&') && !strncmp(p, "password=", 9)) {
+			n += (size_t)snprintf(out + n, outsz - n, "password=**");
+			p += strcspn(p, "&");
+			continue;
+		}
+		out[n++] = *p++;
+	}
+	out[n < outsz ? n : outsz - 1] = '\0';
+}
+
 /* libpq's message, first line only, after prefix. */
 static int db_fail(struct cw_error *err, int code, const char *what)
 {
@@ -141,12 +164,13 @@ static int connect_db(const char *url, struct cw_error *err)
 		cw_docstore_close();
 	if (conn)
 		return CW_OK;
-	cw_url_redact(url, redacted, sizeof(redacted));
+	redact(url, redacted, sizeof(redacted));
 	char *pq = libpq_url(url);
 	if (!pq)
 		return cw_docstore_check_url(url, err);
-	const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-	const char *vals[] = {pq, "10", "cworker-docstore", NULL};
+	/* defaults first: parameters in the URL (?connect_timeout=...) override them */
+	const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+	const char *vals[] = {"10", "cworker-docstore", pq, NULL};
 	conn = PQconnectdbParams(keys, vals, 1);
 	free(pq);
 	conn_url = strdup(url);

@@ -176,6 +176,9 @@ def test_batch_cli_errors_are_clear(pg_server):
     p = run_cworker(["batch", "status", "x", "--database",
                      "postgresql://u:hunter2@127.0.0.1:1/db"])
     assert p.returncode == 1 and "cannot connect" in p.stderr and "hunter2" not in p.stderr
+    p = run_cworker(["batch", "status", "x", "--database",
+                     "postgresql://127.0.0.1:1/db?sslmode=disable&password=hunter3"])
+    assert p.returncode == 1 and "password=**" in p.stderr and "hunter3" not in p.stderr
 
 
 @pytest.mark.parametrize("table", ['docs"; DROP TABLE x; --', "1docs", "a.b.c", "",
