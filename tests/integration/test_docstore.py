@@ -123,6 +123,10 @@ def test_concurrent_workers_store_a_document_once(store_worker, app, pg_server, 
     assert len({r["id"] for r in results}) == 1
     assert sum(not r["deduplicated"] for r in results) == 1
     assert pg_server.sql("SELECT count(*) FROM race")[0][0] == 1
+    # one connection per pool child (2 workers x 2 children), not one per task
+    conns = pg_server.sql("SELECT count(*) FROM pg_stat_activity"
+                          " WHERE application_name = 'cworker-docstore'")[0][0]
+    assert 1 <= conns <= 4
 
 
 def batch_status(pg, batch_id, *extra):
