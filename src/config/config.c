@@ -136,7 +136,9 @@ void cw_config_print_help(FILE *out)
 {
 	fprintf(out,
 		"Usage: cworker [worker] [OPTIONS]\n"
+#if defined(CW_HAVE_POSTGRES) && defined(CW_HAVE_DOCCONV)
 		"       cworker batch status BATCH_ID [--database URL] [--json]\n"
+#endif
 		"A native Celery worker: consumes Celery task messages and runs C tasks.\n\n"
 		"Options (config-file key and environment variable in brackets):\n");
 	for (size_t i = 0; i < NOPTS; i++) {
