@@ -351,15 +351,18 @@ static int exec_prepared(const char *url, const char *table, const char *kind, i
 {
 	for (int attempt = 0;; attempt++) {
 		char name[32];
-		int slot = table ? ensure_table(url, table, err) : 0;
-		if (slot >= 0 && !table) {
-			int rc = connect_db(url, err);
-			if (rc == CW_OK)
-				rc = ensure_batch(err);
-			slot = rc;
+		bool had_conn = conn != NULL;
+		int slot;
+		if (table) {
+			slot = ensure_table(url, table, err);
+		} else {
+			slot = connect_db(url, err);
+			if (slot == CW_OK)
+				slot = ensure_batch(err);
 		}
 		if (slot < 0) {
-			if (slot == CW_EIO && attempt == 0)
+			/* a connection that died idle fails its first DDL: one fresh try */
+			if (slot == CW_EIO && attempt == 0 && had_conn)
 				continue;
 			return slot;
 		}
