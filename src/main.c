@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#if defined(CW_HAVE_DOCCONV) && defined(CW_HAVE_POSTGRES)
+#include "docconv/docstore.h"
+#endif
 #include "consumer/worker.h"
 #include "tasks/alias.h"
 #include "tasks/registry.h"
@@ -42,6 +45,11 @@ int main(int argc, char **argv)
 	 */
 	if (!getenv("OMP_THREAD_LIMIT") && setenv("OMP_THREAD_LIMIT", "1", 1) == 0)
 		execv("/proc/self/exe", argv);
+#endif
+#if defined(CW_HAVE_DOCCONV) && defined(CW_HAVE_POSTGRES)
+	/* `cworker batch status ID`: document store progress, no worker */
+	if (argc > 1 && !strcmp(argv[1], "batch"))
+		return cw_docstore_batch_main(argc - 1, argv + 1);
 #endif
 	struct cw_config cfg;
 	struct cw_error err = {0};

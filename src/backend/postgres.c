@@ -91,7 +91,8 @@ static int build_sql(struct pg_backend *b, const struct cw_backend_opts *o)
 			 "CREATE SCHEMA IF NOT EXISTS %s;", qgs);
 	/* SQLAlchemy's DDL for Celery's models, extended columns included (unused ones stay NULL) */
 	if (asprintf(&b->ddl,
-		     "SELECT pg_advisory_lock(8150913);"
+		     /* held until the implicit transaction of this one PQexec commits */
+		     "SELECT pg_advisory_xact_lock(8150913);"
 		     "%s"
 		     "CREATE SEQUENCE IF NOT EXISTS %s;"
 		     "CREATE TABLE IF NOT EXISTS %s ("
@@ -102,8 +103,7 @@ static int build_sql(struct pg_backend *b, const struct cw_backend_opts *o)
 		     "CREATE SEQUENCE IF NOT EXISTS %s;"
 		     "CREATE TABLE IF NOT EXISTS %s ("
 		     " id INTEGER NOT NULL, taskset_id VARCHAR(155), result BYTEA,"
-		     " date_done TIMESTAMP WITHOUT TIME ZONE, PRIMARY KEY (id), UNIQUE (taskset_id));"
-		     "SELECT pg_advisory_unlock(8150913);",
+		     " date_done TIMESTAMP WITHOUT TIME ZONE, PRIMARY KEY (id), UNIQUE (taskset_id));",
 		     schemas, ts, t, gs, g) < 0)
 		goto out;
 	if (asprintf(&b->has_ext,
@@ -193,7 +193,7 @@ static int ensure(struct pg_backend *b, struct cw_error *err)
 		cw_error_set(err, CW_EIO, "result backend %s: cannot create the tables: %s",
 			     b->redacted, b->c ? PQerrorMessage(b->c) : "?");
 		PQclear(r);
-		/* the session-level lock goes with the connection */
+		/* the transaction (and its advisory lock) ended with the error */
 		drop(b);
 		return CW_EIO;
 	}

@@ -140,6 +140,8 @@ static const struct opt opts[] = {
 	 "256", 1, 1048576, false, "MiB of one http(s)/s3 input"},
 	{"docconv_timeout", "docconv-timeout", 0, NULL, T_SECONDS, OFF(docconv_timeout), "60", 0, 0,
 	 false, "Seconds for one http(s)/s3 transfer"},
+	{"database_url", "database-url", 0, "CWORKER_DATABASE_URL", T_STR, OFF(database_url), NULL,
+	 0, 0, true, "PostgreSQL URL of the docconv document store (output=\"postgresql:TABLE\")"},
 	{"s3_endpoint_url", "s3-endpoint-url", 0, NULL, T_STR, OFF(s3_endpoint), NULL, 0, 0, false,
 	 "S3-compatible endpoint (unset = AWS); credentials from AWS_ACCESS_KEY_ID/..."},
 	{"s3_region", "s3-region", 0, NULL, T_STR, OFF(s3_region), "us-east-1", 0, 0, false,
@@ -161,6 +163,9 @@ void cw_config_print_help(FILE *out)
 {
 	fprintf(out,
 		"Usage: cworker [worker] [OPTIONS]\n"
+#if defined(CW_HAVE_POSTGRES) && defined(CW_HAVE_DOCCONV)
+		"       cworker batch status BATCH_ID [--database URL] [--json]\n"
+#endif
 		"A native Celery worker: consumes Celery task messages and runs C tasks.\n\n"
 		"Options (config-file key and environment variable in brackets):\n");
 	for (size_t i = 0; i < NOPTS; i++) {

@@ -70,6 +70,7 @@ struct cw_config {
 	double docconv_timeout;
 	char *s3_endpoint, *s3_region;
 	bool s3_path_style;
+	char *database_url;          /* docconv document store (output="postgresql:TABLE") */
 	char *db_task_table, *db_group_table, *db_task_schema, *db_group_schema;
 	bool broker_ssl;             /* broker_use_ssl */
 	char *broker_ssl_ca, *broker_ssl_cert, *broker_ssl_key, *broker_ssl_reqs;

@@ -1119,7 +1119,7 @@ int cw_worker_run(const struct cw_config *cfg)
 		.timeout = cfg->docconv_timeout, .s3_endpoint = cfg->s3_endpoint,
 		.s3_region = cfg->s3_region, .s3_path_style = cfg->s3_path_style,
 		.memory_mib = (size_t)cfg->docconv_memory_mib, .max_pages = (int)cfg->docconv_max_pages,
-		.inline_max = (size_t)cfg->docconv_inline_max};
+		.inline_max = (size_t)cfg->docconv_inline_max, .database_url = cfg->database_url};
 	if (cw_docconv_configure(&dc) != 0)
 		goto out;
 #endif

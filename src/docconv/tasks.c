@@ -6,11 +6,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "docconv/docconv.h"
 #include "docconv/tasks.h"
+#ifdef CW_HAVE_POSTGRES
+#include "docconv/docstore.h"
+#endif
 #include "storage/storage.h"
 #include "tasks/exec_cancel.h"
+#include "util/log.h"
 
 static struct cw_docconv_conf conf;
 static const char **roots;
@@ -20,6 +25,14 @@ static struct cw_doc_engine *engine;   /* one per process, created on first use 
 int cw_docconv_configure(const struct cw_docconv_conf *c)
 {
 	conf = *c;
+#ifdef CW_HAVE_POSTGRES
+	struct cw_error err = {0};
+	if (c->database_url && *c->database_url &&
+	    cw_docstore_check_url(c->database_url, &err) != CW_OK) {
+		cw_log(CW_LOG_ERROR, "docconv", "%s", err.msg);
+		return -1;
+	}
+#endif
 	free(roots);
 	free(roots_copy);
 	roots = NULL;
@@ -124,24 +137,39 @@ static bool unpack(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 	return !bad;
 }
 
+/* The exception a failed engine call raises: *type and *module. */
+static void doc_exc(const struct cw_doc_result *r, const char **type, const char **module)
+{
+	if (r->status == CW_DOC_CANCELLED) {
+		*type = "SoftTimeLimitExceeded";
+		*module = "celery.exceptions";
+		return;
+	}
+	*type = cw_doc_status_exc(r->status);
+	*module = r->status == CW_DOC_ARGS ? "builtins" : "cworker.exceptions";
+}
+
 static enum cw_task_status doc_fail(struct cw_task_ctx *ctx, struct cw_doc_result r)
 {
-	if (r.status == CW_DOC_CANCELLED)
-		return cw_task_fail(ctx, "SoftTimeLimitExceeded", "celery.exceptions", "%s",
-				    r.message);
-	return cw_task_fail(ctx, cw_doc_status_exc(r.status),
-			    r.status == CW_DOC_ARGS ? "builtins" : "cworker.exceptions", "%s",
-			    r.message);
+	const char *type, *module;
+	doc_exc(&r, &type, &module);
+	return cw_task_fail(ctx, type, module, "%s", r.message);
+}
+
+static void storage_exc(int rc, const char **type, const char **module)
+{
+	*type = rc == CW_ENOTFOUND ? "FileNotFoundError"
+		: rc == CW_EINVAL  ? "PermissionError"
+		: rc == CW_ELIMIT  ? "ResourceLimit"
+				   : "StorageError";
+	*module = rc == CW_ELIMIT || rc == CW_EIO ? "cworker.exceptions" : NULL;
 }
 
 static enum cw_task_status storage_fail(struct cw_task_ctx *ctx, int rc, const struct cw_error *e)
 {
-	const char *type = rc == CW_ENOTFOUND ? "FileNotFoundError"
-			   : rc == CW_EINVAL  ? "PermissionError"
-			   : rc == CW_ELIMIT  ? "ResourceLimit"
-					      : "StorageError";
-	return cw_task_fail(ctx, type, rc == CW_ELIMIT || rc == CW_EIO ? "cworker.exceptions" : NULL,
-			    "%s", e->msg);
+	const char *type, *module;
+	storage_exc(rc, &type, &module);
+	return cw_task_fail(ctx, type, module, "%s", e->msg);
 }
 
 static bool load(struct cw_task_ctx *ctx, const char *src, unsigned char **data, size_t *len,
@@ -179,14 +207,182 @@ static const char *str_or(json_t *v, const char *def)
 	return json_is_string(v) ? json_string_value(v) : def;
 }
 
+#ifdef CW_HAVE_POSTGRES
+/* One convert(output="postgresql:TABLE") call. */
+struct store_job {
+	const char *url, *table, *source, *format, *batch;
+	long long total;           /* batch_total; -1 = not given */
+	bool dedup;
+	double started;            /* wall clock */
+	char sha256[65];
+};
+
+static double wall_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Record the task in its batch (if any); a failure to record is logged, not raised. */
+static void note(struct cw_task_ctx *ctx, const struct store_job *j, bool failed,
+		 long long id, const char *error)
+{
+	if (!j->batch)
+		return;
+	struct cw_docstore_item it = {.batch = j->batch, .task_id = cw_task_id(ctx),
+				      .source = j->source, .failed = failed, .table = j->table,
+				      .doc_id = id, .error = error, .total = j->total,
+				      .started = j->started};
+	struct cw_error err = {0};
+	if (cw_docstore_note(j->url, &it, &err) != CW_OK)
+		cw_log(CW_LOG_WARNING, "docconv", "batch %s: %s", j->batch, err.msg);
+}
+
+/* Fail the task and record the failure in its batch. */
+static enum cw_task_status item_fail(struct cw_task_ctx *ctx, const struct store_job *j,
+				     const char *type, const char *module, const char *msg)
+{
+	char *line = NULL;
+	if (asprintf(&line, "%s: %s", type, msg) < 0)
+		line = NULL;
+	note(ctx, j, true, 0, line ? line : msg);
+	free(line);
+	return cw_task_fail(ctx, type, module, "%s", msg);
+}
+
+static enum cw_task_status db_fail(struct cw_task_ctx *ctx, const struct store_job *j, int rc,
+				   const struct cw_error *e)
+{
+	if (rc == CW_EIO) /* unreachable: recording the failure there would fail too */
+		return cw_task_fail(ctx, "DatabaseError", "cworker.exceptions", "%s", e->msg);
+	return item_fail(ctx, j, "DatabaseError", "cworker.exceptions", e->msg);
+}
+
+/* The arguments only the document store takes: dedup, batch, batch_total. */
+static bool store_args(struct cw_task_ctx *ctx, json_t *const *v, struct store_job *j)
+{
+	struct cw_error err = {0};
+	if (cw_docstore_check_table(j->table, &err) != CW_OK) {
+		cw_task_fail(ctx, "ValueError", NULL, "output: %s", err.msg);
+		return false;
+	}
+	if (!conf.database_url || !*conf.database_url) {
+		cw_task_fail(ctx, "ValueError", NULL,
+			     "output=\"postgresql:%s\" needs a database: set database_url in the "
+			     "config file or CWORKER_DATABASE_URL", j->table);
+		return false;
+	}
+	if (v[0] && !json_is_boolean(v[0])) {
+		cw_task_fail(ctx, "TypeError", NULL, "dedup must be True or False");
+		return false;
+	}
+	if (v[1] && !json_is_string(v[1])) {
+		cw_task_fail(ctx, "TypeError", NULL, "batch must be a string");
+		return false;
+	}
+	if (v[2] && (!json_is_integer(v[2]) || json_integer_value(v[2]) < 0)) {
+		cw_task_fail(ctx, "ValueError", NULL, "batch_total must be a non-negative integer");
+		return false;
+	}
+	j->url = conf.database_url;
+	j->dedup = json_is_true(v[0]);
+	j->batch = v[1] ? json_string_value(v[1]) : cw_task_group(ctx);
+	j->total = v[2] ? (long long)json_integer_value(v[2]) : -1;
+	return true;
+}
+
+static json_t *stored_result(const struct store_job *j, long long id, bool dedup)
+{
+	return json_pack("{s:s,s:I,s:s,s:b,s:s,s:s,s:s?}", "table", j->table, "id",
+			 (json_int_t)id, "sha256", j->sha256, "deduplicated", dedup, "format",
+			 j->format, "source", j->source, "batch", j->batch);
+}
+
+/* Convert and store one row; the result names the row instead of carrying the content. */
+static enum cw_task_status convert_to_store(struct cw_task_ctx *ctx, struct cw_doc_engine *e,
+					    struct store_job *j,
+					    const struct cw_doc_convert_opts *o, json_t **result)
+{
+	struct cw_storage_conf sc = storage_conf();
+	struct cw_error err = {0};
+	const char *type, *module;
+	unsigned char *data = NULL;
+	size_t len = 0;
+	long long id = 0;
+	int rc = cw_storage_get(&sc, j->source, &data, &len, &err);
+	if (rc != CW_OK) {
+		storage_exc(rc, &type, &module);
+		return item_fail(ctx, j, type, module, err.msg);
+	}
+	cw_docstore_sha256(data, len, j->sha256);
+	if (j->dedup) {
+		rc = cw_docstore_find(j->url, j->table, j->sha256, j->format, &id, &err);
+		if (rc == CW_OK) {
+			free(data);
+			note(ctx, j, false, id, NULL);
+			*result = stored_result(j, id, true);
+			return CW_TASK_SUCCESS;
+		}
+		if (rc != CW_ENOTFOUND) {
+			free(data);
+			return db_fail(ctx, j, rc, &err);
+		}
+	}
+	json_t *out = NULL;
+	work_begin(ctx, e);
+	struct cw_doc_result r = cw_doc_convert(e, data, len, j->source, o, &out);
+	work_end();
+	free(data);
+	if (r.status != CW_DOC_OK) {
+		doc_exc(&r, &type, &module);
+		return item_fail(ctx, j, type, module, r.message);
+	}
+	json_t *content = json_object_get(out, "content");
+	char *text = json_is_string(content) ? NULL : json_dumps(content, JSON_COMPACT);
+	struct cw_docstore_doc d = {
+		.source = j->source, .sha256 = j->sha256, .format = j->format,
+		.content = text ? text : json_string_value(content),
+		.content_len = text ? strlen(text) : json_string_length(content),
+		.metadata = json_object_get(out, "metadata"),
+		.ocr_pages = json_object_get(out, "ocr_pages"),
+		.warnings = json_object_get(out, "warnings"),
+		.page_count = (int)json_integer_value(json_object_get(out, "pages")),
+		.batch = j->batch, .task_id = cw_task_id(ctx)};
+	bool existing = false;
+	if (!d.content) {
+		free(text);
+		json_decref(out);
+		return cw_task_fail(ctx, "MemoryError", NULL, "cannot encode the content");
+	}
+	rc = cw_docstore_put(j->url, j->table, &d, !j->dedup, &id, &existing, &err);
+	size_t clen = d.content_len;
+	free(text);
+	if (rc != CW_OK) {
+		json_decref(out);
+		return db_fail(ctx, j, rc, &err);
+	}
+	note(ctx, j, false, id, NULL);
+	json_t *res = stored_result(j, id, existing);
+	json_object_set(res, "pages", json_object_get(out, "pages"));
+	json_object_set(res, "ocr_pages", json_object_get(out, "ocr_pages"));
+	json_object_set(res, "warnings", json_object_get(out, "warnings"));
+	json_object_set_new(res, "bytes", json_integer((json_int_t)clen));
+	json_decref(out);
+	*result = res;
+	return CW_TASK_SUCCESS;
+}
+#endif
+
 static enum cw_task_status t_convert(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 				     json_t **result)
 {
 	static const char *const names[] = {"source", "format", "ocr", "pages", "ocr_lang",
-					    "dpi", "password", "output"};
+					    "dpi", "password", "output", "dedup", "batch",
+					    "batch_total"};
 	enum cw_task_status st = CW_TASK_FAILURE;
-	json_t *v[8];
-	if (!unpack(ctx, args, kwargs, names, 8, "convert", v))
+	json_t *v[11];
+	if (!unpack(ctx, args, kwargs, names, 11, "convert", v))
 		return CW_TASK_FAILURE;
 	if (!json_is_string(v[0]))
 		return cw_task_fail(ctx, "TypeError", NULL,
@@ -218,9 +414,28 @@ static enum cw_task_status t_convert(struct cw_task_ctx *ctx, json_t *args, json
 	}
 	if (v[7] && !json_is_string(v[7]))
 		return cw_task_fail(ctx, "TypeError", NULL, "output must be a string");
+	bool to_db = v[7] && !strncmp(json_string_value(v[7]), "postgresql:", 11);
+	if (!to_db && (v[8] || v[9] || v[10]))
+		return cw_task_fail(ctx, "TypeError", NULL, "dedup, batch and batch_total need "
+				    "output=\"postgresql:TABLE\"");
+#ifdef CW_HAVE_POSTGRES
+	struct store_job job = {.table = to_db ? json_string_value(v[7]) + 11 : NULL,
+				.source = json_string_value(v[0]), .format = fmt,
+				.started = wall_now()};
+	if (to_db && !store_args(ctx, v + 8, &job))
+		return CW_TASK_FAILURE;
+#else
+	if (to_db)
+		return cw_task_fail(ctx, "ValueError", NULL, "this cworker was built without "
+				    "PostgreSQL: output=\"postgresql:...\" is not available");
+#endif
 	struct cw_doc_engine *e = get_engine(ctx);
 	if (!e)
 		return CW_TASK_FAILURE;
+#ifdef CW_HAVE_POSTGRES
+	if (to_db)
+		return convert_to_store(ctx, e, &job, &o, result);
+#endif
 	unsigned char *data = NULL;
 	size_t len = 0;
 	if (!load(ctx, json_string_value(v[0]), &data, &len, &st))
@@ -377,7 +592,9 @@ fail:
 static const struct cw_task_def docconv_tasks[] = {
 	TASK("docconv.convert", t_convert,
 	     "convert(source, format='markdown', ocr='auto', pages=None, ocr_lang='eng', dpi=300, "
-	     "password=None, output=None): text/markdown/json/html with OCR of image-only pages"),
+	     "password=None, output=None, dedup=False, batch=None, batch_total=None): "
+	     "text/markdown/json/html with OCR of image-only pages; output='postgresql:TABLE' "
+	     "stores a row"),
 	TASK("docconv.info", t_info, "info(source, password=None): metadata and page count"),
 	TASK("docconv.render", t_render,
 	     "render(source, pages=None, dpi=150, format='png', output, password=None): page "
@@ -394,6 +611,9 @@ int cw_docconv_register(struct cw_registry *r)
 
 void cw_docconv_shutdown(void)
 {
+#ifdef CW_HAVE_POSTGRES
+	cw_docstore_close();
+#endif
 	cw_doc_engine_free(engine);
 	engine = NULL;
 	free(roots);

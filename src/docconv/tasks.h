@@ -16,6 +16,7 @@ struct cw_docconv_conf {
 	size_t memory_mib;        /* MuPDF memory cap per task */
 	int max_pages;
 	size_t inline_max;        /* bytes of content returned inline; 0 = no limit */
+	const char *database_url; /* document store for output="postgresql:TABLE"; NULL = none */
 };
 
 /* Call in the master before the pool forks. */

@@ -133,6 +133,7 @@ volatile sig_atomic_t *cw_task_cancel_flag(struct cw_task_ctx *ctx)
 }
 
 const char *cw_task_id(const struct cw_task_ctx *ctx) { return ctx->req->id; }
+const char *cw_task_group(const struct cw_task_ctx *ctx) { return ctx->req->group; }
 const char *cw_task_name(const struct cw_task_ctx *ctx) { return ctx->req->task; }
 int64_t cw_task_retries(const struct cw_task_ctx *ctx) { return ctx->req->retries; }
 bool cw_task_cancelled(const struct cw_task_ctx *ctx) { return ctx->cancel && *ctx->cancel; }

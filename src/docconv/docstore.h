@@ -1,0 +1,77 @@
+/*
+ * The PostgreSQL document store behind docconv.convert(output="postgresql:TABLE"):
+ * one row per converted document, unique on (sha256, format), and a
+ * cworker_batch_items table recording each task of a batch (done or failed)
+ * for `cworker batch status`.
+ *
+ * One connection per process (pool child), opened on first use, statements
+ * prepared once per connection and table, one reconnect when the server
+ * went away.  Passwords never appear in messages (URLs are redacted).
+ */
+#ifndef CW_DOCSTORE_H
+#define CW_DOCSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <jansson.h>
+
+#include "util/err.h"
+
+#define CW_DOCSTORE_PREFIX "postgresql:"
+
+/* One converted document. */
+struct cw_docstore_doc {
+	const char *source;
+	const char *sha256;        /* 64 lowercase hex digits */
+	const char *format;
+	const char *content;
+	size_t content_len;
+	json_t *metadata, *ocr_pages, *warnings;
+	int page_count;
+	const char *batch, *task_id; /* may be NULL */
+};
+
+/* One task of a batch, done or failed. */
+struct cw_docstore_item {
+	const char *batch, *task_id, *source;
+	bool failed;
+	const char *table;         /* done: where the document is */
+	long long doc_id;
+	const char *error;         /* failed: "ExcType: message" */
+	long long total;           /* batch size the producer announced; < 0 = not given */
+	double started;            /* Unix time the task started */
+};
+
+/* TABLE or SCHEMA.TABLE of plain identifiers ([A-Za-z_][A-Za-z0-9_]*, <= 63 bytes each). */
+int cw_docstore_check_table(const char *table, struct cw_error *err) CW_MUST_CHECK;
+/* db+postgresql://, postgresql:// or postgres:// URL; CW_EINVAL otherwise. */
+int cw_docstore_check_url(const char *url, struct cw_error *err) CW_MUST_CHECK;
+/* Hex SHA-256 of data into hex[65]. */
+void cw_docstore_sha256(const unsigned char *data, size_t len, char hex[65]);
+
+/*
+ * The id of the stored document with this sha256 and format: CW_OK with
+ * *id, CW_ENOTFOUND when there is none, CW_EIO (database unreachable or
+ * refusing), CW_EINVAL (table unusable).
+ */
+int cw_docstore_find(const char *url, const char *table, const char *sha256, const char *format,
+		     long long *id, struct cw_error *err) CW_MUST_CHECK;
+/*
+ * Store d.  When a row with the same (sha256, format) exists: replace=false
+ * keeps it (*existing = true, *id = its id); replace=true overwrites its
+ * content and returns its id (*existing = false).  Safe against concurrent
+ * writers: the UNIQUE constraint decides.
+ */
+int cw_docstore_put(const char *url, const char *table, const struct cw_docstore_doc *d,
+		    bool replace, long long *id, bool *existing, struct cw_error *err) CW_MUST_CHECK;
+/* Record one task of a batch (an upsert on (batch, task_id): a redelivery counts once). */
+int cw_docstore_note(const char *url, const struct cw_docstore_item *it,
+		     struct cw_error *err) CW_MUST_CHECK;
+
+/* `cworker batch status ID --database URL [--json]`: argv[0] is "batch". Exit status. */
+int cw_docstore_batch_main(int argc, char **argv);
+
+/* Close this process's connection. */
+void cw_docstore_close(void);
+
+#endif
