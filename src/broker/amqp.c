@@ -190,8 +190,12 @@ static int rpc_ok(struct amqp_broker *b, amqp_channel_t ch, const char *what, co
 	if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
 	    ch == CH_PUBLISH && reopen_channel(b, ch) == 0)
 		return -1;
-	if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD)
-		(void)reopen_channel(b, ch);
+	if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
+	    ch != CH_CONSUME && reopen_channel(b, ch) == 0)
+		return -1;
+	/* the consuming channel (its deliveries are gone with it) or the connection: start over */
+	if (b->up)
+		conn_lost(b, msg);
 	return -1;
 }
 
@@ -1073,9 +1077,12 @@ static int add_queue(struct cw_broker *base, const char *queue)
 	if (!(q[b->nqueues] = strdup(queue)))
 		return CW_ENOMEM;
 	b->nqueues++;
-	if (b->up && (declare_task_queue(b, queue) || (b->consuming && consume_queue(b, queue))))
-		if (!b->conn)
-			return CW_OK; /* reconnecting: the new queue is consumed on the next connection */
+	/*
+	 * Declared and consumed now when connected (a refusal is logged; a lost
+	 * connection consumes the queue on the next one, with the others).
+	 */
+	if (b->up && declare_task_queue(b, queue) == 0 && b->up && b->consuming)
+		(void)consume_queue(b, queue);
 	return CW_OK;
 }
 
@@ -1117,7 +1124,10 @@ static void queue_depth(struct cw_broker *base, const char *queue,
 		conn_lost(b, "cannot send queue.declare");
 		return;
 	}
-	b->probes[b->nprobes++] = (struct probe){q, cb, arg};
+	b->probes[b->nprobes].queue = q;
+	b->probes[b->nprobes].cb = cb;
+	b->probes[b->nprobes].arg = arg;
+	b->nprobes++;
 }
 
 static bool busy(struct cw_broker *base)
