@@ -18,23 +18,18 @@
 #include <time.h>
 
 #include <amqp.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
 
 #include "backend/backend.h"
+#include "broker/amqp_conn.h"
 #include "loop/loop.h"
 #include "util/log.h"
 #include "util/url.h"
 
 struct rpc_backend {
 	struct cw_backend base;
-	struct cw_url url;
-	char vhost[256];
-	char redacted[512];
-	bool tls, verify;
+	struct cw_amqp_target t;
 	char *ca, *cert, *key;
 	double retry_for;
-	int heartbeat;
 	amqp_connection_state_t conn;
 };
 
@@ -47,73 +42,23 @@ static void drop(struct rpc_backend *b)
 
 static int ensure(struct rpc_backend *b, struct cw_error *err)
 {
-	struct timeval tmo = {4, 0}, rpc = {10, 0};
-	amqp_socket_t *s;
-	int st;
+	struct cw_error cerr = {0};
 
 	if (b->conn)
 		return CW_OK;
-	b->conn = amqp_new_connection();
+	b->conn = cw_amqp_connect(&b->t, 131072, 10.0, &cerr);
 	if (!b->conn) {
-		cw_error_set(err, CW_ENOMEM, "out of memory");
-		return CW_ENOMEM;
+		cw_error_set(err, CW_EIO, "rpc result backend: cannot connect to %s: %s",
+			     b->t.redacted, cerr.msg);
+		return CW_EIO;
 	}
-	s = b->tls ? amqp_ssl_socket_new(b->conn) : amqp_tcp_socket_new(b->conn);
-	if (!s)
-		goto fail_msg;
-	if (b->tls) {
-		amqp_ssl_socket_set_verify_peer(s, b->verify);
-		amqp_ssl_socket_set_verify_hostname(s, b->verify);
-		if ((b->ca && amqp_ssl_socket_set_cacert(s, b->ca) != AMQP_STATUS_OK) ||
-		    (b->cert && b->key && amqp_ssl_socket_set_key(s, b->cert, b->key) != AMQP_STATUS_OK)) {
-			cw_error_set(err, CW_EINVAL, "rpc result backend: cannot load TLS files");
-			drop(b);
-			return CW_EINVAL;
-		}
-	}
-	amqp_set_handshake_timeout(b->conn, &tmo);
-	amqp_set_rpc_timeout(b->conn, &rpc);
-	st = amqp_socket_open_noblock(s, b->url.host, b->url.port, &tmo);
-	if (st != AMQP_STATUS_OK) {
-		cw_error_set(err, CW_EIO, "rpc result backend: cannot connect to %s: %s", b->redacted,
-			     amqp_error_string2(st));
+	amqp_channel_open(b->conn, 1);
+	if (amqp_get_rpc_reply(b->conn).reply_type != AMQP_RESPONSE_NORMAL) {
+		cw_error_set(err, CW_EIO, "rpc result backend: %s refused a channel", b->t.redacted);
 		drop(b);
 		return CW_EIO;
 	}
-	amqp_rpc_reply_t r = amqp_login(b->conn, b->vhost, 0, 131072, b->heartbeat,
-					AMQP_SASL_METHOD_PLAIN,
-					b->url.user[0] ? b->url.user : "guest",
-					b->url.user[0] ? b->url.password : "guest");
-	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		goto fail_msg;
-	amqp_channel_open(b->conn, 1);
-	if (amqp_get_rpc_reply(b->conn).reply_type != AMQP_RESPONSE_NORMAL)
-		goto fail_msg;
 	return CW_OK;
-fail_msg:
-	cw_error_set(err, CW_EIO, "rpc result backend: %s refused the connection", b->redacted);
-	drop(b);
-	return CW_EIO;
-}
-
-static void vhost_of(const char *path, char *out, size_t outsz)
-{
-	size_t n = strcspn(path, "?"), w = 0;
-	for (size_t i = 0; i < n && w + 1 < outsz; i++) {
-		if (path[i] == '%' && i + 2 < n) {
-			char hex[3] = {path[i + 1], path[i + 2], 0}, *end;
-			long v = strtol(hex, &end, 16);
-			if (!*end) {
-				out[w++] = (char)v;
-				i += 2;
-				continue;
-			}
-		}
-		out[w++] = path[i];
-	}
-	out[w] = '\0';
-	if (!w)
-		snprintf(out, outsz, "/");
 }
 
 static void rpc_free(struct rpc_backend *b)
@@ -138,19 +83,10 @@ static struct cw_backend *rpc_open(const struct cw_backend_opts *o, struct cw_er
 		cw_error_set(err, CW_ENOMEM, "out of memory");
 		return NULL;
 	}
-	if (cw_url_parse(burl, &b->url, err) != CW_OK) {
+	if (cw_amqp_target_parse(burl, o->ssl, &b->t, err) != CW_OK) {
 		free(b);
 		return NULL;
 	}
-	b->tls = !strcmp(b->url.scheme, "amqps") || o->ssl;
-	if (!b->url.port)
-		b->url.port = b->tls ? 5671 : 5672;
-	if (!b->url.host[0])
-		snprintf(b->url.host, sizeof(b->url.host), "localhost");
-	vhost_of(b->url.path, b->vhost, sizeof(b->vhost));
-	cw_url_redact(burl, b->redacted, sizeof(b->redacted));
-	b->verify = o->ssl_verify;
-	b->heartbeat = 0; /* short-lived publishes between tasks; no heartbeats to keep */
 	if ((o->ssl_ca && !(b->ca = strdup(o->ssl_ca))) ||
 	    (o->ssl_cert && !(b->cert = strdup(o->ssl_cert))) ||
 	    (o->ssl_key && !(b->key = strdup(o->ssl_key)))) {
@@ -158,6 +94,11 @@ static struct cw_backend *rpc_open(const struct cw_backend_opts *o, struct cw_er
 		cw_error_set(err, CW_ENOMEM, "out of memory");
 		return NULL;
 	}
+	b->t.verify = o->ssl_verify;
+	b->t.ca = b->ca;
+	b->t.cert = b->cert;
+	b->t.key = b->key;
+	b->t.heartbeat = 0; /* short publishes between tasks: no heartbeats to keep */
 	b->retry_for = o->retry_for > 0 ? o->retry_for : 60;
 	return &b->base;
 }
@@ -194,7 +135,7 @@ static int rpc_store(struct cw_backend *base, const struct cw_result_meta *m, st
 				rc = CW_OK;
 				break;
 			}
-			cw_error_set(err, CW_EIO, "rpc result backend %s: %s", b->redacted,
+			cw_error_set(err, CW_EIO, "rpc result backend %s: %s", b->t.redacted,
 				     amqp_error_string2(st));
 			drop(b);
 		}

@@ -35,9 +35,8 @@
 #include <sys/time.h>
 
 #include <amqp.h>
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
 
+#include "broker/amqp_conn.h"
 #include "broker/amqp_table.h"
 #include "broker/broker.h"
 #include "loop/loop.h"
@@ -82,9 +81,7 @@ struct amqp_broker {
 	struct cw_loop *loop;
 	struct cw_broker_handler h;
 	struct cw_broker_opts o;   /* strings below are our copies */
-	struct cw_url url;
-	char vhost[256];
-	bool tls;
+	struct cw_amqp_target t;  /* where and how to connect (TLS files point into o) */
 	char redacted[512];
 	char **queues;
 	int nqueues;
@@ -119,12 +116,6 @@ struct amqp_broker {
 static void conn_lost(struct amqp_broker *b, const char *why);
 static void pump(struct amqp_broker *b);
 static int start_consuming(struct amqp_broker *b);
-
-static struct timeval tv_of(double s)
-{
-	struct timeval tv = {.tv_sec = (time_t)s, .tv_usec = (suseconds_t)((s - (double)(time_t)s) * 1e6)};
-	return tv;
-}
 
 static amqp_bytes_t cstr(const char *s)
 {
@@ -411,56 +402,19 @@ static void flush_pending(struct amqp_broker *b);
 static void connect_now(struct cw_loop *loop, void *arg)
 {
 	struct amqp_broker *b = arg;
-	struct timeval tmo = tv_of(b->o.connect_timeout > 0 ? b->o.connect_timeout : 4.0);
-	struct timeval rpc = tv_of(RPC_TIMEOUT);
-	amqp_socket_t *sock;
-	char msg[512];
-	int st;
+	struct cw_error err = {0};
 
 	b->retry_timer = 0;
 	if (b->closing || b->conn)
 		return;
-	b->conn = amqp_new_connection();
+	b->conn = cw_amqp_connect(&b->t, FRAME_MAX, RPC_TIMEOUT, &err);
 	if (!b->conn) {
+		/* unreachable: the first failure and every one at the longest backoff are warnings */
+		bool quiet = err.code == CW_EIO && b->backoff > 0 && b->backoff < BACKOFF_MAX;
+		cw_log(quiet ? CW_LOG_DEBUG : err.code == CW_EIO ? CW_LOG_WARNING : CW_LOG_ERROR,
+		       "broker", "Cannot connect to %s: %s", b->redacted, err.msg);
 		schedule_retry(b);
 		return;
-	}
-	sock = b->tls ? amqp_ssl_socket_new(b->conn) : amqp_tcp_socket_new(b->conn);
-	if (!sock) {
-		cw_log(CW_LOG_ERROR, "broker", "cannot create a socket for %s", b->redacted);
-		goto fail;
-	}
-	if (b->tls) {
-		amqp_ssl_socket_set_verify_peer(sock, b->o.ssl_verify);
-		amqp_ssl_socket_set_verify_hostname(sock, b->o.ssl_verify);
-		if (b->o.ssl_ca && amqp_ssl_socket_set_cacert(sock, b->o.ssl_ca) != AMQP_STATUS_OK) {
-			cw_log(CW_LOG_ERROR, "broker", "cannot load CA certificates from %s", b->o.ssl_ca);
-			goto fail;
-		}
-		if (b->o.ssl_cert && b->o.ssl_key &&
-		    amqp_ssl_socket_set_key(sock, b->o.ssl_cert, b->o.ssl_key) != AMQP_STATUS_OK) {
-			cw_log(CW_LOG_ERROR, "broker", "cannot load client certificate %s / key %s",
-			       b->o.ssl_cert, b->o.ssl_key);
-			goto fail;
-		}
-	}
-	amqp_set_handshake_timeout(b->conn, &tmo);
-	amqp_set_rpc_timeout(b->conn, &rpc);
-	st = amqp_socket_open_noblock(sock, b->url.host, b->url.port, &tmo);
-	if (st != AMQP_STATUS_OK) {
-		/* the first failure and then every one at the longest backoff are warnings */
-		cw_log(b->backoff <= 0 || b->backoff >= BACKOFF_MAX ? CW_LOG_WARNING : CW_LOG_DEBUG,
-		       "broker", "Cannot connect to %s: %s", b->redacted, amqp_error_string2(st));
-		goto fail;
-	}
-	amqp_rpc_reply_t r = amqp_login(b->conn, b->vhost, 0, FRAME_MAX, b->o.heartbeat,
-					AMQP_SASL_METHOD_PLAIN,
-					b->url.user[0] ? b->url.user : "guest",
-					b->url.user[0] ? b->url.password : "guest");
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		rpc_error(b, r, msg, sizeof(msg));
-		cw_log(CW_LOG_ERROR, "broker", "login to %s failed: %s", b->redacted, msg);
-		goto fail;
 	}
 	amqp_channel_open(b->conn, CH_CONSUME);
 	if (rpc_ok(b, CH_CONSUME, "opening channel", "1"))
@@ -1187,27 +1141,6 @@ static char *dup_opt(const char *s)
 	return s && *s ? strdup(s) : NULL;
 }
 
-/* Virtual host from the URL path: "" or "/" -> "/", else percent-decoded path before '?'. */
-static void vhost_of(const char *path, char *out, size_t outsz)
-{
-	size_t n = strcspn(path, "?"), w = 0;
-	for (size_t i = 0; i < n && w + 1 < outsz; i++) {
-		if (path[i] == '%' && i + 2 < n) {
-			char hex[3] = {path[i + 1], path[i + 2], 0}, *end;
-			long v = strtol(hex, &end, 16);
-			if (!*end) {
-				out[w++] = (char)v;
-				i += 2;
-				continue;
-			}
-		}
-		out[w++] = path[i];
-	}
-	out[w] = '\0';
-	if (!w)
-		snprintf(out, outsz, "/");
-}
-
 static struct cw_broker *amqp_open(struct cw_loop *loop, const struct cw_broker_opts *o,
 				   const struct cw_broker_handler *h, struct cw_error *err)
 {
@@ -1223,15 +1156,15 @@ static struct cw_broker *amqp_open(struct cw_loop *loop, const struct cw_broker_
 	b->o.ssl_cert = dup_opt(o->ssl_cert);
 	b->o.ssl_key = dup_opt(o->ssl_key);
 	b->fd = -1;
-	if (cw_url_parse(o->url, &b->url, err) != CW_OK)
+	if (cw_amqp_target_parse(o->url, o->ssl, &b->t, err) != CW_OK)
 		goto fail;
-	b->tls = !strcmp(b->url.scheme, "amqps") || o->ssl;
-	if (!b->url.port)
-		b->url.port = b->tls ? 5671 : 5672;
-	if (!b->url.host[0])
-		snprintf(b->url.host, sizeof(b->url.host), "localhost");
-	vhost_of(b->url.path, b->vhost, sizeof(b->vhost));
-	cw_url_redact(o->url, b->redacted, sizeof(b->redacted));
+	b->t.verify = o->ssl_verify;
+	b->t.ca = b->o.ssl_ca;
+	b->t.cert = b->o.ssl_cert;
+	b->t.key = b->o.ssl_key;
+	b->t.heartbeat = o->heartbeat;
+	b->t.connect_timeout = o->connect_timeout;
+	snprintf(b->redacted, sizeof(b->redacted), "%s", b->t.redacted);
 	if (o->nodename)
 		snprintf(b->nodename, sizeof(b->nodename), "%s", o->nodename);
 	if (o->nqueues > 0) {
@@ -1268,28 +1201,6 @@ fail:
 
 const struct cw_broker_ops cw_amqp_broker_ops = {
 	.scheme = "amqp",
-	.redelivers = true,
-	.open = amqp_open,
-	.set_credit = set_credit,
-	.set_prefetch = set_window,
-	.ack = ack,
-	.reject = reject,
-	.restore = restore,
-	.publish = publish,
-	.publish_fanout = publish_fanout,
-	.publish_direct = publish_direct,
-	.add_queue = add_queue,
-	.cancel_queue = cancel_queue,
-	.queues = queues,
-	.touch = touch,
-	.busy = busy,
-	.connected = connected,
-	.queue_depth = queue_depth,
-	.close = amqp_close,
-};
-
-const struct cw_broker_ops cw_amqps_broker_ops = {
-	.scheme = "amqps",
 	.redelivers = true,
 	.open = amqp_open,
 	.set_credit = set_credit,

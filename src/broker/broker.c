@@ -5,7 +5,6 @@
 extern const struct cw_broker_ops cw_redis_broker_ops;
 #ifdef CW_HAVE_AMQP
 extern const struct cw_broker_ops cw_amqp_broker_ops;
-extern const struct cw_broker_ops cw_amqps_broker_ops;
 #endif
 
 const struct cw_broker_ops *cw_broker_lookup(const char *url)
@@ -14,13 +13,13 @@ const struct cw_broker_ops *cw_broker_lookup(const char *url)
 		&cw_redis_broker_ops,
 #ifdef CW_HAVE_AMQP
 		&cw_amqp_broker_ops,
-		&cw_amqps_broker_ops,
 #endif
 	};
 	size_t n = strcspn(url, ":");
 #ifdef CW_HAVE_AMQP
-	if (n == 6 && !strncmp(url, "pyamqp", 6))
-		return &cw_amqp_broker_ops; /* Celery's name for its py-amqp transport */
+	/* amqps:// is the same transport over TLS; pyamqp:// is Celery's name for it */
+	if ((n == 5 && !strncmp(url, "amqps", 5)) || (n == 6 && !strncmp(url, "pyamqp", 6)))
+		return &cw_amqp_broker_ops;
 #endif
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		if (strlen(all[i]->scheme) == n && !strncmp(url, all[i]->scheme, n))
