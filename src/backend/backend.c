@@ -1,7 +1,12 @@
 #include "backend/backend.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
+#include <time.h>
+
+#include "loop/loop.h"
+#include "util/log.h"
 
 extern const struct cw_backend_ops cw_redis_backend_ops;
 #ifdef CW_HAVE_POSTGRES
@@ -79,4 +84,17 @@ void cw_backend_close(struct cw_backend *b)
 {
 	if (b)
 		b->ops->close(b);
+}
+
+bool cw_backend_backoff(int attempt, double *delay, double deadline, double retry_for,
+			const char *why)
+{
+	if (cw_now() + *delay > deadline)
+		return false;
+	if (attempt == 0)
+		cw_log(CW_LOG_WARNING, "backend", "%s; retrying for up to %.0fs", why, retry_for);
+	struct timespec ts = {(time_t)*delay, (long)((*delay - floor(*delay)) * 1e9)};
+	nanosleep(&ts, NULL);
+	*delay = fmin(*delay * 2, 1.0);
+	return true;
 }

@@ -62,6 +62,13 @@ int cw_backend_chord_part(struct cw_backend *b, const char *gid, int64_t group_i
 /* CW_OK with *deleted = -1 when the backend keeps no rows to clean (Redis expires keys itself). */
 int cw_backend_cleanup(struct cw_backend *b, long *deleted, struct cw_error *err);
 void cw_backend_reset(struct cw_backend *b);
+/*
+ * Between two attempts of a store: false when waiting delay more seconds
+ * would pass deadline (give up); otherwise logs the first retry (why), sleeps
+ * *delay and doubles it up to 1 s.  Backends retry like Celery's @retry.
+ */
+bool cw_backend_backoff(int attempt, double *delay, double deadline, double retry_for,
+			const char *why);
 void cw_backend_close(struct cw_backend *b);
 
 #endif

@@ -139,14 +139,8 @@ static int rpc_store(struct cw_backend *base, const struct cw_result_meta *m, st
 				     amqp_error_string2(st));
 			drop(b);
 		}
-		if (cw_now() + delay > deadline)
+		if (!cw_backend_backoff(attempt, &delay, deadline, b->retry_for, err->msg))
 			break;
-		if (attempt == 0)
-			cw_log(CW_LOG_WARNING, "backend", "%s; retrying for up to %.0fs", err->msg,
-			       b->retry_for);
-		struct timespec ts = {(time_t)delay, (long)((delay - floor(delay)) * 1e9)};
-		nanosleep(&ts, NULL);
-		delay = fmin(delay * 2, 1.0);
 	}
 	free(val);
 	return rc;
