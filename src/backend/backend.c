@@ -74,6 +74,11 @@ int cw_backend_cleanup(struct cw_backend *b, long *deleted, struct cw_error *err
 	return b->ops->cleanup(b, deleted, err);
 }
 
+int cw_backend_prepare(struct cw_backend *b, struct cw_error *err)
+{
+	return b && b->ops->prepare ? b->ops->prepare(b, err) : CW_OK;
+}
+
 void cw_backend_reset(struct cw_backend *b)
 {
 	if (b)

@@ -46,6 +46,11 @@ struct cw_backend_ops {
 	int (*chord_part)(struct cw_backend *b, const char *gid, int64_t group_index,
 			  const char *entry, size_t len, json_t **entries, bool *nested,
 			  struct cw_error *err);
+	/*
+	 * Optional: create what the backend needs (tables) once at worker start,
+	 * before any child stores or any client polls; NULL = nothing to do.
+	 */
+	int (*prepare)(struct cw_backend *b, struct cw_error *err);
 	/* Delete results older than result_expires (celery.backend_cleanup); NULL: nothing to do. */
 	int (*cleanup)(struct cw_backend *b, long *deleted, struct cw_error *err);
 	/* Drop the connection (children call this after fork: never share a socket). */
@@ -62,6 +67,7 @@ int cw_backend_chord_part(struct cw_backend *b, const char *gid, int64_t group_i
 /* CW_OK with *deleted = -1 when the backend keeps no rows to clean (Redis expires keys itself). */
 int cw_backend_cleanup(struct cw_backend *b, long *deleted, struct cw_error *err);
 void cw_backend_reset(struct cw_backend *b);
+int cw_backend_prepare(struct cw_backend *b, struct cw_error *err);
 /*
  * Between two attempts of a store: false when waiting delay more seconds
  * would pass deadline (give up); otherwise logs the first retry (why), sleeps

@@ -309,6 +309,20 @@ static int pg_store(struct cw_backend *base, const struct cw_result_meta *m, str
 	return rc;
 }
 
+/*
+ * At worker start, in the master before any child exists: the tables are
+ * there before the first result, so a Python client's own create_all()
+ * never races a child's DDL.  The connection is closed again (children
+ * open their own).
+ */
+static int pg_prepare(struct cw_backend *base, struct cw_error *err)
+{
+	struct pg_backend *b = (struct pg_backend *)base;
+	int rc = ensure(b, err);
+	drop(b);
+	return rc;
+}
+
 static void pg_reset(struct cw_backend *base)
 {
 	struct pg_backend *b = (struct pg_backend *)base;
@@ -368,6 +382,7 @@ const struct cw_backend_ops cw_postgres_backend_ops = {
 	.open = pg_open,
 	.store = pg_store,
 	.cleanup = pg_cleanup,
+	.prepare = pg_prepare,
 	.reset = pg_reset,
 	.close = pg_close,
 };

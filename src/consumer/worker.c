@@ -1137,6 +1137,9 @@ int cw_worker_run(const struct cw_config *cfg)
 		cw_log(CW_LOG_ERROR, "worker", "result backend: %s", err.msg);
 		goto out;
 	}
+	if (cw_backend_prepare(w.backend, &err) != CW_OK)
+		cw_log(CW_LOG_WARNING, "worker", "result backend not ready yet (%s); children retry "
+		       "when they store", err.msg);
 	w.env = (struct cw_exec_env){.reg = w.reg, .backend = w.backend, .hostname = cfg->hostname,
 				     .result_extended = cfg->result_extended, .limits = w.limits,
 				     .default_queue = "celery"};
