@@ -657,7 +657,8 @@ static json_t *c_election(struct worker *w, json_t *args)
 {
 	(void)w;
 	(void)args;
-	return NULL; /* no gossip: nothing to elect, and Python sends no reply either */
+	/* no gossip: nothing to elect; the reply is None, as kombu replies for any handler */
+	return json_null();
 }
 
 static json_t *c_pool_restart(struct worker *w, json_t *args)

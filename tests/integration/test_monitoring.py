@@ -78,15 +78,18 @@ class Events:
                 self.state.event(event)
 
     def run(self):
+        # One consumer for the whole test: re-capturing after an idle timeout would
+        # drop the receiver's auto-delete queue on AMQP and lose the events sent in
+        # between. kombu's consume loop checks should_stop at least once a second.
         with self.app.connection_for_read() as conn:
-            recv = self.app.events.Receiver(conn, handlers={"*": self.on_event})
+            self.recv = self.app.events.Receiver(conn, handlers={"*": self.on_event})
             while not self.stop:
                 try:
-                    for _ in recv.itercapture(limit=None, timeout=0.5, wakeup=False):
+                    for _ in self.recv.itercapture(limit=None, timeout=None, wakeup=False):
                         if self.stop:
                             return
-                except Exception:  # socket timeout between events: capture again
-                    pass
+                except Exception:  # connection trouble: capture again
+                    time.sleep(0.1)
 
     def of_type(self, type_, hostname=None):
         with self.lock:
@@ -99,6 +102,9 @@ class Events:
 
     def close(self):
         self.stop = True
+        recv = getattr(self, "recv", None)
+        if recv is not None:
+            recv.should_stop = True
         self.thread.join(5)
 
 
@@ -204,6 +210,47 @@ def test_unknown_command_gets_celerys_error_reply(redis_server, cworker_factory,
     assert control(app, node, "no_such_command") == {"error": "KeyError('no_such_command')"}
     # and the worker carries on
     assert control(app, node, "ping") == {"ok": "pong"}
+
+
+def test_hello_pool_restart_and_election_replies(redis_server, cworker_factory, app):
+    """The replies Celery's own handlers give: hello (mingle) shares revoked ids both ways
+    and answers None to itself, pool_restart is refused as with worker_pool_restarts
+    off, election answers None (no gossip here)."""
+    node = node_name()
+    cworker_factory(["-c", "1", "-n", node], redis=redis_server)
+    app.control.revoke("hello-known-1")
+    r = control(app, node, "hello", from_node="other@host",
+                revoked={"hello-from-peer": time.time()})
+    assert "hello-known-1" in r["revoked"] and "hello-from-peer" in r["revoked"]
+    assert int(r["clock"]) > 0
+    assert "hello-from-peer" in inspect(redis_server, node, "revoked")
+    # from itself: kombu's dispatch still replies, with None
+    assert app.control.broadcast("hello", arguments={"from_node": node, "revoked": {}},
+                                 destination=[node], reply=True,
+                                 timeout=1.5 * SLOW) == [{node: None}]
+    assert control(app, node, "pool_restart") == {
+        "error": "ValueError('Pool restarts not enabled')"}
+    assert app.control.broadcast("election", arguments={"id": "e1", "topic": "t",
+                                                        "action": "a"},
+                                 destination=[node], reply=True,
+                                 timeout=1.5 * SLOW) == [{node: None}]
+    assert control(app, node, "ping") == {"ok": "pong"}
+
+
+def test_task_rejected_event_on_requeue(redis_server, cworker_factory, app, events):
+    """acks_late + reject_on_worker_lost: a lost child's message is requeued and the
+    worker sends task-rejected (requeue=True), as Celery's Request.reject does."""
+    w = cworker_factory(["-c", "1", "--acks-late", "--reject-on-worker-lost", "-E"],
+                        redis=redis_server)
+    r = app.send_task("cworker.sleep", args=[1.0, "ok"])
+    w.wait_log(rf"Task cworker.sleep\[{r.id}\] received", timeout=10)
+    time.sleep(0.3 * SLOW)
+    os.kill(w.children()[0], signal.SIGKILL)
+    assert r.get(timeout=30) == "ok"
+    rejected = [e for e in events.of_type("task-rejected") if e.get("uuid") == r.id]
+    assert rejected and rejected[0]["requeue"] is True
+    wait_for(lambda: [e for e in events.raw if e.get("uuid") == r.id
+                      and e["type"] == "task-succeeded"], 10, what="task-succeeded after the requeue")
 
 
 def test_lamport_clock_merges_received_clocks(redis_server, cworker_factory, app):
