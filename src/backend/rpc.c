@@ -10,20 +10,14 @@
  * It talks to the broker of broker_url over its own blocking connection
  * (one per pool child, opened on first use, dropped after fork).
  */
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
-#include <time.h>
 
 #include <amqp.h>
 
 #include "backend/backend.h"
 #include "broker/amqp_conn.h"
 #include "loop/loop.h"
-#include "util/log.h"
-#include "util/url.h"
 
 struct rpc_backend {
 	struct cw_backend base;

@@ -178,9 +178,7 @@ static int rpc_ok(struct amqp_broker *b, amqp_channel_t ch, const char *what, co
 		return 0;
 	rpc_error(b, r, msg, sizeof(msg));
 	cw_log(CW_LOG_ERROR, "broker", "%s %s on %s: %s", what, name, b->redacted, msg);
-	if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
-	    ch == CH_PUBLISH && reopen_channel(b, ch) == 0)
-		return -1;
+	/* a refused declaration closes only its channel: reopen it (publish and probe channels) */
 	if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
 	    ch != CH_CONSUME && reopen_channel(b, ch) == 0)
 		return -1;

@@ -189,6 +189,23 @@ static bool ok(PGresult *r)
 	return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
+/*
+ * The outcome of a setup statement (consumes r): CW_OK, or the error with the
+ * connection closed (CW_EINVAL: the server refused it, CW_EIO: connection lost).
+ */
+static int checked(PGresult *r, const char *what, struct cw_error *err)
+{
+	if (ok(r)) {
+		PQclear(r);
+		return CW_OK;
+	}
+	int code = PQstatus(conn) == CONNECTION_OK ? CW_EINVAL : CW_EIO;
+	db_fail(err, code, what);
+	PQclear(r);
+	cw_docstore_close();
+	return code;
+}
+
 /* Run DDL under a transaction-scoped advisory lock. */
 static int run_ddl(const char *sql, const char *what, struct cw_error *err)
 {
@@ -204,30 +221,13 @@ static int run_ddl(const char *sql, const char *what, struct cw_error *err)
 	}
 	PGresult *r = PQexec(conn, full);
 	free(full);
-	if (!ok(r)) {
-		int code = PQstatus(conn) == CONNECTION_OK ? CW_EINVAL : CW_EIO;
-		db_fail(err, code, what);
-		PQclear(r);
-		cw_docstore_close();
-		return code;
-	}
-	PQclear(r);
-	return CW_OK;
+	return checked(r, what, err);
 }
 
 static int prepare(const char *name, const char *sql, int nparams, const char *what,
 		   struct cw_error *err)
 {
-	PGresult *r = PQprepare(conn, name, sql, nparams, NULL);
-	if (!ok(r)) {
-		int code = PQstatus(conn) == CONNECTION_OK ? CW_EINVAL : CW_EIO;
-		db_fail(err, code, what);
-		PQclear(r);
-		cw_docstore_close();
-		return code;
-	}
-	PQclear(r);
-	return CW_OK;
+	return checked(PQprepare(conn, name, sql, nparams, NULL), what, err);
 }
 
 static int ensure_batch(struct cw_error *err)
