@@ -9,20 +9,20 @@
 #include "docconv/docstore.h"
 #endif
 #include "consumer/worker.h"
-#include "tasks/alias.h"
 #include "tasks/registry.h"
+#include "tasks/setup.h"
 #include "util/log.h"
 
 static int list_tasks(const struct cw_config *cfg)
 {
 	struct cw_registry *r = cw_registry_new();
 	struct cw_error err = {0};
-	if (!r || cw_tasks_register_builtin(r, cfg->diagnostic_tasks) != 0)
+	if (!r)
 		return 1;
-	if (cw_aliases_register(r, cfg, &err) != 0) {
+	if (cw_tasks_setup(r, cfg, false, &err) != CW_OK) {
 		fprintf(stderr, "cworker: error: %s\n", err.msg);
 		cw_registry_free(r);
-		cw_aliases_free();
+		cw_tasks_teardown();
 		return CW_EX_USAGE;
 	}
 	for (size_t i = 0; i < cw_registry_count(r); i++) {
@@ -30,7 +30,7 @@ static int list_tasks(const struct cw_config *cfg)
 		printf("%-24s %s\n", d->name, d->doc ? d->doc : "");
 	}
 	cw_registry_free(r);
-	cw_aliases_free();
+	cw_tasks_teardown();
 	return 0;
 }
 

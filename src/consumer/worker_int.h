@@ -1,116 +1,90 @@
 /*
- * The master's state, shared by worker.c (consuming, dispatching) and
- * mailbox.c (remote control and inspection).  Private to src/consumer.
+ * The master's parts, wired together.  Each part owns its own state behind
+ * its own header (reserve, rate limits, time limits, shutdown, autoscaler,
+ * revoked ids, events, metrics); this struct only holds the handles and the
+ * few counters Celery reports.  Private to src/consumer: remote control and
+ * the HTTP monitor see the worker through consumer/worker.h only.
+ *
+ *   consumer.c  a message's way in: bad input, settle, ETA, admission,
+ *               dispatch to the pool, credit to the broker, connection state
+ *   outcome.c   a message's way out: results of the pool and states the
+ *               master decides, with their events, metrics and acks
+ *   query.c     the query/command API of worker.h
+ *   worker.c    start-up and tear-down wiring
  */
 #ifndef CW_WORKER_INT_H
 #define CW_WORKER_INT_H
 
 #include <stdbool.h>
-#include <stdint.h>
+#include <jansson.h>
 
 #include "backend/backend.h"
 #include "broker/broker.h"
 #include "config/config.h"
-#include "http/metrics.h"
-#include "consumer/events.h"
+#include "consumer/autoscale.h"
+#include "consumer/held.h"
+#include "consumer/ratelimit.h"
+#include "consumer/reserve.h"
 #include "consumer/revoked.h"
+#include "consumer/shutdown.h"
+#include "consumer/timelimit.h"
+#include "consumer/worker.h"
+#include "events/events.h"
+#include "http/metrics.h"
 #include "pool/pool.h"
-#include "protocol/control.h"
+#include "tasks/exec.h"
 #include "tasks/registry.h"
 
-/*
- * A message the worker holds: waiting for its ETA, reserved (in `ready`)
- * or running (in `running[slot]`).  Allocated once; moves between lists by
- * pointer so timers can refer to it.
- */
-struct held {
-	struct cw_delivery *d;
-	struct cw_request req;     /* decoded once, on arrival */
-	double eta;                /* wall clock; 0 = none */
-	double expires;            /* wall clock; 0 = none */
-	bool acks_late, reject_on_worker_lost;
-	bool terminated;           /* revoke(terminate=True) signalled its child */
-	bool soft_fired;           /* the soft time limit was signalled */
-	double time_start;         /* wall clock when handed to the pool */
-	double soft, hard;         /* effective limits, seconds; 0 = none */
-	int slot;                  /* while running */
-	bool counted;              /* counts against the prefetch limit */
-	uint64_t eta_timer, soft_timer, hard_timer;
-	struct worker *w;
-};
-
-/*
- * A task name's rate limit: kombu's TokenBucket(rate, capacity=1) as
- * Celery's consumer uses it.  Messages that found the bucket empty wait
- * here, in arrival order, outside the prefetch budget (so they never hold
- * back other task types), until a token is due.
- */
-struct bucket {
-	char *task;
-	double rate;               /* tokens per second */
-	double tokens, stamp;      /* monotonic stamp of the last refill */
-	struct held **q;
-	size_t n, cap;
-	uint64_t timer;
-	struct worker *w;
-};
-
-struct worker {
+struct cw_worker {
 	const struct cw_config *cfg;
 	struct cw_loop *loop;
 	struct cw_broker *broker;
-	const struct cw_broker_ops *bops;
 	struct cw_backend *backend;
 	struct cw_registry *reg;
 	struct cw_pool *pool;
 	struct cw_exec_env env;
 	struct cw_proto_limits limits;
 
-	struct held **ready;       /* FIFO of reserved, unstarted messages */
-	size_t nready, capready;
-	struct held **eta;         /* messages waiting for their ETA (unordered) */
-	size_t neta, capeta;
-	struct cw_revoked *revoked; /* ids revoked by control messages (Celery's LimitedSet) */
-	struct bucket **buckets;   /* one per rate-limited task name (stable pointers) */
-	int nbuckets;
-	struct held **running;     /* indexed by pool slot */
-	int nslots;
-	int limit;                 /* concurrency x prefetch multiplier */
-	int held;                  /* counted messages: reserved + running */
-
-	/* monitoring */
+	struct cw_reserve *reserve;
+	struct cw_ratelimit *ratelimit;
+	struct cw_timelimit *timelimit;
+	struct cw_shutdown *shutdown;
+	struct cw_autoscale *autoscale;   /* NULL = fixed pool size */
+	struct cw_revoked *revoked;       /* ids revoked by control messages (Celery's LimitedSet) */
 	struct cw_events *events;
-	struct cw_metrics *metrics;  /* --http: Prometheus counters (NULL = off; calls are no-ops) */
-	struct cw_monitor *monitor;  /* --http: server, probes (consumer/monitor.c) */
-	json_t *totals;            /* task name -> tasks finished (stats "total") */
-	long processed;
-	double started;            /* wall clock at start (stats "uptime") */
-	json_t *task_limits;       /* name -> [soft, hard] set by the time_limit command */
-	int pool_size;             /* processes wanted now (grow/shrink/autoscale) */
-	int autoscale_max, autoscale_min; /* 0 = no autoscaler */
-	double last_scale_up;      /* monotonic */
-	double autoscale_keepalive;
+	struct cw_metrics *metrics;       /* --http: Prometheus counters (NULL = off; calls no-op) */
+	struct cw_monitor *monitor;       /* --http: server and probes */
 
-	int sigfd;
-	enum { RUNNING, WARM, COLD } phase;
-	double shutdown_deadline;
-	bool announced;
-	int exit_code;
+	json_t *totals;                   /* task name -> tasks accepted (stats "total") */
+	long processed;
+	double started;                   /* wall clock at start (stats "uptime") */
+	json_t *task_limits;              /* name -> [soft, hard] set by the time_limit command */
+	bool announced;                   /* worker-online sent */
 };
 
-/* worker.c services for the mailbox */
-void cw_worker_revoke(struct worker *w, const char *id, bool terminate, int sig);
-void cw_worker_save_state(struct worker *w);
-int cw_worker_set_rate(struct worker *w, const char *task, double rate);
-double cw_worker_rate(const struct worker *w, const char *task);
-/* Grow (n > 0) or shrink (n < 0) the pool; CW_EAGAIN when not enough idle processes. */
-int cw_worker_resize(struct worker *w, int n);
-void cw_worker_shutdown(struct worker *w);
-void cw_worker_heartbeat(struct worker *w, const char *type, double freq);
-/* A request's info dict as Celery's Request.info(safe) builds it. */
-json_t *cw_worker_request_info(const struct worker *w, const struct held *h, bool safe);
+/* consumer.c */
+void cw_consumer_on_delivery(void *arg, struct cw_delivery *d);
+void cw_consumer_on_state(void *arg, bool up);
+void cw_consumer_on_broadcast(void *arg, const char *exchange, const struct cw_envelope *env);
+void cw_consumer_on_ready(void *arg, struct held **hs, size_t n);
+/* Hand reserved messages to idle slots, then tell the broker the credit left. */
+void cw_consumer_dispatch(struct cw_worker *w);
+void cw_consumer_update_credit(struct cw_worker *w);
+/* Shutdown began: stop fetching, give back every message not started. */
+void cw_consumer_stop(struct cw_worker *w, enum cw_phase phase);
+bool cw_consumer_running(const struct cw_worker *w);
+/* Free a held message (its timers, its place in the budget, its delivery). */
+void cw_held_release(struct cw_worker *w, struct held *h);
 
-/* mailbox.c */
-void cw_mailbox_handle(struct worker *w, const struct cw_control *c);
+/* outcome.c */
+void cw_outcome_on_done(void *arg, int slot, const struct cw_outcome *o, const char *publish);
+void cw_outcome_on_lost(void *arg, int slot, pid_t pid, int wstatus, enum cw_lost_reason why);
+/* Celery's Request.revoked(): expired or revoked ids end REVOKED, acked, freed. */
+void cw_outcome_revoked(struct cw_worker *w, struct held *h, bool expired);
+/* A state the master decided, stored as the child would (chord part, errbacks). */
+void cw_outcome_store(struct cw_worker *w, struct held *h, enum cw_state state, const char *type,
+		      const char *module, const char *msg, json_t *args);
+void cw_outcome_event(struct cw_worker *w, const struct held *h, const char *type,
+		      json_t *fields);
 
 #endif

@@ -17,7 +17,14 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include "consumer/worker_int.h"
+#include "broker/broker.h"
+#include "consumer/revoked.h"
+#include "consumer/worker.h"
+#include "control/mailbox.h"
+#include "events/events.h"
+#include "pool/pool.h"
+#include "protocol/control.h"
+#include "tasks/registry.h"
 #include "cw_build.h"
 #include "loop/loop.h"
 #include "util/log.h"
@@ -109,79 +116,58 @@ static int signal_number(json_t *v)
 	return -1;
 }
 
+static bool autoscaled(const struct cw_worker *w)
+{
+	struct cw_worker_counts k;
+	cw_worker_counts(w, &k);
+	return k.autoscale_max > 0;
+}
+
 /* ---- inspect ------------------------------------------------------------- */
 
-static json_t *c_ping(struct worker *w, json_t *args)
+static json_t *c_ping(struct cw_worker *w, json_t *args)
 {
 	(void)w;
 	(void)args;
 	return ok("pong");
 }
 
-static json_t *broker_info(const struct worker *w)
-{
-	struct cw_url u;
-	struct cw_error err = {0};
-	char vhost[256];
-
-	if (cw_url_parse(w->cfg->broker_url, &u, &err) != CW_OK)
-		memset(&u, 0, sizeof(u));
-	bool amqp = strcmp(u.scheme, "redis") != 0;
-	bool ssl = !strcmp(u.scheme, "amqps") || (amqp && w->cfg->broker_ssl);
-	int port = u.port ? u.port : !amqp ? 6379 : ssl ? 5671 : 5672;
-	if (amqp) {
-		/* kombu reports the virtual host as given in the URL path, "/" when empty */
-		size_t n = strcspn(u.path, "?");
-		snprintf(vhost, sizeof(vhost), "%.*s", (int)n, u.path);
-		if (!vhost[0])
-			snprintf(vhost, sizeof(vhost), "/");
-	} else {
-		snprintf(vhost, sizeof(vhost), "%d", u.db);
-	}
-	json_t *topts = amqp ? json_object()
-			     : json_pack("{s:f}", "visibility_timeout", w->cfg->visibility_timeout);
-	return json_pack("{s:s,s:o,s:s,s:i,s:b,s:b,s:s,s:f,s:o,s:n,s:n,s:f,s:s,s:[]}", "hostname",
-			 u.host[0] ? u.host : "127.0.0.1", "userid",
-			 u.user[0] ? json_string(u.user) : json_null(), "virtual_host", vhost, "port",
-			 port, "insist", 0, "ssl", ssl, "transport", amqp ? "amqp" : "redis",
-			 "connect_timeout", amqp ? w->cfg->broker_connection_timeout : 4.0,
-			 "transport_options", topts, "login_method", "uri_prefix", "heartbeat",
-			 amqp ? (double)w->cfg->broker_heartbeat : 120.0,
-			 "failover_strategy", "round-robin", "alternates");
-}
-
-static json_t *c_stats(struct worker *w, json_t *args)
+static json_t *c_stats(struct cw_worker *w, json_t *args)
 {
 	struct rusage ru;
 	pid_t pids[MAX_PROCS];
+	struct cw_worker_counts k;
+	const struct cw_config *cfg = cw_worker_config(w);
 	(void)args;
 
+	cw_worker_counts(w, &k);
+
 	getrusage(RUSAGE_SELF, &ru);
-	int n = cw_pool_processes(w->pool, pids, MAX_PROCS);
+	int n = cw_pool_processes(cw_worker_pool(w), pids, MAX_PROCS);
 	json_t *procs = json_array();
 	for (int i = 0; i < n; i++)
 		json_array_append_new(procs, json_integer(pids[i]));
 	char clock[32], avg[32];
-	snprintf(clock, sizeof(clock), "%llu", (unsigned long long)cw_events_clock(w->events));
-	int size = cw_pool_size(w->pool);
+	snprintf(clock, sizeof(clock), "%llu", (unsigned long long)cw_events_clock(cw_worker_events(w)));
+	int size = cw_pool_size(cw_worker_pool(w));
 	snprintf(avg, sizeof(avg), "%.2f", size ? 1.0 / size : 0.0);
-	long max_conc = w->autoscale_max ? w->autoscale_max
-			: w->cfg->pool_kind == CW_POOL_SOLO ? 1 : w->cfg->concurrency;
+	long max_conc = k.autoscale_max ? k.autoscale_max
+			: cfg->pool_kind == CW_POOL_SOLO ? 1 : cfg->concurrency;
 	json_t *pool = json_pack(
 		"{s:i,s:o,s:o,s:b,s:[f,f],s:{s:I,s:s,s:s,s:s,s:s,s:{s:i,s:i}}}", "max-concurrency",
 		(int)max_conc, "processes", procs, "max-tasks-per-child",
-		w->cfg->max_tasks_per_child ? json_integer(w->cfg->max_tasks_per_child)
+		cfg->max_tasks_per_child ? json_integer(cfg->max_tasks_per_child)
 					    : json_string("N/A"),
-		"put-guarded-by-semaphore", 0, "timeouts", w->cfg->soft_time_limit,
-		w->cfg->time_limit, "writes", "total", (json_int_t)w->processed, "avg", avg, "all",
+		"put-guarded-by-semaphore", 0, "timeouts", cfg->soft_time_limit,
+		cfg->time_limit, "writes", "total", (json_int_t)k.processed, "avg", avg, "all",
 		avg, "raw", "", "strategy", "fair", "inqueues", "total", size, "active",
-		cw_pool_busy(w->pool));
+		cw_pool_busy(cw_worker_pool(w)));
 	json_t *r = json_pack(
 		"{s:O,s:i,s:s,s:I,s:o,s:o,s:i,s:{s:f,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
 		"s:I,s:I,s:I,s:I}}",
-		"total", w->totals, "pid", (int)getpid(), "clock", clock, "uptime",
-		(json_int_t)llround(cw_wall() - w->started), "pool", pool, "broker", broker_info(w),
-		"prefetch_count", w->limit, "rusage", "utime",
+		"total", cw_worker_totals(w), "pid", (int)getpid(), "clock", clock, "uptime",
+		(json_int_t)llround(cw_wall() - k.started), "pool", pool, "broker", cw_broker_info(cw_worker_broker(w)),
+		"prefetch_count", k.limit, "rusage", "utime",
 		ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, "stime",
 		ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, "maxrss", (json_int_t)ru.ru_maxrss,
 		"ixrss", (json_int_t)ru.ru_ixrss, "idrss", (json_int_t)ru.ru_idrss, "isrss",
@@ -191,48 +177,28 @@ static json_t *c_stats(struct worker *w, json_t *args)
 		(json_int_t)ru.ru_msgsnd, "msgrcv", (json_int_t)ru.ru_msgrcv, "nsignals",
 		(json_int_t)ru.ru_nsignals, "nvcsw", (json_int_t)ru.ru_nvcsw, "nivcsw",
 		(json_int_t)ru.ru_nivcsw);
-	if (r && w->autoscale_max)
+	if (r && k.autoscale_max)
 		json_object_set_new(r, "autoscaler",
-				    json_pack("{s:i,s:i,s:i,s:i}", "max", w->autoscale_max, "min",
-					      w->autoscale_min, "current", size, "qty", w->held));
+				    json_pack("{s:i,s:i,s:i,s:i}", "max", k.autoscale_max, "min",
+					      k.autoscale_min, "current", size, "qty", k.held));
 	return r;
 }
 
-static json_t *c_active(struct worker *w, json_t *args)
+static json_t *c_active(struct cw_worker *w, json_t *args)
 {
-	bool safe = json_is_true(json_object_get(args, "safe"));
-	json_t *out = json_array();
-	for (int i = 0; i < w->nslots; i++)
-		if (w->running[i])
-			json_array_append_new(out, cw_worker_request_info(w, w->running[i], safe));
-	return out;
+	return cw_worker_active(w, json_is_true(json_object_get(args, "safe")));
 }
 
-static json_t *c_reserved(struct worker *w, json_t *args)
+static json_t *c_reserved(struct cw_worker *w, json_t *args)
 {
-	json_t *out = json_array();
 	(void)args;
-	for (size_t i = 0; i < w->nready; i++)
-		json_array_append_new(out, cw_worker_request_info(w, w->ready[i], false));
-	for (int b = 0; b < w->nbuckets; b++)
-		for (size_t i = 0; i < w->buckets[b]->n; i++)
-			json_array_append_new(out,
-					      cw_worker_request_info(w, w->buckets[b]->q[i], false));
-	return out;
+	return cw_worker_reserved(w);
 }
 
-static json_t *c_scheduled(struct worker *w, json_t *args)
+static json_t *c_scheduled(struct cw_worker *w, json_t *args)
 {
-	json_t *out = json_array();
 	(void)args;
-	for (size_t i = 0; i < w->neta; i++) {
-		struct held *h = w->eta[i];
-		json_array_append_new(out, json_pack("{s:o,s:i,s:o}", "eta",
-						     h->req.eta ? json_string(h->req.eta) : json_null(),
-						     "priority", 6, "request",
-						     cw_worker_request_info(w, h, false)));
-	}
-	return out;
+	return cw_worker_scheduled(w);
 }
 
 static bool add_id(void *arg, const char *id, double added)
@@ -248,12 +214,12 @@ static bool add_id_ts(void *arg, const char *id, double added)
 	return true;
 }
 
-static json_t *c_revoked(struct worker *w, json_t *args)
+static json_t *c_revoked(struct cw_worker *w, json_t *args)
 {
 	json_t *out = json_array();
 	(void)args;
-	cw_revoked_purge(w->revoked, cw_wall());
-	cw_revoked_each(w->revoked, add_id, out);
+	cw_revoked_purge(cw_worker_revoked(w), cw_wall());
+	cw_revoked_each(cw_worker_revoked(w), add_id, out);
 	return out;
 }
 
@@ -262,9 +228,9 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static json_t *c_registered(struct worker *w, json_t *args)
+static json_t *c_registered(struct cw_worker *w, json_t *args)
 {
-	size_t n = cw_registry_count(w->reg), k = 0;
+	size_t n = cw_registry_count(cw_worker_registry(w)), k = 0;
 	const char **names = calloc(n ? n : 1, sizeof(*names));
 	json_t *out = json_array();
 	/* like Celery: celery.* built-ins only with builtins=True */
@@ -272,7 +238,7 @@ static json_t *c_registered(struct worker *w, json_t *args)
 	if (!names)
 		return out;
 	for (size_t i = 0; i < n; i++) {
-		const char *name = cw_registry_at(w->reg, i)->name;
+		const char *name = cw_registry_at(cw_worker_registry(w), i)->name;
 		if (builtins || strncmp(name, "celery.", 7))
 			names[k++] = name;
 	}
@@ -306,10 +272,10 @@ static json_t *queue_dict(const char *q)
 			 "max_length", "max_length_bytes", "max_priority");
 }
 
-static json_t *c_active_queues(struct worker *w, json_t *args)
+static json_t *c_active_queues(struct cw_worker *w, json_t *args)
 {
 	const char *const *qs;
-	int n = w->bops->queues(w->broker, &qs);
+	int n = cw_worker_broker(w)->ops->queues(cw_worker_broker(w), &qs);
 	json_t *out = json_array();
 	(void)args;
 	for (int i = 0; i < n; i++)
@@ -317,9 +283,9 @@ static json_t *c_active_queues(struct worker *w, json_t *args)
 	return out;
 }
 
-static json_t *c_conf(struct worker *w, json_t *args)
+static json_t *c_conf(struct cw_worker *w, json_t *args)
 {
-	const struct cw_config *c = w->cfg;
+	const struct cw_config *c = cw_worker_config(w);
 	char broker[512], backend[512];
 	(void)args;
 	cw_url_redact(c->broker_url, broker, sizeof(broker));
@@ -333,30 +299,12 @@ static json_t *c_conf(struct worker *w, json_t *args)
 			 "task_reject_on_worker_lost", c->reject_on_worker_lost, "task_time_limit",
 			 c->time_limit, "task_soft_time_limit", c->soft_time_limit,
 			 "worker_max_tasks_per_child", (int)c->max_tasks_per_child,
-			 "worker_send_task_events", cw_events_task_enabled(w->events),
+			 "worker_send_task_events", cw_events_task_enabled(cw_worker_events(w)),
 			 "result_expires", c->result_expires, "worker_state_db",
 			 c->statedb ? json_string(c->statedb) : json_null(), "worker_pool", c->pool);
 }
 
-static const char *held_state(struct worker *w, const char *id, struct held **out)
-{
-	for (int i = 0; i < w->nslots; i++)
-		if (w->running[i] && !strcmp(w->running[i]->req.id, id))
-			return *out = w->running[i], "active";
-	for (size_t i = 0; i < w->nready; i++)
-		if (!strcmp(w->ready[i]->req.id, id))
-			return *out = w->ready[i], "reserved";
-	for (int b = 0; b < w->nbuckets; b++)
-		for (size_t i = 0; i < w->buckets[b]->n; i++)
-			if (!strcmp(w->buckets[b]->q[i]->req.id, id))
-				return *out = w->buckets[b]->q[i], "reserved";
-	for (size_t i = 0; i < w->neta; i++)
-		if (!strcmp(w->eta[i]->req.id, id))
-			return *out = w->eta[i], "reserved";
-	return NULL;
-}
-
-static json_t *c_query_task(struct worker *w, json_t *args)
+static json_t *c_query_task(struct cw_worker *w, json_t *args)
 {
 	json_t *ids = json_object_get(args, "ids"), *one = NULL, *v;
 	json_t *out = json_object();
@@ -364,69 +312,67 @@ static json_t *c_query_task(struct worker *w, json_t *args)
 	if (json_is_string(ids))
 		ids = one = json_pack("[O]", ids);
 	json_array_foreach(ids, i, v) {
-		struct held *h = NULL;
-		const char *st = json_is_string(v) ? held_state(w, json_string_value(v), &h) : NULL;
+		json_t *st = json_is_string(v) ? cw_worker_query_task(w, json_string_value(v)) : NULL;
 		if (st)
-			json_object_set_new(out, h->req.id,
-					    json_pack("[s,o]", st, cw_worker_request_info(w, h, false)));
+			json_object_set_new(out, json_string_value(v), st);
 	}
 	json_decref(one);
 	return out;
 }
 
-static json_t *c_report(struct worker *w, json_t *args)
+static json_t *c_report(struct cw_worker *w, json_t *args)
 {
 	struct utsname u;
 	char broker[512], backend[512];
 	(void)args;
 	if (uname(&u) < 0)
 		memset(&u, 0, sizeof(u));
-	cw_url_redact(w->cfg->broker_url, broker, sizeof(broker));
-	cw_url_redact(w->cfg->result_backend ? w->cfg->result_backend : "disabled", backend,
+	cw_url_redact(cw_worker_config(w)->broker_url, broker, sizeof(broker));
+	cw_url_redact(cw_worker_config(w)->result_backend ? cw_worker_config(w)->result_backend : "disabled", backend,
 		      sizeof(backend));
 	return ok("\nsoftware -> cworker:%s (native C worker, Celery message protocol 2)\n"
 		  "platform -> system:%s arch:%s kernel version:%s\n"
 		  "settings -> transport:%s results:%s\n\nbroker_url: '%s'\npool: %s (%ld)\n",
 		  CW_VERSION, u.sysname, u.machine, u.release,
-		  strncmp(w->cfg->broker_url, "redis", 5) ? "amqp" : "redis", backend, broker,
-		  w->cfg->pool,
-		  (long)cw_pool_size(w->pool));
+		  cw_broker_transport(cw_worker_broker(w)), backend, broker,
+		  cw_worker_config(w)->pool,
+		  (long)cw_pool_size(cw_worker_pool(w)));
 }
 
-static json_t *c_clock(struct worker *w, json_t *args)
+static json_t *c_clock(struct cw_worker *w, json_t *args)
 {
 	(void)args;
-	return json_pack("{s:I}", "clock", (json_int_t)cw_events_clock(w->events));
+	return json_pack("{s:I}", "clock", (json_int_t)cw_events_clock(cw_worker_events(w)));
 }
 
-static json_t *c_hello(struct worker *w, json_t *args)
+static json_t *c_hello(struct cw_worker *w, json_t *args)
 {
 	const char *from = arg_str(args, "from_node");
 	json_t *rv = json_object_get(args, "revoked"), *v;
 	const char *k;
 	size_t i;
 
-	if (from && !strcmp(from, w->cfg->hostname))
+	if (from && !strcmp(from, cw_worker_config(w)->hostname))
 		return json_null();
 	cw_log(CW_LOG_INFO, "control", "sync with %s", from ? from : "?");
 	if (json_is_object(rv))
 		json_object_foreach(rv, k, v)
-			(void)!cw_revoked_add(w->revoked, k, json_is_number(v) ? json_number_value(v)
+			(void)!cw_revoked_add(cw_worker_revoked(w), k, json_is_number(v) ? json_number_value(v)
 									     : cw_wall());
 	else if (json_is_array(rv))
 		json_array_foreach(rv, i, v)
 			if (json_is_string(v))
-				(void)!cw_revoked_add(w->revoked, json_string_value(v), cw_wall());
-	cw_revoked_purge(w->revoked, cw_wall());
+				(void)!cw_revoked_add(cw_worker_revoked(w), json_string_value(v), cw_wall());
+	cw_revoked_purge(cw_worker_revoked(w), cw_wall());
 	json_t *mine = json_object();
-	cw_revoked_each(w->revoked, add_id_ts, mine);
+	cw_revoked_each(cw_worker_revoked(w), add_id_ts, mine);
 	return json_pack("{s:o,s:I}", "revoked", mine, "clock",
-			 (json_int_t)cw_events_forward(w->events));
+			 (json_int_t)cw_events_forward(cw_worker_events(w)));
 }
 
 /* ---- control ------------------------------------------------------------- */
 
-static json_t *revoke_ids(struct worker *w, json_t *ids, bool terminate, json_t *signame)
+static json_t *revoke_ids(struct cw_worker *w, json_t *ids, bool terminate, json_t *signame)
 {
 	json_t *one = NULL, *v;
 	size_t i;
@@ -446,10 +392,7 @@ static json_t *revoke_ids(struct worker *w, json_t *ids, bool terminate, json_t 
 		const char *id = json_string_value(v);
 		if (!id)
 			continue;
-		bool running = false;
-		for (int s = 0; s < w->nslots; s++)
-			running |= w->running[s] && !strcmp(w->running[s]->req.id, id);
-		cw_worker_revoke(w, id, terminate, sig);
+		bool running = cw_worker_revoke(w, id, terminate, sig);
 		char **dst = terminate ? &terminated : &list;
 		if (terminate && !running)
 			continue;
@@ -473,39 +416,39 @@ static json_t *revoke_ids(struct worker *w, json_t *ids, bool terminate, json_t 
 	return r;
 }
 
-static json_t *c_revoke(struct worker *w, json_t *args)
+static json_t *c_revoke(struct cw_worker *w, json_t *args)
 {
 	return revoke_ids(w, json_object_get(args, "task_id"),
 			  json_is_true(json_object_get(args, "terminate")),
 			  json_object_get(args, "signal"));
 }
 
-static json_t *c_terminate(struct worker *w, json_t *args)
+static json_t *c_terminate(struct cw_worker *w, json_t *args)
 {
 	return revoke_ids(w, json_object_get(args, "task_id"), true,
 			  json_object_get(args, "signal"));
 }
 
-static json_t *c_pool_grow(struct worker *w, json_t *args)
+static json_t *c_pool_grow(struct cw_worker *w, json_t *args)
 {
 	long n = 1;
-	if (w->autoscale_max)
+	if (autoscaled(w))
 		return nok("pool_grow is not supported with autoscale. Adjust autoscale range "
 			   "instead.");
 	if (json_object_get(args, "n") && !arg_int(args, "n", &n))
 		return nok("TypeError('n must be an integer')");
-	if (n < 1 || n > MAX_PROCS - cw_pool_size(w->pool))
+	if (n < 1 || n > MAX_PROCS - cw_pool_size(cw_worker_pool(w)))
 		return nok("ValueError('cannot grow the pool by %ld')", n);
 	if (cw_worker_resize(w, (int)n) != CW_OK)
 		return nok("ValueError('cannot grow a solo pool')");
-	cw_log(CW_LOG_INFO, "control", "pool grows by %ld to %d", n, cw_pool_size(w->pool));
+	cw_log(CW_LOG_INFO, "control", "pool grows by %ld to %d", n, cw_pool_size(cw_worker_pool(w)));
 	return ok("pool will grow");
 }
 
-static json_t *c_pool_shrink(struct worker *w, json_t *args)
+static json_t *c_pool_shrink(struct cw_worker *w, json_t *args)
 {
 	long n = 1;
-	if (w->autoscale_max)
+	if (autoscaled(w))
 		return nok("pool_shrink is not supported with autoscale. Adjust autoscale range "
 			   "instead.");
 	if (json_object_get(args, "n") && !arg_int(args, "n", &n))
@@ -520,32 +463,23 @@ static json_t *c_pool_shrink(struct worker *w, json_t *args)
 	return ok("pool will shrink");
 }
 
-static json_t *c_autoscale(struct worker *w, json_t *args)
+static json_t *c_autoscale(struct cw_worker *w, json_t *args)
 {
 	long mx, mn;
 	bool has_max = arg_int(args, "max", &mx), has_min = arg_int(args, "min", &mn);
+	struct cw_worker_counts k;
 
-	if (!w->autoscale_max)
+	if (!autoscaled(w))
 		return nok("ValueError('Autoscale not enabled')");
 	if ((has_max && (mx < 1 || mx > MAX_PROCS)) || (has_min && mn < 0))
 		return nok("ValueError('bad autoscale range')");
-	if (has_max) {
-		int procs = cw_pool_size(w->pool);
-		if (mx < procs)
-			(void)cw_worker_resize(w, (int)mx - procs);
-		w->autoscale_max = (int)mx;
-		(void)cw_worker_resize(w, 0);
-	}
-	if (has_min) {
-		int procs = cw_pool_size(w->pool);
-		if (mn > procs)
-			(void)cw_worker_resize(w, (int)mn - procs);
-		w->autoscale_min = (int)mn;
-	}
-	return ok("autoscale now max=%d min=%d", w->autoscale_max, w->autoscale_min);
+	(void)cw_worker_autoscale(w, has_max, (int)(has_max ? mx : 0), has_min,
+				  (int)(has_min ? mn : 0));
+	cw_worker_counts(w, &k);
+	return ok("autoscale now max=%d min=%d", k.autoscale_max, k.autoscale_min);
 }
 
-static json_t *c_shutdown(struct worker *w, json_t *args)
+static json_t *c_shutdown(struct cw_worker *w, json_t *args)
 {
 	const char *msg = arg_str(args, "msg");
 	cw_log(CW_LOG_WARNING, "control", "%s", msg ? msg : "Got shutdown from remote");
@@ -553,12 +487,12 @@ static json_t *c_shutdown(struct worker *w, json_t *args)
 	return NULL; /* like a Python worker: it leaves without replying */
 }
 
-static json_t *c_add_consumer(struct worker *w, json_t *args)
+static json_t *c_add_consumer(struct cw_worker *w, json_t *args)
 {
 	const char *q = arg_str(args, "queue");
 	if (!q || !*q)
 		return nok("TypeError(\"add_consumer() missing required argument: 'queue'\")");
-	int rc = w->bops->add_queue(w->broker, q);
+	int rc = cw_worker_broker(w)->ops->add_queue(cw_worker_broker(w), q);
 	if (rc == CW_OK)
 		cw_log(CW_LOG_INFO, "control", "Started consuming from %s", q);
 	else if (rc != CW_EINVAL)
@@ -566,17 +500,17 @@ static json_t *c_add_consumer(struct worker *w, json_t *args)
 	return ok("add consumer %s", q);
 }
 
-static json_t *c_cancel_consumer(struct worker *w, json_t *args)
+static json_t *c_cancel_consumer(struct cw_worker *w, json_t *args)
 {
 	const char *q = arg_str(args, "queue");
 	if (!q || !*q)
 		return nok("TypeError(\"cancel_consumer() missing required argument: 'queue'\")");
-	if (w->bops->cancel_queue(w->broker, q) == CW_OK)
+	if (cw_worker_broker(w)->ops->cancel_queue(cw_worker_broker(w), q) == CW_OK)
 		cw_log(CW_LOG_INFO, "control", "Canceling queue %s", q);
 	return ok("no longer consuming from %s", q);
 }
 
-static json_t *c_rate_limit(struct worker *w, json_t *args)
+static json_t *c_rate_limit(struct cw_worker *w, json_t *args)
 {
 	const char *name = arg_str(args, "task_name");
 	json_t *rv = json_object_get(args, "rate_limit");
@@ -592,7 +526,7 @@ static json_t *c_rate_limit(struct worker *w, json_t *args)
 		return nok("Invalid rate limit string: ValueError('not a rate')");
 	if (cw_config_parse_rate(text ? text : "", &rate) != CW_OK)
 		return nok("Invalid rate limit string: ValueError(%s)", text);
-	if (!name || !cw_registry_find(w->reg, name)) {
+	if (!name || !cw_registry_find(cw_worker_registry(w), name)) {
 		cw_log(CW_LOG_ERROR, "control", "Rate limit attempt for unknown task %s",
 		       name ? name : "?");
 		return nok("unknown task");
@@ -607,53 +541,51 @@ static json_t *c_rate_limit(struct worker *w, json_t *args)
 	return ok("new rate limit set successfully");
 }
 
-static json_t *c_time_limit(struct worker *w, json_t *args)
+static json_t *c_time_limit(struct cw_worker *w, json_t *args)
 {
 	const char *name = arg_str(args, "task_name");
 	json_t *soft = json_object_get(args, "soft"), *hard = json_object_get(args, "hard");
 
-	if (!name || !cw_registry_find(w->reg, name)) {
+	if (!name || !cw_registry_find(cw_worker_registry(w), name)) {
 		cw_log(CW_LOG_ERROR, "control", "Change time limit attempt for unknown task %s",
 		       name ? name : "?");
 		return nok("unknown task");
 	}
-	json_object_set_new(w->task_limits, name,
-			    json_pack("[o,o]", json_is_number(soft) ? json_incref(soft) : json_null(),
-				      json_is_number(hard) ? json_incref(hard) : json_null()));
+	cw_worker_set_time_limit(w, name, soft, hard);
 	cw_log(CW_LOG_INFO, "control", "New time limits for tasks of type %s: soft=%g hard=%g",
 	       name, json_is_number(soft) ? json_number_value(soft) : 0,
 	       json_is_number(hard) ? json_number_value(hard) : 0);
 	return ok("time limits set successfully");
 }
 
-static json_t *c_enable_events(struct worker *w, json_t *args)
+static json_t *c_enable_events(struct cw_worker *w, json_t *args)
 {
 	(void)args;
-	if (!cw_events_set_task_enabled(w->events, true)) {
+	if (!cw_events_set_task_enabled(cw_worker_events(w), true)) {
 		cw_log(CW_LOG_INFO, "control", "Events of group {task} enabled by remote.");
 		return ok("task events enabled");
 	}
 	return ok("task events already enabled");
 }
 
-static json_t *c_disable_events(struct worker *w, json_t *args)
+static json_t *c_disable_events(struct cw_worker *w, json_t *args)
 {
 	(void)args;
-	if (cw_events_set_task_enabled(w->events, false)) {
+	if (cw_events_set_task_enabled(cw_worker_events(w), false)) {
 		cw_log(CW_LOG_INFO, "control", "Events of group {task} disabled by remote.");
 		return ok("task events disabled");
 	}
 	return ok("task events already disabled");
 }
 
-static json_t *c_heartbeat(struct worker *w, json_t *args)
+static json_t *c_heartbeat(struct cw_worker *w, json_t *args)
 {
 	(void)args;
 	cw_worker_heartbeat(w, "worker-heartbeat", 5);
 	return json_null();
 }
 
-static json_t *c_election(struct worker *w, json_t *args)
+static json_t *c_election(struct cw_worker *w, json_t *args)
 {
 	(void)w;
 	(void)args;
@@ -661,7 +593,7 @@ static json_t *c_election(struct worker *w, json_t *args)
 	return json_null();
 }
 
-static json_t *c_pool_restart(struct worker *w, json_t *args)
+static json_t *c_pool_restart(struct cw_worker *w, json_t *args)
 {
 	(void)w;
 	(void)args;
@@ -670,7 +602,7 @@ static json_t *c_pool_restart(struct worker *w, json_t *args)
 
 static const struct {
 	const char *name;
-	json_t *(*fn)(struct worker *w, json_t *args);
+	json_t *(*fn)(struct cw_worker *w, json_t *args);
 } commands[] = {
 	{"ping", c_ping},
 	{"stats", c_stats},
@@ -708,21 +640,21 @@ static const struct {
 	{"election", c_election},
 };
 
-static void reply(struct worker *w, const struct cw_control *c, json_t *value)
+static void reply(struct cw_worker *w, const struct cw_control *c, json_t *value)
 {
 	size_t len;
 	json_t *body = json_object();
 	json_t *headers = json_pack("{s:s,s:I}", "ticket", c->ticket ? c->ticket : "", "clock",
-				    (json_int_t)cw_events_forward(w->events));
+				    (json_int_t)cw_events_forward(cw_worker_events(w)));
 	char *env = NULL;
 
 	if (body && headers) {
-		json_object_set(body, w->cfg->hostname, value ? value : json_null());
+		json_object_set(body, cw_worker_config(w)->hostname, value ? value : json_null());
 		env = cw_events_envelope(body, headers, c->reply_exchange, c->reply_routing_key, 1,
 					 &len);
 	}
-	if (env && w->bops->publish_direct)
-		w->bops->publish_direct(w->broker, c->reply_exchange, c->reply_routing_key, env, len,
+	if (env && cw_worker_broker(w)->ops->publish_direct)
+		cw_worker_broker(w)->ops->publish_direct(cw_worker_broker(w), c->reply_exchange, c->reply_routing_key, env, len,
 					300);
 	else
 		cw_log(CW_LOG_ERROR, "control", "reply to %s not sent", c->method);
@@ -731,7 +663,7 @@ static void reply(struct worker *w, const struct cw_control *c, json_t *value)
 	json_decref(headers);
 }
 
-void cw_mailbox_handle(struct worker *w, const struct cw_control *c)
+void cw_mailbox_handle(struct cw_worker *w, const struct cw_control *c)
 {
 	json_t *r = NULL;
 	bool found = false;

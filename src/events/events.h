@@ -13,11 +13,10 @@
 #include <jansson.h>
 
 struct cw_broker;
-struct cw_broker_ops;
 struct cw_events;
 
-struct cw_events *cw_events_new(struct cw_broker *b, const struct cw_broker_ops *ops,
-				const char *hostname, bool task_events, bool worker_events);
+struct cw_events *cw_events_new(struct cw_broker *b, const char *hostname, bool task_events,
+				bool worker_events);
 void cw_events_free(struct cw_events *ev);
 
 /* Lamport clock (kombu.clocks.LamportClock): forward = +1, adjust = max(ours, theirs) + 1. */

@@ -1,5 +1,5 @@
 /* Event dispatcher: see events.h. */
-#include "consumer/events.h"
+#include "events/events.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +14,14 @@
 
 struct cw_events {
 	struct cw_broker *b;
-	const struct cw_broker_ops *ops;
 	char *hostname;
 	bool task, worker;
 	uint64_t clock;
 	long pid;
 };
 
-struct cw_events *cw_events_new(struct cw_broker *b, const struct cw_broker_ops *ops,
-				const char *hostname, bool task_events, bool worker_events)
+struct cw_events *cw_events_new(struct cw_broker *b, const char *hostname, bool task_events,
+				bool worker_events)
 {
 	struct cw_events *ev = calloc(1, sizeof(*ev));
 	if (!ev)
@@ -33,7 +32,6 @@ struct cw_events *cw_events_new(struct cw_broker *b, const struct cw_broker_ops 
 		return NULL;
 	}
 	ev->b = b;
-	ev->ops = ops;
 	ev->task = task_events;
 	ev->worker = worker_events;
 	ev->pid = (long)getpid();
@@ -121,7 +119,7 @@ void cw_events_send(struct cw_events *ev, const char *type, json_t *fields)
 	char rk[64];
 	size_t len;
 
-	if (!ev || (is_task ? !ev->task : !ev->worker) || !ev->b || !ev->ops->publish_fanout) {
+	if (!ev || (is_task ? !ev->task : !ev->worker) || !ev->b || !ev->b->ops->publish_fanout) {
 		json_decref(fields);
 		return;
 	}
@@ -141,7 +139,7 @@ void cw_events_send(struct cw_events *ev, const char *type, json_t *fields)
 	json_t *headers = json_pack("{s:s}", "hostname", ev->hostname);
 	char *env = headers ? cw_events_envelope(e, headers, "celeryev", rk, 1, &len) : NULL;
 	if (env)
-		ev->ops->publish_fanout(ev->b, "celeryev", rk, env, len);
+		ev->b->ops->publish_fanout(ev->b, "celeryev", rk, env, len);
 	else
 		cw_log(CW_LOG_WARNING, "events", "out of memory: event %s not sent", type);
 	free(env);

@@ -1,0 +1,50 @@
+/* Registering and configuring the task families of this build (see setup.h). */
+#include "tasks/setup.h"
+
+#include "tasks/alias.h"
+#ifdef CW_HAVE_DOCCONV
+#include "docconv/tasks.h"
+#endif
+
+int cw_tasks_setup(struct cw_registry *r, const struct cw_config *cfg, bool configure,
+		   struct cw_error *err)
+{
+	int rc = cw_tasks_register_builtin(r, cfg->diagnostic_tasks);
+	if (rc != CW_OK) {
+		cw_error_set(err, rc, "cannot register the built-in tasks");
+		return rc;
+	}
+	rc = cw_aliases_register(r, cfg, err);
+	if (rc != CW_OK) {
+		if (!err->msg[0])
+			cw_error_set(err, rc, "out of memory");
+		return rc;
+	}
+#ifdef CW_HAVE_DOCCONV
+	if (configure) {
+		struct cw_docconv_conf dc = {
+			.roots = cfg->docconv_roots,
+			.max_download = (size_t)cfg->docconv_max_download << 20,
+			.timeout = cfg->docconv_timeout, .s3_endpoint = cfg->s3_endpoint,
+			.s3_region = cfg->s3_region, .s3_path_style = cfg->s3_path_style,
+			.memory_mib = (size_t)cfg->docconv_memory_mib,
+			.max_pages = (int)cfg->docconv_max_pages,
+			.inline_max = (size_t)cfg->docconv_inline_max, .database_url = cfg->database_url};
+		if (cw_docconv_configure(&dc) != 0) {
+			cw_error_set(err, CW_EINVAL, "docconv: configuration refused");
+			return CW_EINVAL;
+		}
+	}
+#else
+	(void)configure;
+#endif
+	return CW_OK;
+}
+
+void cw_tasks_teardown(void)
+{
+	cw_aliases_free();
+#ifdef CW_HAVE_DOCCONV
+	cw_docconv_shutdown();
+#endif
+}
