@@ -19,7 +19,12 @@
 
 #include "util/url.h"
 
-/* Scheme order is irrelevant: a spec has one scheme and each is served once. */
+extern const struct cw_storage_ops cw_storage_local_ops;
+extern const struct cw_storage_ops cw_storage_http_ops;
+extern const struct cw_storage_ops cw_storage_s3_ops;
+
+/* A new scheme: its file (listed in meson.build) and a row here.  Order does not matter: each
+ * scheme is served by one backend. */
 static const struct cw_storage_ops *const backends[] = {
 	&cw_storage_local_ops,
 	&cw_storage_http_ops,

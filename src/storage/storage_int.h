@@ -34,10 +34,6 @@ struct cw_storage_ops {
 		   const char *content_type, struct cw_error *err);
 };
 
-extern const struct cw_storage_ops cw_storage_local_ops;
-extern const struct cw_storage_ops cw_storage_http_ops;
-extern const struct cw_storage_ops cw_storage_s3_ops;
-
 /* Length of the scheme of "scheme://...", 0 when s has none (then it is a local path). */
 size_t cw_storage_scheme_len(const char *s);
 
