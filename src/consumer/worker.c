@@ -19,6 +19,7 @@
 #include "tasks/alias.h"
 #include "tasks/canvas.h"
 #include "tasks/exec_cancel.h"
+#include "tasks/exec.h"
 #include "tasks/registry.h"
 #include "util/log.h"
 #include "util/sdnotify.h"
@@ -284,9 +285,6 @@ static void dispatch(struct worker *w)
 			release(w, h);
 			continue;
 		}
-		/* solo: the task already ran and on_done released it */
-		if (w->running[slot] != h)
-			continue;
 		if (h->soft > 0 && (!h->hard || h->soft < h->hard))
 			h->soft_timer = cw_loop_timer(w->loop, h->soft, on_soft_limit, h);
 		if (h->hard > 0)
@@ -725,10 +723,10 @@ static void on_done(void *arg, int slot, const struct cw_outcome *o, const char 
 	cw_metrics_runtime(w->metrics, h->req.task, o->runtime);
 	cw_metrics_task(w->metrics, h->req.task, o->state == CW_STATE_SUCCESS ? CW_M_SUCCEEDED
 						 : o->state == CW_STATE_RETRY ? CW_M_RETRIED : CW_M_FAILED, 1);
-	if (o->doc_pages > 0)
-		cw_metrics_task(w->metrics, h->req.task, CW_M_DOC_PAGES, (uint64_t)o->doc_pages);
-	if (o->ocr_pages > 0)
-		cw_metrics_task(w->metrics, h->req.task, CW_M_OCR_PAGES, (uint64_t)o->ocr_pages);
+	for (int i = 0; i < o->ncounters; i++)
+		if (o->counters[i].value > 0)
+			cw_metrics_task_counter(w->metrics, h->req.task, o->counters[i].name,
+						(uint64_t)o->counters[i].value);
 	if (o->state == CW_STATE_SUCCESS) {
 		cw_log(CW_LOG_INFO, "task", "Task %s[%s] succeeded in %.6fs: %s", h->req.task, h->req.id,
 		       o->runtime, o->result_repr);
@@ -1165,7 +1163,7 @@ int cw_worker_run(const struct cw_config *cfg)
 	w.running = calloc((size_t)w.nslots, sizeof(*w.running));
 	struct cw_pool_handler ph = {.on_done = on_done, .on_lost = on_lost, .on_idle = on_idle,
 				     .arg = &w};
-	w.pool = cw_pool_new(w.loop, cfg->pool_kind == CW_POOL_SOLO, w.nslots, &w.env, &ph);
+	w.pool = cw_pool_new(w.loop, cfg->pool, w.nslots, &w.env, &ph);
 	if (!w.running || !w.pool)
 		goto out;
 	cw_pool_set_recycling(w.pool, cfg->max_tasks_per_child, cfg->max_memory_per_child);
@@ -1195,6 +1193,11 @@ int cw_worker_run(const struct cw_config *cfg)
 		cw_log(CW_LOG_ERROR, "worker", "%s", err.msg[0] ? err.msg : "out of memory");
 		goto out;
 	}
+	/* docconv's task counters: exported (with these HELP texts) before the first count */
+	cw_metrics_declare_counter(w.metrics, "docconv_pages",
+				   "Document pages converted or rendered by successful docconv tasks.");
+	cw_metrics_declare_counter(w.metrics, "docconv_ocr_pages",
+				   "Pages that went through OCR in successful docconv tasks.");
 	if (cw_pool_start(w.pool) != CW_OK)
 		goto out;
 

@@ -16,6 +16,7 @@
 #include "consumer/revoked.h"
 #include "pool/pool.h"
 #include "protocol/control.h"
+#include "tasks/exec.h"
 #include "tasks/registry.h"
 
 /*
