@@ -82,6 +82,14 @@ int64_t cw_task_retries(const struct cw_task_ctx *ctx);
  */
 bool cw_task_cancelled(const struct cw_task_ctx *ctx);
 
+/*
+ * Add n (> 0) to the task's counter named counter (1..31 characters of
+ * [a-z0-9_]; others are ignored) when the task succeeds; the master exports
+ * it as the Prometheus counter cworker_<counter>_total{task="..."}.  A run
+ * reports up to 4 distinct counters; failed and retried runs report none.
+ */
+void cw_task_count(struct cw_task_ctx *ctx, const char *counter, long n);
+
 /* Big integers preserved from the message text (see header comment). */
 bool cw_task_is_bigint(const json_t *v);
 

@@ -123,10 +123,10 @@ void cw_outcome_on_done(void *arg, int slot, const struct cw_outcome *o, const c
 	cw_metrics_runtime(w->metrics, h->req.task, o->runtime);
 	cw_metrics_task(w->metrics, h->req.task, o->state == CW_STATE_SUCCESS ? CW_M_SUCCEEDED
 						 : o->state == CW_STATE_RETRY ? CW_M_RETRIED : CW_M_FAILED, 1);
-	if (o->doc_pages > 0)
-		cw_metrics_task(w->metrics, h->req.task, CW_M_DOC_PAGES, (uint64_t)o->doc_pages);
-	if (o->ocr_pages > 0)
-		cw_metrics_task(w->metrics, h->req.task, CW_M_OCR_PAGES, (uint64_t)o->ocr_pages);
+	for (int i = 0; i < o->ncounters && i < CW_OUTCOME_COUNTERS; i++)
+		if (o->counters[i].value > 0)
+			cw_metrics_task_counter(w->metrics, h->req.task, o->counters[i].name,
+						(uint64_t)o->counters[i].value);
 	if (o->state == CW_STATE_SUCCESS) {
 		cw_log(CW_LOG_INFO, "task", "Task %s[%s] succeeded in %.6fs: %s", h->req.task, h->req.id,
 		       o->runtime, o->result_repr);

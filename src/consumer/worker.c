@@ -261,6 +261,7 @@ static int start(struct cw_worker *w)
 	if (cfg->http_listen && *cfg->http_listen &&
 	    !(w->metrics = cw_metrics_new(MAX_TASK_LABELS, CW_VERSION, CW_FEATURES)))
 		return CW_ENOMEM;
+	cw_tasks_declare_counters(w->metrics);
 	if (cw_monitor_start(w, &w->monitor, &err) != CW_OK) {
 		cw_log(CW_LOG_ERROR, "worker", "%s", err.msg[0] ? err.msg : "out of memory");
 		return CW_EIO;

@@ -483,8 +483,9 @@ static enum cw_task_status t_convert(struct cw_task_ctx *ctx, json_t *args, json
 					    fmt, clen, conf.inline_max);
 		}
 	}
-	cw_task_count_pages(ctx, (long)json_integer_value(json_object_get(out, "pages")),
-			    (long)json_array_size(json_object_get(out, "ocr_pages")));
+	cw_task_count(ctx, "docconv_pages", (long)json_integer_value(json_object_get(out, "pages")));
+	cw_task_count(ctx, "docconv_ocr_pages",
+		      (long)json_array_size(json_object_get(out, "ocr_pages")));
 	*result = out;
 	return CW_TASK_SUCCESS;
 }
@@ -579,7 +580,7 @@ static enum cw_task_status t_render(struct cw_task_ctx *ctx, json_t *args, json_
 		free(dst);
 	}
 	cw_doc_images_free(img, n);
-	cw_task_count_pages(ctx, n, 0);
+	cw_task_count(ctx, "docconv_pages", n);
 	*result = json_pack("{s:o,s:i}", "pages", list, "dpi", dpi);
 	return CW_TASK_SUCCESS;
 fail:

@@ -1,3 +1,7 @@
+/*
+ * Prometheus metrics of the master (see metrics.h): the task table, the
+ * task counters that tasks name themselves, and the exposition text.
+ */
 #include "http/metrics.h"
 
 #include <stdarg.h>
@@ -22,12 +26,20 @@ struct tstat {
 	char *label;             /* escaped label value */
 	size_t label_len;
 	uint64_t c[CW_M_NCOUNT];
+	uint64_t *cnt;           /* CW_M_MAX_COUNTERS task counters; NULL until one is counted */
 	uint64_t hist[NBOUNDS + 1]; /* per bucket, not cumulative; last = over every bound */
 	uint64_t hcount;
 	double hsum;
 	char *hcache;            /* rendered histogram lines, valid unless hdirty */
 	size_t hcache_len;
 	bool hdirty;
+};
+
+/* A task counter family: cworker_<name>_total. */
+#define COUNTER_NAME_MAX 32
+struct tcounter {
+	char name[COUNTER_NAME_MAX];
+	char *help;              /* NULL: the generic text */
 };
 
 struct qdepth {
@@ -43,6 +55,8 @@ struct cw_metrics {
 	int *slots;              /* open addressing: index + 1, 0 = empty */
 	size_t nslots;
 	uint64_t reconnects;
+	struct tcounter counters[CW_M_MAX_COUNTERS];
+	int ncounters;
 	struct qdepth *q;
 	int nq;
 	char *build_line;
@@ -219,7 +233,10 @@ void cw_metrics_free(struct cw_metrics *m)
 		free(m->t[i].name);
 		free(m->t[i].label);
 		free(m->t[i].hcache);
+		free(m->t[i].cnt);
 	}
+	for (int i = 0; i < m->ncounters; i++)
+		free(m->counters[i].help);
 	for (int i = 0; i < m->nq; i++)
 		free(m->q[i].label);
 	free(m->q);
@@ -289,6 +306,72 @@ void cw_metrics_task(struct cw_metrics *m, const char *task, enum cw_mcount k, u
 	struct tstat *t = entry(m, task);
 	if (t)
 		t->c[k] += n;
+}
+
+/* ---- task counters ------------------------------------------------------ */
+
+/* Counter names whose family would be one of ours. */
+static const char *const builtin_counters[] = {
+	"tasks", "task_time_limit_hits", "child_recycles", "broker_reconnects"};
+
+static bool counter_name_ok(const char *name)
+{
+	size_t n = 0;
+	for (; name[n]; n++)
+		if (!((name[n] >= 'a' && name[n] <= 'z') || (name[n] >= '0' && name[n] <= '9') ||
+		      name[n] == '_'))
+			return false;
+	if (n == 0 || n >= COUNTER_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < sizeof(builtin_counters) / sizeof(builtin_counters[0]); i++)
+		if (!strcmp(name, builtin_counters[i]))
+			return false;
+	return true;
+}
+
+/* Index of counter name, added when new; -1 if refused or the table is full. */
+static int counter_index(struct cw_metrics *m, const char *name)
+{
+	for (int i = 0; i < m->ncounters; i++)
+		if (!strcmp(m->counters[i].name, name))
+			return i;
+	if (m->ncounters == CW_M_MAX_COUNTERS || !counter_name_ok(name))
+		return -1;
+	struct tcounter *c = &m->counters[m->ncounters];
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	c->help = NULL;
+	return m->ncounters++;
+}
+
+void cw_metrics_task_counter(struct cw_metrics *m, const char *task, const char *counter,
+			     uint64_t n)
+{
+	if (!m || !counter)
+		return;
+	int k = counter_index(m, counter);
+	struct tstat *t = k >= 0 ? entry(m, task) : NULL;
+	if (!t)
+		return;
+	if (!t->cnt && !(t->cnt = calloc(CW_M_MAX_COUNTERS, sizeof(*t->cnt))))
+		return;
+	t->cnt[k] += n;
+}
+
+bool cw_metrics_declare_counter(struct cw_metrics *m, const char *counter, const char *help)
+{
+	if (!m || !counter)
+		return false;
+	int k = counter_index(m, counter);
+	if (k < 0)
+		return false;
+	if (!help)
+		return true;
+	char *h = strdup(help);
+	if (!h)
+		return false;
+	free(m->counters[k].help);
+	m->counters[k].help = h;
+	return true;
 }
 
 void cw_metrics_runtime(struct cw_metrics *m, const char *task, double s)
@@ -411,6 +494,20 @@ static void render_hist(struct tstat *t)
 	t->hdirty = false;
 }
 
+static void render_counter(const struct cw_metrics *m, int k, struct cw_mbuf *b)
+{
+	const struct tcounter *c = &m->counters[k];
+	char name[64], pre[80], help[96];
+	int plen = snprintf(pre, sizeof(pre), "cworker_%s_total{task=\"", c->name);
+	snprintf(name, sizeof(name), "cworker_%s_total", c->name);
+	snprintf(help, sizeof(help), "Counter \"%s\" reported by successful tasks, by task name.",
+		 c->name);
+	family(b, name, "counter", c->help ? c->help : help);
+	for (int i = 0; i < m->nt; i++)
+		if (m->t[i].cnt && m->t[i].cnt[k])
+			task_line(b, pre, (size_t)plen, &m->t[i], "\"} ", 3, m->t[i].cnt[k]);
+}
+
 static void gauge(struct cw_mbuf *b, const char *name, const char *help, long long v)
 {
 	family(b, name, "gauge", help);
@@ -447,19 +544,8 @@ void cw_metrics_render(struct cw_metrics *m, const struct cw_metrics_sample *s,
 		task_line(b, lpre, sizeof(lpre) - 1, t, "\",limit=\"hard\"} ", 16, t->c[CW_M_HARD_LIMIT]);
 	}
 
-	static const struct { const char *name, *pre, *help; enum cw_mcount k; } pages[] = {
-		{"cworker_docconv_pages_total", "cworker_docconv_pages_total{task=\"",
-		 "Document pages converted or rendered by successful docconv tasks.", CW_M_DOC_PAGES},
-		{"cworker_docconv_ocr_pages_total", "cworker_docconv_ocr_pages_total{task=\"",
-		 "Pages that went through OCR in successful docconv tasks.", CW_M_OCR_PAGES},
-	};
-	for (size_t f = 0; f < 2; f++) {
-		family(b, pages[f].name, "counter", pages[f].help);
-		size_t plen = strlen(pages[f].pre);
-		for (int i = 0; i < m->nt; i++)
-			if (m->t[i].c[pages[f].k])
-				task_line(b, pages[f].pre, plen, &m->t[i], "\"} ", 3, m->t[i].c[pages[f].k]);
-	}
+	for (int k = 0; k < m->ncounters; k++)
+		render_counter(m, k, b);
 
 	family(b, "cworker_task_runtime_seconds", "histogram",
 	       "Run time of finished tasks in the pool, by task name.");

@@ -21,11 +21,11 @@ enum cw_mcount {
 	CW_M_RECEIVED, CW_M_STARTED, CW_M_SUCCEEDED, CW_M_FAILED, CW_M_RETRIED, CW_M_REVOKED,
 	CW_M_REJECTED,          /* the tasks_total{state=...} family, in this order */
 	CW_M_SOFT_LIMIT, CW_M_HARD_LIMIT,
-	CW_M_DOC_PAGES, CW_M_OCR_PAGES,
 	CW_M_NCOUNT
 };
 #define CW_M_NSTATES (CW_M_REJECTED + 1)
-
+/* Distinct task counter names (cw_task_count); further names are not exported. */
+#define CW_M_MAX_COUNTERS 16
 
 /* Growable output buffer. */
 struct cw_mbuf {
@@ -66,6 +66,20 @@ void cw_metrics_free(struct cw_metrics *m);
 
 /* Count n events of kind k for task name (NULL or "" = "other"). NULL m: no-op. */
 void cw_metrics_task(struct cw_metrics *m, const char *task, enum cw_mcount k, uint64_t n);
+/*
+ * Add n to the task counter named counter for task name: rendered as the
+ * family cworker_<counter>_total{task="..."}.  Names are 1..31 characters of
+ * [a-z0-9_] and must not clash with a built-in family; others are ignored.
+ * NULL m: no-op.
+ */
+void cw_metrics_task_counter(struct cw_metrics *m, const char *task, const char *counter,
+			     uint64_t n);
+/*
+ * Give a task counter its HELP text and render its family from now on, even
+ * before anything is counted (families of undeclared counters appear at their
+ * first count, with a generic HELP).  False if the name is refused or memory ran out.
+ */
+bool cw_metrics_declare_counter(struct cw_metrics *m, const char *counter, const char *help);
 /* A task ran for seconds (histogram). */
 void cw_metrics_runtime(struct cw_metrics *m, const char *task, double seconds);
 void cw_metrics_reconnect(struct cw_metrics *m);

@@ -1,8 +1,11 @@
 /*
- * Execution pools.  prefork: N forked children, one task at a time each,
- * fed over a socketpair with length-prefixed frames, replaced when they
- * die.  solo: tasks run in the master itself (debugging only: the event
- * loop stops while a task runs).
+ * Execution pools, chosen by name (pool.c dispatches to an ops table).
+ * prefork (prefork.c): N forked children, one task at a time each, fed over
+ * a socketpair with length-prefixed frames, replaced when they die.
+ * solo (solo.c): one slot; tasks run in the master itself from a loop
+ * callback (debugging only: the event loop stops while a task runs).
+ * Either way a submitted task's end is reported later, from the loop, never
+ * from inside cw_pool_submit().
  */
 #ifndef CW_POOL_H
 #define CW_POOL_H
@@ -10,7 +13,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include "tasks/registry.h"
+#include "tasks/exec.h"
 
 struct cw_loop;
 struct cw_pool;
@@ -44,9 +47,13 @@ struct cw_pool_handler {
 	void *arg;
 };
 
-struct cw_pool *cw_pool_new(struct cw_loop *loop, bool solo, int n, const struct cw_exec_env *env,
-			    const struct cw_pool_handler *h);
-/* Fork the children (prefork); CW_OK or CW_EIO. */
+/*
+ * A pool of kind "prefork" (n processes) or "solo" (n is ignored: one slot);
+ * NULL for an unknown kind or ENOMEM.  loop and env are borrowed.
+ */
+struct cw_pool *cw_pool_new(struct cw_loop *loop, const char *kind, int n,
+			    const struct cw_exec_env *env, const struct cw_pool_handler *h);
+/* Fork the children (prefork; solo only becomes ready); CW_OK or CW_EIO. */
 int cw_pool_start(struct cw_pool *p);
 /* An idle slot, or -1. */
 int cw_pool_idle_slot(const struct cw_pool *p);
@@ -62,13 +69,20 @@ int cw_pool_grow(struct cw_pool *p, int n);
 /* Retire up to n idle processes (never the last); CW_EAGAIN if fewer than n were idle. */
 int cw_pool_shrink(struct cw_pool *p, int n);
 pid_t cw_pool_pid(const struct cw_pool *p, int slot);
-/* Give slot one message (envelope text) to run; CW_OK or CW_EIO. */
+/*
+ * Give an idle slot one message (envelope text) to run; CW_OK, CW_ELIMIT,
+ * CW_ENOMEM or CW_EINVAL (slot not idle).  on_done/on_lost report its end
+ * later, from the loop.
+ */
 int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *raw, size_t len);
-/* Replace children after max_tasks tasks / when RSS passed max_kib after a task (0 = off). */
+/*
+ * Replace children after max_tasks tasks / when RSS passed max_kib after a task
+ * (0 = off; prefork only).
+ */
 void cw_pool_set_recycling(struct cw_pool *p, long max_tasks, long max_kib);
 /* Send sig to the child in slot (prefork only); CW_OK or CW_EINVAL. */
 int cw_pool_signal(struct cw_pool *p, int slot, int sig);
-/* SIGKILL the child in slot; on_lost reports why. */
+/* SIGKILL the child in slot (prefork only); on_lost reports why. */
 void cw_pool_kill_slot(struct cw_pool *p, int slot, enum cw_lost_reason why);
 /* Resident set size of the child in slot, KiB (0 if unknown). */
 long cw_pool_rss_kib(const struct cw_pool *p, int slot);

@@ -1,3 +1,9 @@
+/*
+ * The prefork pool: N forked children, one task at a time each, fed over a
+ * socketpair with length-prefixed frames (JOB: queue + envelope; DONE: the
+ * cw_outcome bytes + the outbox), reaped and replaced when they die,
+ * recycled after max-tasks / max-memory, grown and shrunk on request.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -15,6 +21,7 @@
 #include "backend/backend.h"
 #include "loop/loop.h"
 #include "pool/pool.h"
+#include "pool/pool_ops.h"
 #include "tasks/canvas.h"
 #include "tasks/exec_cancel.h"
 #include "util/log.h"
@@ -46,9 +53,8 @@ struct child {
 	struct buf in, out;
 };
 
-struct cw_pool {
+struct prefork {
 	struct cw_loop *loop;
-	bool solo;
 	bool stopping;
 	int n;
 	int next_index;
@@ -86,22 +92,6 @@ static void buf_free(struct buf *b)
 {
 	free(b->p);
 	*b = (struct buf){0};
-}
-
-long cw_proc_rss_kib(pid_t pid)
-{
-	char path[64], buf[128];
-	long pages = 0, rss = 0;
-	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	if (fgets(buf, sizeof(buf), f) && sscanf(buf, "%ld %ld", &pages, &rss) == 2)
-		rss = rss * (sysconf(_SC_PAGESIZE) / 1024);
-	else
-		rss = 0;
-	fclose(f);
-	return rss;
 }
 
 /* ---- child side --------------------------------------------------------- */
@@ -174,7 +164,7 @@ static void close_other_fds(int keep)
 		close(fd);
 }
 
-static __attribute__((noreturn)) void child_main(struct cw_pool *p, int fd, int index)
+static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int index)
 {
 	sigset_t all;
 	char role[32];
@@ -251,7 +241,7 @@ static __attribute__((noreturn)) void child_main(struct cw_pool *p, int fd, int 
 
 /* ---- master side -------------------------------------------------------- */
 
-static int spawn(struct cw_pool *p, int slot)
+static int spawn(struct prefork *p, int slot)
 {
 	int sv[2];
 	struct child *c = &p->c[slot];
@@ -283,7 +273,7 @@ static int spawn(struct cw_pool *p, int slot)
 	return CW_OK;
 }
 
-static int slot_of_fd(const struct cw_pool *p, int fd)
+static int slot_of_fd(const struct prefork *p, int fd)
 {
 	for (int i = 0; i < p->n; i++)
 		if (p->c[i].fd == fd)
@@ -291,7 +281,7 @@ static int slot_of_fd(const struct cw_pool *p, int fd)
 	return -1;
 }
 
-static void child_close(struct cw_pool *p, struct child *c)
+static void child_close(struct prefork *p, struct child *c)
 {
 	if (c->fd >= 0) {
 		cw_loop_watch(p->loop, c->fd, 0, NULL, NULL);
@@ -300,7 +290,7 @@ static void child_close(struct cw_pool *p, struct child *c)
 	}
 }
 
-static void flush_out(struct cw_pool *p, struct child *c)
+static void flush_out(struct prefork *p, struct child *c)
 {
 	while (c->out.off < c->out.len) {
 		ssize_t w = write(c->fd, c->out.p + c->out.off, c->out.len - c->out.off);
@@ -323,15 +313,24 @@ static void flush_out(struct cw_pool *p, struct child *c)
 }
 
 /* Ask an idle child to exit (EOF on its socket); the reaper replaces it. */
-static void retire(struct cw_pool *p, struct child *c)
+static void retire(struct prefork *p, struct child *c)
 {
 	c->retiring = true;
 	child_close(p, c);
 }
 
+/* The master reads counter names as strings: keep a broken child's bytes inside the table. */
+static void sanitize(struct cw_outcome *o)
+{
+	if (o->ncounters < 0 || o->ncounters > CW_OUTCOME_COUNTERS)
+		o->ncounters = 0;
+	for (int i = 0; i < CW_OUTCOME_COUNTERS; i++)
+		o->counters[i].name[CW_COUNTER_NAME_MAX - 1] = '\0';
+}
+
 static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 {
-	struct cw_pool *p = arg;
+	struct prefork *p = arg;
 	int slot = slot_of_fd(p, fd);
 	(void)loop;
 	if (slot < 0)
@@ -365,6 +364,7 @@ static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 		memcpy(&o, c->in.p + sizeof(h), sizeof(o));
 		if (o.publish_len != h.len - sizeof(o))
 			o.publish_len = 0;
+		sanitize(&o);
 		c->busy = false;
 		c->ntasks++;
 		p->h.on_done(p->h.arg, slot, &o, c->in.p + sizeof(h) + sizeof(o));
@@ -389,15 +389,14 @@ static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 	}
 }
 
-struct cw_pool *cw_pool_new(struct cw_loop *loop, bool solo, int n, const struct cw_exec_env *env,
-			    const struct cw_pool_handler *h)
+static void *pf_create(struct cw_loop *loop, int n, const struct cw_exec_env *env,
+		       const struct cw_pool_handler *h)
 {
-	struct cw_pool *p = calloc(1, sizeof(*p));
+	struct prefork *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
 	p->loop = loop;
-	p->solo = solo;
-	p->n = solo ? 1 : n;
+	p->n = n;
 	p->env = env;
 	p->h = *h;
 	p->c = calloc((size_t)p->n, sizeof(struct child));
@@ -410,34 +409,33 @@ struct cw_pool *cw_pool_new(struct cw_loop *loop, bool solo, int n, const struct
 	return p;
 }
 
-int cw_pool_start(struct cw_pool *p)
+static int pf_start(void *self)
 {
-	if (p->solo) {
-		p->c[0].pid = getpid();
-		return CW_OK;
-	}
+	struct prefork *p = self;
 	for (int i = 0; i < p->n; i++)
 		if (spawn(p, i) != CW_OK)
 			return CW_EIO;
 	return CW_OK;
 }
 
-int cw_pool_idle_slot(const struct cw_pool *p)
+static int pf_idle_slot(const void *self)
 {
+	const struct prefork *p = self;
 	for (int i = 0; i < p->n; i++)
-		if (!p->c[i].busy && !p->c[i].disabled && p->c[i].pid > 0 &&
-		    (p->solo || p->c[i].fd >= 0))
+		if (!p->c[i].busy && !p->c[i].disabled && p->c[i].pid > 0 && p->c[i].fd >= 0)
 			return i;
 	return -1;
 }
 
-int cw_pool_slots(const struct cw_pool *p)
+static int pf_slots(const void *self)
 {
+	const struct prefork *p = self;
 	return p->n;
 }
 
-int cw_pool_processes(const struct cw_pool *p, pid_t *pids, int max)
+static int pf_processes(const void *self, pid_t *pids, int max)
 {
+	const struct prefork *p = self;
 	int k = 0;
 	for (int i = 0; i < p->n && k < max; i++)
 		if (!p->c[i].disabled && p->c[i].pid > 0)
@@ -445,9 +443,28 @@ int cw_pool_processes(const struct cw_pool *p, pid_t *pids, int max)
 	return k;
 }
 
-int cw_pool_grow(struct cw_pool *p, int n)
+static int pf_busy(const void *self)
 {
-	if (p->solo || n < 1)
+	const struct prefork *p = self;
+	int n = 0;
+	for (int i = 0; i < p->n; i++)
+		n += p->c[i].busy;
+	return n;
+}
+
+static int pf_size(const void *self)
+{
+	const struct prefork *p = self;
+	int n = 0;
+	for (int i = 0; i < p->n; i++)
+		n += !p->c[i].disabled;
+	return n;
+}
+
+static int pf_grow(void *self, int n)
+{
+	struct prefork *p = self;
+	if (n < 1)
 		return CW_EINVAL;
 	/* first bring back slots a shrink took away */
 	for (int i = 0; i < p->n && n > 0; i++)
@@ -473,14 +490,15 @@ int cw_pool_grow(struct cw_pool *p, int n)
 	return CW_OK;
 }
 
-int cw_pool_shrink(struct cw_pool *p, int n)
+static int pf_shrink(void *self, int n)
 {
-	if (p->solo || n < 1)
+	struct prefork *p = self;
+	if (n < 1)
 		return CW_EINVAL;
 	/* like billiard: only idle processes go, newest slots first */
 	for (int i = p->n - 1; i >= 0 && n > 0; i--) {
 		struct child *c = &p->c[i];
-		if (c->disabled || c->busy || c->pid <= 0 || cw_pool_size(p) <= 1)
+		if (c->disabled || c->busy || c->pid <= 0 || pf_size(p) <= 1)
 			continue;
 		c->disabled = true;
 		retire(p, c);
@@ -491,45 +509,18 @@ int cw_pool_shrink(struct cw_pool *p, int n)
 	return n == 0 ? CW_OK : CW_EAGAIN;
 }
 
-int cw_pool_busy(const struct cw_pool *p)
+static pid_t pf_pid(const void *self, int slot)
 {
-	int n = 0;
-	for (int i = 0; i < p->n; i++)
-		n += p->c[i].busy;
-	return n;
-}
-
-int cw_pool_size(const struct cw_pool *p)
-{
-	int n = 0;
-	for (int i = 0; i < p->n; i++)
-		n += !p->c[i].disabled;
-	return n;
-}
-
-pid_t cw_pool_pid(const struct cw_pool *p, int slot)
-{
+	const struct prefork *p = self;
 	return slot >= 0 && slot < p->n ? p->c[slot].pid : -1;
 }
 
-int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *raw, size_t len)
+static int pf_submit(void *self, int slot, const char *queue, const char *raw, size_t len)
 {
+	struct prefork *p = self;
+	if (slot < 0 || slot >= p->n || p->c[slot].busy)
+		return CW_EINVAL;
 	struct child *c = &p->c[slot];
-
-	if (p->solo) {
-		struct cw_exec_env env = *p->env;
-		struct cw_outcome o;
-		struct cw_outbox ob = {0};
-		static volatile sig_atomic_t never;
-		env.cancel = &never;
-		c->busy = true;
-		cw_exec_message(&env, raw, len, queue, &o, &ob);
-		o.publish_len = ob.len;
-		c->busy = false;
-		p->h.on_done(p->h.arg, slot, &o, ob.buf);
-		cw_outbox_free(&ob);
-		return CW_OK;
-	}
 	uint32_t qlen = (uint32_t)strlen(queue);
 	if (len + qlen + 4 > MAX_FRAME)
 		return CW_ELIMIT;
@@ -544,7 +535,7 @@ int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *r
 
 static void respawn_cb(struct cw_loop *loop, void *arg)
 {
-	struct cw_pool *p = arg;
+	struct prefork *p = arg;
 	(void)loop;
 	p->respawn_timer = 0;
 	bool spawned = false;
@@ -568,8 +559,9 @@ static void describe(int st, char *out, size_t n)
 		snprintf(out, n, "exitcode %d", WEXITSTATUS(st));
 }
 
-void cw_pool_reap(struct cw_pool *p)
+static void pf_reap(void *self)
 {
+	struct prefork *p = self;
 	int st;
 	pid_t pid;
 
@@ -578,7 +570,7 @@ void cw_pool_reap(struct cw_pool *p)
 		for (int i = 0; i < p->n; i++)
 			if (p->c[i].pid == pid)
 				slot = i;
-		if (slot < 0 || p->solo)
+		if (slot < 0)
 			continue;
 		struct child *c = &p->c[slot];
 		char how[64];
@@ -604,10 +596,10 @@ void cw_pool_reap(struct cw_pool *p)
 				[CW_LOST_TERMINATED] = CW_RECYCLE_TERMINATED};
 			p->recycles[why == CW_LOST_CRASH && signalled ? CW_RECYCLE_TERMINATED
 								      : by_lost[why]]++;
-		}
-		if (!retired)
 			cw_log(was_busy ? CW_LOG_ERROR : CW_LOG_WARNING, "pool",
-			       "Process 'ForkPoolWorker-%d' pid:%d exited with '%s'", c->index, (int)pid, how);
+			       "Process 'ForkPoolWorker-%d' pid:%d exited with '%s'", c->index,
+			       (int)pid, how);
+		}
 		if (was_busy)
 			p->h.on_lost(p->h.arg, slot, pid, st, why);
 		/* a child that dies right after start would make us fork in a loop */
@@ -623,49 +615,67 @@ void cw_pool_reap(struct cw_pool *p)
 	}
 }
 
-long cw_pool_recycles(const struct cw_pool *p, enum cw_recycle_reason why)
+static long pf_recycles(const void *self, enum cw_recycle_reason why)
 {
-	return p && why < CW_RECYCLE_N ? p->recycles[why] : 0;
+	const struct prefork *p = self;
+	return p->recycles[why];
 }
 
-void cw_pool_set_recycling(struct cw_pool *p, long max_tasks, long max_kib)
+static void pf_set_recycling(void *self, long max_tasks, long max_kib)
 {
-	p->max_tasks = p->solo ? 0 : max_tasks;
-	p->max_kib = p->solo ? 0 : max_kib;
+	struct prefork *p = self;
+	p->max_tasks = max_tasks;
+	p->max_kib = max_kib;
 }
 
-int cw_pool_signal(struct cw_pool *p, int slot, int sig)
+static int pf_signal(void *self, int slot, int sig)
 {
-	if (p->solo || slot < 0 || slot >= p->n || p->c[slot].pid <= 0)
+	struct prefork *p = self;
+	if (slot < 0 || slot >= p->n || p->c[slot].pid <= 0)
 		return CW_EINVAL;
 	if (sig != SIGUSR1)
 		p->c[slot].signalled = true;
 	return kill(p->c[slot].pid, sig) == 0 ? CW_OK : CW_EINVAL;
 }
 
-void cw_pool_kill_slot(struct cw_pool *p, int slot, enum cw_lost_reason why)
+static void pf_kill_slot(void *self, int slot, enum cw_lost_reason why)
 {
-	if (p->solo || slot < 0 || slot >= p->n || p->c[slot].pid <= 0)
+	struct prefork *p = self;
+	if (slot < 0 || slot >= p->n || p->c[slot].pid <= 0)
 		return;
 	p->c[slot].kill_reason = why;
 	kill(p->c[slot].pid, SIGKILL);
 }
 
-long cw_pool_rss_kib(const struct cw_pool *p, int slot)
+static long pf_rss_kib(const void *self, int slot)
 {
+	const struct prefork *p = self;
 	if (slot < 0 || slot >= p->n || p->c[slot].pid <= 0)
 		return 0;
 	return cw_proc_rss_kib(p->c[slot].pid);
 }
 
-void cw_pool_stop(struct cw_pool *p, double wait)
+static void pf_kill(void *self)
 {
+	struct prefork *p = self;
+	p->stopping = true;
+	for (int i = 0; i < p->n; i++) {
+		if (p->c[i].pid <= 0)
+			continue;
+		kill(p->c[i].pid, SIGKILL);
+		waitpid(p->c[i].pid, NULL, 0);
+		p->c[i].pid = 0;
+		child_close(p, &p->c[i]);
+	}
+}
+
+static void pf_stop(void *self, double wait)
+{
+	struct prefork *p = self;
 	p->stopping = true;
 	if (p->respawn_timer)
 		cw_loop_timer_cancel(p->loop, p->respawn_timer);
 	p->respawn_timer = 0;
-	if (p->solo)
-		return;
 	for (int i = 0; i < p->n; i++)
 		child_close(p, &p->c[i]);
 	double end = cw_now() + wait;
@@ -682,7 +692,7 @@ void cw_pool_stop(struct cw_pool *p, double wait)
 		if (!alive)
 			break;
 		if (cw_now() > end) {
-			cw_pool_kill(p);
+			pf_kill(p);
 			break;
 		}
 		struct timespec ts = {0, 10000000L};
@@ -690,25 +700,9 @@ void cw_pool_stop(struct cw_pool *p, double wait)
 	}
 }
 
-void cw_pool_kill(struct cw_pool *p)
+static void pf_destroy(void *self)
 {
-	p->stopping = true;
-	if (p->solo)
-		return;
-	for (int i = 0; i < p->n; i++) {
-		if (p->c[i].pid <= 0)
-			continue;
-		kill(p->c[i].pid, SIGKILL);
-		waitpid(p->c[i].pid, NULL, 0);
-		p->c[i].pid = 0;
-		child_close(p, &p->c[i]);
-	}
-}
-
-void cw_pool_free(struct cw_pool *p)
-{
-	if (!p)
-		return;
+	struct prefork *p = self;
 	for (int i = 0; i < p->n; i++) {
 		child_close(p, &p->c[i]);
 		buf_free(&p->c[i].in);
@@ -717,3 +711,27 @@ void cw_pool_free(struct cw_pool *p)
 	free(p->c);
 	free(p);
 }
+
+const struct cw_pool_ops cw_pool_prefork_ops = {
+	.name = "prefork",
+	.create = pf_create,
+	.destroy = pf_destroy,
+	.start = pf_start,
+	.idle_slot = pf_idle_slot,
+	.busy = pf_busy,
+	.size = pf_size,
+	.slots = pf_slots,
+	.processes = pf_processes,
+	.pid = pf_pid,
+	.rss_kib = pf_rss_kib,
+	.submit = pf_submit,
+	.reap = pf_reap,
+	.stop = pf_stop,
+	.kill = pf_kill,
+	.grow = pf_grow,
+	.shrink = pf_shrink,
+	.set_recycling = pf_set_recycling,
+	.signal = pf_signal,
+	.kill_slot = pf_kill_slot,
+	.recycles = pf_recycles,
+};

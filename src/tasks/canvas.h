@@ -14,7 +14,7 @@
 #include <stddef.h>
 
 #include "protocol/protocol.h"
-#include "tasks/registry.h"
+#include "tasks/exec.h"
 
 /* Serialised list of messages: [u32 len, bytes] x 4 (queue, tag, priority, envelope) per message. */
 struct cw_outbox {

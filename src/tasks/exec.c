@@ -11,6 +11,7 @@
 #include "tasks/canvas.h"
 #include "tasks/exec_cancel.h"
 #include "loop/loop.h"
+#include "tasks/exec.h"
 #include "tasks/registry.h"
 #include "util/log.h"
 #include "util/uuid.h"
@@ -21,7 +22,9 @@ struct cw_task_ctx {
 	volatile sig_atomic_t *cancel;
 	char *exc_type, *exc_module, *exc_message;
 	double retry_countdown;
-	long doc_pages, ocr_pages;
+	int ncounters;
+	struct cw_counter counters[CW_OUTCOME_COUNTERS];
+	bool counter_dropped;      /* logged once per run */
 };
 
 /* Python's builtin exception names: raised as themselves by AsyncResult.get(). */
@@ -70,10 +73,10 @@ enum cw_task_status cw_task_fail(struct cw_task_ctx *ctx, const char *exc_type,
 enum cw_task_status cw_task_retry(struct cw_task_ctx *ctx, double countdown, int max_retries,
 				  const char *exc_type, const char *fmt, ...)
 {
-	va_list ap;
 	char *msg = NULL;
 
 	if (fmt) {
+		va_list ap;
 		va_start(ap, fmt);
 		if (vasprintf(&msg, fmt, ap) < 0)
 			msg = NULL;
@@ -120,10 +123,36 @@ struct cw_backend *cw_task_backend(struct cw_task_ctx *ctx)
 	return ctx->env ? ctx->env->backend : NULL;
 }
 
-void cw_task_count_pages(struct cw_task_ctx *ctx, long pages, long ocr_pages)
+bool cw_counter_name_ok(const char *name)
 {
-	ctx->doc_pages += pages > 0 ? pages : 0;
-	ctx->ocr_pages += ocr_pages > 0 ? ocr_pages : 0;
+	size_t n = 0;
+	for (; name[n]; n++)
+		if (!((name[n] >= 'a' && name[n] <= 'z') || (name[n] >= '0' && name[n] <= '9') ||
+		      name[n] == '_'))
+			return false;
+	return n > 0 && n < CW_COUNTER_NAME_MAX;
+}
+
+void cw_task_count(struct cw_task_ctx *ctx, const char *counter, long n)
+{
+	/* the master only adds positive amounts, so nothing else needs a slot */
+	if (n <= 0 || !counter || !cw_counter_name_ok(counter))
+		return;
+	for (int i = 0; i < ctx->ncounters; i++)
+		if (!strcmp(ctx->counters[i].name, counter)) {
+			ctx->counters[i].value += n;
+			return;
+		}
+	if (ctx->ncounters == CW_OUTCOME_COUNTERS) {
+		if (!ctx->counter_dropped)
+			cw_log(CW_LOG_WARNING, "task", "counter %s dropped: a task reports at most %d",
+			       counter, CW_OUTCOME_COUNTERS);
+		ctx->counter_dropped = true;
+		return;
+	}
+	struct cw_counter *c = &ctx->counters[ctx->ncounters++];
+	snprintf(c->name, sizeof(c->name), "%s", counter);
+	c->value = n;
 }
 
 volatile sig_atomic_t *cw_task_cancel_flag(struct cw_task_ctx *ctx)
@@ -278,8 +307,9 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 	char tb[1024];
 	if (st == CW_TASK_SUCCESS) {
 		out->state = CW_STATE_SUCCESS;
-		out->doc_pages = ctx.doc_pages;
-		out->ocr_pages = ctx.ocr_pages;
+		/* counters describe work done: a failed or retried run reports none */
+		out->ncounters = ctx.ncounters;
+		memcpy(out->counters, ctx.counters, sizeof(out->counters));
 		m.state = CW_STATE_SUCCESS;
 		m.result = result;
 		/* saferepr(), as Celery logs it and puts it in task-succeeded */

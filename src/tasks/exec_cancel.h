@@ -29,8 +29,6 @@ extern volatile sig_atomic_t cw_exec_abandon_ok;
 void cw_exec_cancel_now(void);
 /* The result backend of the running task (for built-in maintenance tasks); may be NULL. */
 struct cw_backend *cw_task_backend(struct cw_task_ctx *ctx);
-/* Count pages a (docconv) task processed, OCR'd among them: reported in metrics. */
-void cw_task_count_pages(struct cw_task_ctx *ctx, long pages, long ocr_pages);
 /* The group id the producer sent with the running task, or NULL. */
 const char *cw_task_group(const struct cw_task_ctx *ctx);
 /* The flag the soft time limit sets for this task (never NULL). */

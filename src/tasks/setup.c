@@ -1,6 +1,7 @@
 /* Registering and configuring the task families of this build (see setup.h). */
 #include "tasks/setup.h"
 
+#include "http/metrics.h"
 #include "tasks/alias.h"
 #ifdef CW_HAVE_DOCCONV
 #include "docconv/tasks.h"
@@ -39,6 +40,19 @@ int cw_tasks_setup(struct cw_registry *r, const struct cw_config *cfg, bool conf
 	(void)configure;
 #endif
 	return CW_OK;
+}
+
+void cw_tasks_declare_counters(struct cw_metrics *m)
+{
+#ifdef CW_HAVE_DOCCONV
+	/* exported (with these HELP texts) before the first count */
+	cw_metrics_declare_counter(m, "docconv_pages",
+				   "Document pages converted or rendered by successful docconv tasks.");
+	cw_metrics_declare_counter(m, "docconv_ocr_pages",
+				   "Pages that went through OCR in successful docconv tasks.");
+#else
+	(void)m;
+#endif
 }
 
 void cw_tasks_teardown(void)

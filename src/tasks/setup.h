@@ -13,12 +13,16 @@
 #include "tasks/registry.h"
 #include "util/err.h"
 
+struct cw_metrics;
+
 /*
  * Register every task into r; with configure, also give the task families
  * their settings (before the children fork).  CW_OK, or an error in *err.
  */
 int cw_tasks_setup(struct cw_registry *r, const struct cw_config *cfg, bool configure,
 		   struct cw_error *err);
+/* The counters this build's tasks report, with their HELP texts, so /metrics shows them at 0. */
+void cw_tasks_declare_counters(struct cw_metrics *m);
 /* Release what cw_tasks_setup() built (aliases, engines). */
 void cw_tasks_teardown(void);
 
