@@ -448,8 +448,9 @@ static void run_hooks(struct cw_loop *l)
 	size_t n = l->nhooks;	/* hooks added by a hook start next iteration */
 
 	l->in_hooks = true;
-	for (size_t i = 0; i < n && !l->stop; i++) {
-		/* re-read each time: a hook may add one and move the array */
+	/* all of them even after one stops the loop: stopping only means "do not wait" */
+	for (size_t i = 0; i < n; i++) {
+		/* copied before the call: a hook may add one and move the array */
 		struct hook h = l->hooks[i];
 		if (h.cb)
 			h.cb(l, h.arg);

@@ -70,10 +70,11 @@ size_t cw_loop_timers(const struct cw_loop *loop);
 
 /*
  * Before-sleep hooks (as redis's ae beforesleep): run on every iteration, in
- * registration order, before the loop waits; a hook may stop the loop (it then
- * does not wait) or arm timers (the wait accounts for them).  A hook added
- * while hooks run first runs on the next iteration.  The same (cb, arg) may be
- * added twice; it then runs twice.  Returns 0 or CW_ENOMEM.
+ * registration order, before the loop waits; a hook may stop the loop (the
+ * other hooks still run, then the iteration ends without waiting) or arm
+ * timers (the wait accounts for them).  A hook added while hooks run first
+ * runs on the next iteration.  The same (cb, arg) may be added twice; it then
+ * runs twice.  Returns 0 or CW_ENOMEM.
  */
 int cw_loop_before_sleep(struct cw_loop *loop, cw_hook_cb cb, void *arg);
 /* Remove the first hook registered with (cb, arg), also from inside a hook: 0 or CW_ENOTFOUND. */
