@@ -103,7 +103,7 @@ static bool fired_as_model(double now)
 		if (model[i].when > now)
 			return false;
 		if (prev >= 0 && (model[prev].when > model[i].when ||
-				  (model[prev].when == model[i].when && prev > i)))
+				  (prev > i && model[prev].when == model[i].when)))
 			return false;
 		prev = i;
 	}
@@ -140,7 +140,7 @@ static int count_pending(void)
 static void test_many_timers_in_order(void)
 {
 	struct cw_loop *l = new_loop(1000.0);
-	int n = 10000, rc;
+	int n = 10000;
 
 	reset_model();
 	for (int i = 0; i < n; i++)
@@ -156,8 +156,7 @@ static void test_many_timers_in_order(void)
 	/* step through time: each step fires exactly the due ones, in order */
 	for (double t = 1000.0; t <= 1005.0; t += 0.25) {
 		fake_now = t;
-		rc = cw_loop_run_once(l, 0);
-		CHECK(rc >= 0);
+		CHECK(cw_loop_run_once(l, 0) >= 0);
 	}
 	CHECK(nfired == n);
 	CHECK(fired_as_model(fake_now));
@@ -515,6 +514,10 @@ struct hook_ctx {
 
 static void hook(struct cw_loop *l, void *arg);
 
+/* file scope: the loop holds pointers to them between steps */
+static struct hook_ctx ha = {'a', 0, 0, false, false, 0};
+static struct hook_ctx hb = {'b', 0, 0, false, false, 0};
+static struct hook_ctx hc = {'c', 0, 0, false, false, 0};
 static struct hook_ctx hz = {'z', 0, 0, false, false, 0};
 
 static void hook(struct cw_loop *l, void *arg)
@@ -545,9 +548,6 @@ static void log_reset(void)
 static void test_hooks(void)
 {
 	struct cw_loop *l = new_loop(0.0);
-	struct hook_ctx a = {'a', 0, 0, false, false, 0};
-	struct hook_ctx b = {'b', 0, 0, false, false, 0};
-	struct hook_ctx c = {'c', 0, 0, false, false, 0};
 	struct io_seen never = {0, 0, -1};
 	int fds[2];
 
@@ -555,52 +555,52 @@ static void test_hooks(void)
 	CHECK(pipe(fds) == 0);
 	CHECK(cw_loop_watch(l, fds[0], CW_READ, on_io, &never) == 0);
 
-	CHECK(cw_loop_before_sleep(l, hook, &a) == CW_OK);
-	CHECK(cw_loop_before_sleep(l, hook, &b) == CW_OK);
-	CHECK(cw_loop_before_sleep(l, hook, &c) == CW_OK);
+	CHECK(cw_loop_before_sleep(l, hook, &ha) == CW_OK);
+	CHECK(cw_loop_before_sleep(l, hook, &hb) == CW_OK);
+	CHECK(cw_loop_before_sleep(l, hook, &hc) == CW_OK);
 	log_reset();
 	CHECK(cw_loop_run_once(l, 0) == 0);
 	CHECK(cw_loop_run_once(l, 0) == 0);
 	CHECK(strcmp(hook_log, "abcabc") == 0);
 
 	/* b stops the loop: c still runs, the step does not wait (max_wait -1) */
-	b.stop_at = b.calls + 1;
+	hb.stop_at = hb.calls + 1;
 	log_reset();
 	CHECK(cw_loop_run_once(l, -1) == 0);
 	CHECK(strcmp(hook_log, "abc") == 0);
 
 	/* cw_loop_run: b stops it on its third call; a 0 s periodic keeps the waits short */
 	uint64_t spin = cw_loop_every(l, 0, on_a, NULL);
-	b.stop_at = b.calls + 3;
+	hb.stop_at = hb.calls + 3;
 	log_reset();
 	CHECK(cw_loop_run(l) == 0);
 	CHECK(strcmp(hook_log, "abcabcabc") == 0);
-	b.stop_at = 0;
+	hb.stop_at = 0;
 	cw_loop_timer_cancel(l, spin);
 
 	/* a hook arms a delay-0 timer: the wait accounts for it, it fires in this step */
 	hits_a = 0;
-	a.arm_timer = true;
+	ha.arm_timer = true;
 	CHECK(cw_loop_run_once(l, -1) == 1);
 	CHECK(hits_a == 1);
-	a.arm_timer = false;
+	ha.arm_timer = false;
 
 	/* b removes itself; a adds z (runs from the next iteration) */
-	b.remove_self_at = b.calls + 1;
-	a.add_hook = true;
+	hb.remove_self_at = hb.calls + 1;
+	ha.add_hook = true;
 	log_reset();
 	cw_loop_run_once(l, 0);
 	cw_loop_run_once(l, 0);
 	CHECK(strcmp(hook_log, "abcacz") == 0);
 
 	/* removing from outside, unknown pairs, and a hook removed while hooks run */
-	CHECK(cw_loop_before_sleep_remove(l, hook, &b) == CW_ENOTFOUND);
+	CHECK(cw_loop_before_sleep_remove(l, hook, &hb) == CW_ENOTFOUND);
 	CHECK(cw_loop_before_sleep_remove(l, hook, NULL) == CW_ENOTFOUND);
-	CHECK(cw_loop_before_sleep_remove(l, hook, &a) == CW_OK);
+	CHECK(cw_loop_before_sleep_remove(l, hook, &ha) == CW_OK);
 	log_reset();
 	cw_loop_run_once(l, 0);
 	CHECK(strcmp(hook_log, "cz") == 0);
-	c.remove_self_at = c.calls + 1;
+	hc.remove_self_at = hc.calls + 1;
 	log_reset();
 	cw_loop_run_once(l, 0);
 	cw_loop_run_once(l, 0);
@@ -692,7 +692,8 @@ static void test_clock(void)
 	struct cw_loop *l = cw_loop_new();
 	double fake = 42.0;
 
-	CHECK(l != NULL);
+	if (!l)
+		abort();
 	double a = cw_loop_now(l), b = cw_now();
 	CHECK(a > 0 && b >= a);
 	cw_loop_set_clock(l, fake_clock, &fake);
