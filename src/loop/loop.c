@@ -367,7 +367,7 @@ static int run_timers(struct cw_loop *l)
 
 	while (l->nheap && !l->stop) {
 		const struct tnode *t = &l->node[l->heap[0]];
-		/* armed (or re-armed) during this pass: next iteration, or delay 0 would spin here */
+		/* armed (or re-armed) during this pass: next iteration, else delay 0 spins */
 		if (t->when > now || t->seq >= limit)
 			break;
 		fire_root(l, now);
@@ -413,7 +413,7 @@ int cw_loop_before_sleep(struct cw_loop *l, cw_hook_cb cb, void *arg)
 	return CW_OK;
 }
 
-int cw_loop_before_sleep_remove(struct cw_loop *l, cw_hook_cb cb, void *arg)
+int cw_loop_before_sleep_remove(struct cw_loop *l, cw_hook_cb cb, const void *arg)
 {
 	for (size_t i = 0; i < l->nhooks; i++) {
 		struct hook *h = &l->hooks[i];

@@ -78,7 +78,7 @@ size_t cw_loop_timers(const struct cw_loop *loop);
  */
 int cw_loop_before_sleep(struct cw_loop *loop, cw_hook_cb cb, void *arg);
 /* Remove the first hook registered with (cb, arg), also from inside a hook: 0 or CW_ENOTFOUND. */
-int cw_loop_before_sleep_remove(struct cw_loop *loop, cw_hook_cb cb, void *arg);
+int cw_loop_before_sleep_remove(struct cw_loop *loop, cw_hook_cb cb, const void *arg);
 
 /*
  * The loop's clock, monotonic seconds: now(arg) when set (tests step a fake

@@ -93,7 +93,7 @@ static int arm_model(struct cw_loop *l, double delay)
 	return i;
 }
 
-/* What fired since nfired was reset is exactly the pending timers due at now, by (when, arm order). */
+/* What fired since nfired was reset: exactly the timers due at now, by (when, arm order). */
 static bool fired_as_model(double now)
 {
 	int prev = -1;

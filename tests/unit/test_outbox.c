@@ -65,8 +65,9 @@ static size_t walk(const char *buf, size_t len, bool *in_bounds)
 
 	*in_bounds = true;
 	while (cw_outbox_next(buf, len, &off, &m)) {
-		if (!inside(buf, len, m.queue, m.queue_len) || !inside(buf, len, m.tag, m.tag_len) ||
-		    !inside(buf, len, m.env, m.env_len) || off > len)
+		if (!inside(buf, len, m.queue, m.queue_len) ||
+		    !inside(buf, len, m.tag, m.tag_len) || !inside(buf, len, m.env, m.env_len) ||
+		    off > len)
 			*in_bounds = false;
 		n++;
 	}
@@ -172,8 +173,8 @@ static bool next_of(const char *raw, size_t len, struct cw_outmsg *m)
 	bool ok = cw_outbox_next(buf, len, &off, m);
 
 	CHECK(!ok || (inside(buf, len, m->queue, m->queue_len) &&
-		      inside(buf, len, m->tag, m->tag_len) && inside(buf, len, m->env, m->env_len) &&
-		      off <= len));
+		      inside(buf, len, m->tag, m->tag_len) &&
+		      inside(buf, len, m->env, m->env_len) && off <= len));
 	free(buf);
 	return ok;
 }
