@@ -12,7 +12,9 @@
 #include <sys/wait.h>
 
 #include "consumer/worker_int.h"
+#include "loop/loop.h"
 #include "tasks/canvas.h"
+#include "tasks/exec_cancel.h"
 #include "util/log.h"
 
 /* Publish the messages a task run asked for (retry, callbacks, chain, chord body). */

@@ -9,6 +9,7 @@
 
 #include "consumer/worker_int.h"
 #include "cw_build.h"
+#include "loop/loop.h"
 #include "util/log.h"
 
 const struct cw_config *cw_worker_config(const struct cw_worker *w) { return w->cfg; }
