@@ -7,6 +7,7 @@
 #include "broker/broker.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/url.h"
@@ -49,7 +50,7 @@ const char *cw_broker_url_transport(const char *url)
 /* "a://, b:// and c://": the listed schemes (all of them with every_scheme). */
 static void scheme_list(char *out, size_t outsz, bool every_scheme)
 {
-	const char *names[32];
+	const char *names[32] = {NULL};
 	size_t n = 0, w = 0;
 
 	for (size_t i = 0; i < NTRANSPORTS; i++) {

@@ -163,11 +163,10 @@ static const struct opt opts[] = {
 
 void cw_config_print_help(FILE *out)
 {
-	static const char extra[] = CW_USAGE_EXTRA; /* commands this build adds */
-	fprintf(out, "Usage: cworker [worker] [OPTIONS]\n");
-	if (extra[0])
-		fprintf(out, "       %s\n", extra);
-	fprintf(out, "A native Celery worker: consumes Celery task messages and runs C tasks.\n\n"
+	fprintf(out,
+		"Usage: cworker [worker] [OPTIONS]\n"
+		CW_USAGE_EXTRA /* the commands this build adds (cw_build.h) */
+		"A native Celery worker: consumes Celery task messages and runs C tasks.\n\n"
 		"Options (config-file key and environment variable in brackets):\n");
 	for (size_t i = 0; i < NOPTS; i++) {
 		const struct opt *o = &opts[i];
