@@ -76,7 +76,8 @@ int cw_backend_check_url(const char *url, const char *broker_url, struct cw_erro
 	if (none(url))
 		return CW_OK;
 	const struct cw_backend_ops *ops = find(url);
-	int rc = !ops ? CW_ENOTFOUND : ops->check_url ? ops->check_url(url, broker_url, err) : CW_OK;
+	int rc = !ops ? CW_ENOTFOUND
+		 : ops->check_url ? ops->check_url(url, broker_url, err) : CW_OK;
 	if (rc != CW_ENOTFOUND)
 		return rc;
 	/* "a://, b:// and c://" over the listed backends */

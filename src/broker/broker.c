@@ -76,7 +76,8 @@ struct cw_broker *cw_broker_open(struct cw_loop *loop, const struct cw_broker_op
 	if (!ops) {
 		char have[256];
 		scheme_list(have, sizeof(have), true);
-		cw_error_set(err, CW_EINVAL, "unsupported broker URL scheme '%.*s' (this build has %s)",
+		cw_error_set(err, CW_EINVAL,
+			     "unsupported broker URL scheme '%.*s' (this build has %s)",
 			     o->url ? (int)strcspn(o->url, ":") : 0, o->url ? o->url : "", have);
 		return NULL;
 	}
