@@ -1,12 +1,19 @@
+/*
+ * The one table of result backends, and what is asked of "the backend"
+ * without knowing which one it is: open by URL, check a result_backend
+ * URL, find where to probe it; the retry backoff every backend shares.
+ */
 #include "backend/backend.h"
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "loop/loop.h"
 #include "util/log.h"
+#include "util/url.h"
 
 extern const struct cw_backend_ops cw_redis_backend_ops;
 #ifdef CW_HAVE_POSTGRES
@@ -33,19 +40,107 @@ static bool scheme_matches(const char *url, const char *scheme)
 	return n >= k && !strncmp(url, scheme, k) && (n == k || url[k] == '+');
 }
 
+#define NBACKENDS (sizeof(backends) / sizeof(backends[0]))
+
+static const struct cw_backend_ops *find(const char *url)
+{
+	for (size_t i = 0; i < NBACKENDS; i++)
+		if (scheme_matches(url, backends[i]->scheme))
+			return backends[i];
+	return NULL;
+}
+
+/* NULL, "" and "disabled" all mean: results are not stored. */
+static bool none(const char *url)
+{
+	return !url || !*url || !strcmp(url, "disabled");
+}
+
 struct cw_backend *cw_backend_open(const struct cw_backend_opts *o, struct cw_error *err)
 {
-	if (!o->url || !*o->url || !strcmp(o->url, "disabled"))
+	if (none(o->url))
 		return NULL;
-	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
-		if (scheme_matches(o->url, backends[i]->scheme)) {
-			struct cw_backend *b = backends[i]->open(o, err);
-			if (b)
-				b->ops = backends[i];
-			return b;
+	const struct cw_backend_ops *ops = find(o->url);
+	if (!ops) {
+		cw_error_set(err, CW_EINVAL, "unsupported result backend scheme");
+		return NULL;
+	}
+	struct cw_backend *b = ops->open(o, err);
+	if (b)
+		b->ops = ops;
+	return b;
+}
+
+int cw_backend_check_url(const char *url, const char *broker_url, struct cw_error *err)
+{
+	if (none(url))
+		return CW_OK;
+	const struct cw_backend_ops *ops = find(url);
+	int rc = !ops ? CW_ENOTFOUND
+		 : ops->check_url ? ops->check_url(url, broker_url, err) : CW_OK;
+	if (rc != CW_ENOTFOUND)
+		return rc;
+	/* "a://, b:// and c://" over the listed backends */
+	char red[512], list[256];
+	size_t n = 0, w = 0;
+	for (size_t i = 0; i < NBACKENDS; i++)
+		n += backends[i]->listed;
+	list[0] = '\0';
+	for (size_t i = 0, k = 0; i < NBACKENDS && w < sizeof(list); i++) {
+		if (!backends[i]->listed)
+			continue;
+		k++;
+		int r = snprintf(list + w, sizeof(list) - w, "%s%s://",
+				 k == 1 ? "" : k == n ? " and " : ", ", backends[i]->scheme);
+		if (r < 0)
+			break;
+		w += (size_t)r;
+	}
+	cw_url_redact(url, red, sizeof(red));
+	cw_error_set(err, CW_EINVAL, "unsupported URL '%s' (this build stores results in %s)", red,
+		     list);
+	return CW_EINVAL;
+}
+
+int cw_backend_probe_target(const char *url, struct cw_probe_target *t)
+{
+	memset(t, 0, sizeof(*t));
+	if (none(url) || !strstr(url, "://"))
+		return CW_ENOTFOUND;
+	const struct cw_backend_ops *ops = find(url);
+	return ops && ops->probe_target ? ops->probe_target(url, t) : CW_EINVAL;
+}
+
+int cw_probe_target_from_url(const char *url, const char *defport, struct cw_probe_target *t)
+{
+	const char *p = strstr(url, "://");
+	if (!p)
+		return CW_EINVAL;
+	p += 3;
+	size_t alen = strcspn(p, "/?#");
+	const char *at = memrchr(p, '@', alen);
+	if (at) {
+		alen -= (size_t)(at + 1 - p);
+		p = at + 1;
+	}
+	t->host[0] = '\0';
+	snprintf(t->port, sizeof(t->port), "%s", defport);
+	if (*p == '[') {
+		const char *rb = memchr(p, ']', alen);
+		if (rb) {
+			snprintf(t->host, sizeof(t->host), "%.*s", (int)(rb - p - 1), p + 1);
+			if (rb[1] == ':')
+				snprintf(t->port, sizeof(t->port), "%.*s",
+					 (int)(alen - (size_t)(rb + 2 - p)), rb + 2);
 		}
-	cw_error_set(err, CW_EINVAL, "unsupported result backend scheme");
-	return NULL;
+	} else {
+		const char *colon = memchr(p, ':', alen);
+		size_t hl = colon ? (size_t)(colon - p) : alen;
+		snprintf(t->host, sizeof(t->host), "%.*s", (int)(hl < 255 ? hl : 255), p);
+		if (colon)
+			snprintf(t->port, sizeof(t->port), "%.*s", (int)(alen - hl - 1), colon + 1);
+	}
+	return t->host[0] ? CW_OK : CW_EINVAL;
 }
 
 int cw_backend_store(struct cw_backend *b, const struct cw_result_meta *m, struct cw_error *err)

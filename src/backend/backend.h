@@ -1,5 +1,7 @@
 /*
- * Result backends: one vtable per URL scheme.  Calls are synchronous and
+ * Result backends: one vtable per URL scheme, in the one table of backend.c;
+ * each checks its own URLs and says where its server listens for health
+ * probes, so nothing outside src/backend knows a scheme.  Calls are synchronous and
  * run in pool children (the master uses one only for the states it records
  * itself: unknown tasks, lost children).  store() retries with backoff on
  * connection errors, like Celery's backend retry policy.
@@ -29,8 +31,27 @@ struct cw_backend_opts {
 	bool ssl, ssl_verify;
 };
 
+/* Where a backend's server listens, for the master's non-blocking health probe. */
+struct cw_probe_target {
+	char host[256];
+	char port[16];
+	const char *hello;   /* bytes to send after connect, NULL = an accepted connection is all */
+	const char *answers; /* after hello: a reply starting with one of these bytes is "up" */
+};
+
 struct cw_backend_ops {
+	/* "redis" matches redis://...; "db+postgresql" also db+postgresql+psycopg2://... */
 	const char *scheme;
+	/* Named in "unsupported URL" messages (rpc:// is not: it comes with an AMQP broker). */
+	bool listed;
+	/*
+	 * Optional: check a URL whose scheme matched.  CW_OK; CW_ENOTFOUND when it
+	 * is not one of ours after all (the caller reports an unsupported URL);
+	 * CW_EINVAL with a message for a URL we know but cannot use.
+	 */
+	int (*check_url)(const char *url, const char *broker_url, struct cw_error *err);
+	/* Optional: fill *t from url; CW_EINVAL when there is nothing to probe. */
+	int (*probe_target)(const char *url, struct cw_probe_target *t);
 	struct cw_backend *(*open)(const struct cw_backend_opts *o, struct cw_error *err);
 	/* Store a task's meta; CW_OK or an error after retries ran out. */
 	int (*store)(struct cw_backend *b, const struct cw_result_meta *m, struct cw_error *err);
@@ -76,5 +97,21 @@ int cw_backend_prepare(struct cw_backend *b, struct cw_error *err);
 bool cw_backend_backoff(int attempt, double *delay, double deadline, double retry_for,
 			const char *why);
 void cw_backend_close(struct cw_backend *b);
+
+/*
+ * Whether url can be given as result_backend with this broker_url: CW_OK (no
+ * backend counts), or CW_EINVAL with a message that the caller prefixes with
+ * the setting's name ("unsupported URL '...' (this build stores results in
+ * redis:// and ...)", "rpc:// needs an amqp:// broker").
+ */
+int cw_backend_check_url(const char *url, const char *broker_url, struct cw_error *err);
+/*
+ * Where to probe the backend of url: CW_OK with *t; CW_ENOTFOUND when no
+ * backend is configured (NULL, "", "disabled"); CW_EINVAL when one is but
+ * there is no address to probe (rpc://, no host).
+ */
+int cw_backend_probe_target(const char *url, struct cw_probe_target *t);
+/* For probe_target ops: host and port of url's authority (port defport when absent). */
+int cw_probe_target_from_url(const char *url, const char *defport, struct cw_probe_target *t);
 
 #endif

@@ -377,8 +377,24 @@ static int pg_cleanup(struct cw_backend *base, long *deleted, struct cw_error *e
 	return rc;
 }
 
+static int pg_check_url(const char *url, const char *broker_url, struct cw_error *err)
+{
+	(void)broker_url;
+	(void)err;
+	return !strncmp(url, "db+postgresql://", 16) || !strncmp(url, "db+postgresql+", 14)
+		       ? CW_OK : CW_ENOTFOUND;
+}
+
+static int pg_probe_target(const char *url, struct cw_probe_target *t)
+{
+	return cw_probe_target_from_url(url, "5432", t); /* an accepted connection is all */
+}
+
 const struct cw_backend_ops cw_postgres_backend_ops = {
 	.scheme = "db+postgresql",
+	.listed = true,
+	.check_url = pg_check_url,
+	.probe_target = pg_probe_target,
 	.open = pg_open,
 	.store = pg_store,
 	.cleanup = pg_cleanup,

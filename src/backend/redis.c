@@ -238,8 +238,33 @@ static void rb_close(struct cw_backend *base)
 	free(b);
 }
 
+static int rb_check_url(const char *url, const char *broker_url, struct cw_error *err)
+{
+	struct cw_url u;
+	struct cw_error perr = {0};
+	(void)broker_url;
+	(void)err;
+	if (cw_url_parse(url, &u, &perr) != CW_OK || strcmp(u.scheme, "redis"))
+		return CW_ENOTFOUND;
+	return CW_OK;
+}
+
+/* A PING in clear text; over TLS (rediss://) an accepted connection is all we can see. */
+static int rb_probe_target(const char *url, struct cw_probe_target *t)
+{
+	int rc = cw_probe_target_from_url(url, "6379", t);
+	if (rc == CW_OK && !strncmp(url, "redis://", 8)) {
+		t->hello = "PING\r\n";
+		t->answers = "+-"; /* +PONG, or an error such as -NOAUTH: the server answers */
+	}
+	return rc;
+}
+
 const struct cw_backend_ops cw_redis_backend_ops = {
 	.scheme = "redis",
+	.listed = true,
+	.check_url = rb_check_url,
+	.probe_target = rb_probe_target,
 	.open = rb_open,
 	.store = rb_store,
 	.chord_part = rb_chord_part,

@@ -17,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "broker/amqp_conn.h"
+#include "broker/broker.h"
 #include "loop/loop.h"
 
 struct rpc_backend {
@@ -64,11 +65,17 @@ static void rpc_free(struct rpc_backend *b)
 	free(b);
 }
 
+/* Results travel over the broker's connection settings: only with an AMQP broker. */
+static bool amqp_broker(const char *broker_url)
+{
+	const char *transport = cw_broker_url_transport(broker_url);
+	return transport && !strcmp(transport, "amqp") && strstr(broker_url, "://");
+}
+
 static struct cw_backend *rpc_open(const struct cw_backend_opts *o, struct cw_error *err)
 {
 	const char *burl = o->broker_url;
-	if (!burl || (strncmp(burl, "amqp://", 7) && strncmp(burl, "amqps://", 8) &&
-		      strncmp(burl, "pyamqp://", 9))) {
+	if (!burl || !amqp_broker(burl)) {
 		cw_error_set(err, CW_EINVAL, "the rpc:// result backend needs an amqp:// broker");
 		return NULL;
 	}
@@ -160,8 +167,21 @@ static void rpc_close(struct cw_backend *base)
 	rpc_free(b);
 }
 
+static int rpc_check_url(const char *url, const char *broker_url, struct cw_error *err)
+{
+	if (strncmp(url, "rpc://", 6))
+		return CW_ENOTFOUND;
+	if (!broker_url || !amqp_broker(broker_url)) {
+		cw_error_set(err, CW_EINVAL, "rpc:// needs an amqp:// broker");
+		return CW_EINVAL;
+	}
+	return CW_OK;
+}
+
+/* No probe_target: the results go through the broker, whose state readiness already shows. */
 const struct cw_backend_ops cw_rpc_backend_ops = {
 	.scheme = "rpc",
+	.check_url = rpc_check_url,
 	.open = rpc_open,
 	.store = rpc_store,
 	.reset = rpc_reset,

@@ -1,5 +1,8 @@
 /*
- * Broker interface: one vtable per transport, chosen by URL scheme.
+ * Broker interface: one vtable per transport, chosen by URL scheme from the
+ * one table of transports in broker.c.  A transport describes itself (the
+ * URL schemes it answers to, its URL check, its `broker` stats dict), so
+ * nothing outside src/broker knows a scheme name.
  *
  * The consumer drives fetching with credit: the broker takes at most
  * `credit` messages off the queues before the consumer grants more, which
@@ -11,6 +14,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#include <jansson.h>
 
 #include "protocol/protocol.h"
 
@@ -65,7 +70,20 @@ struct cw_broker_opts {
 };
 
 struct cw_broker_ops {
+	/* Transport name ("redis", "amqp"): what `report` and stats call it. */
 	const char *scheme;
+	/*
+	 * Every URL scheme that selects this transport, NULL-terminated.  The
+	 * first `listed` of them are named when a URL is refused ("this build
+	 * speaks ..."); a transport that lists none is for tests: cw_broker_open
+	 * takes it, cw_broker_check_url (--broker) does not.
+	 */
+	const char *const *url_schemes;
+	int listed;
+	/* Optional: more checks of a URL whose scheme is ours (CW_EINVAL + message). */
+	int (*check_url)(const char *url, struct cw_error *err);
+	/* Optional: the `broker` dict of `celery inspect stats`, kombu's shape (new reference). */
+	json_t *(*info)(struct cw_broker *b);
 	/*
 	 * True when the broker takes back every unacknowledged message when the
 	 * connection drops (AMQP): the consumer then forgets the messages it
@@ -129,6 +147,25 @@ struct cw_broker_ops {
 	void (*close)(struct cw_broker *b);
 };
 
+/* The transport for url's scheme, or NULL. */
 const struct cw_broker_ops *cw_broker_lookup(const char *url);
+/*
+ * Open the transport for o->url and set b->ops.  Unknown scheme: NULL with
+ * CW_EINVAL and the schemes this build has.
+ */
+struct cw_broker *cw_broker_open(struct cw_loop *loop, const struct cw_broker_opts *o,
+				 const struct cw_broker_handler *h, struct cw_error *err);
+/*
+ * Whether url can be given to --broker: CW_OK, or CW_EINVAL with a message
+ * ("unsupported URL '...' (this build speaks redis://, ...)", password
+ * redacted) that the caller prefixes with the setting's name.
+ */
+int cw_broker_check_url(const char *url, struct cw_error *err);
+/* Transport name of an open broker ("redis", "amqp"). */
+const char *cw_broker_transport(const struct cw_broker *b);
+/* Transport name for url's scheme, NULL when this build has none. */
+const char *cw_broker_url_transport(const char *url);
+/* The `broker` dict of `celery inspect stats` / Flower (new reference; {} if unknown). */
+json_t *cw_broker_info(struct cw_broker *b);
 
 #endif

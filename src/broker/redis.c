@@ -12,30 +12,24 @@
  *  - binding sets `_kombu.binding.<exchange>` say where a restored message
  *    goes.
  *
- * Two connections: one blocked in BRPOP, one for everything else.  Commands
- * on the second are queued in order and re-sent after a reconnect until
- * Redis answers, so an ack or a restore survives a Redis restart.  All of
- * them are idempotent (Lua scripts that test before they move).
+ * Connections (redis_conn.c): one blocked in BRPOP, one subscribed to the
+ * broadcast channels, one for everything else.  Commands on the last are
+ * queued in order and re-sent after a reconnect until Redis answers, so an
+ * ack or a restore survives a Redis restart.  All of them are idempotent
+ * (Lua scripts that test before they move).  The visibility-timeout scan
+ * is redis_scan.c; fetching and the ops are here.
  */
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
-
-#include "broker/broker.h"
+#include "broker/redis_int.h"
 #include "loop/loop.h"
 #include "util/log.h"
 #include "util/url.h"
 #include "util/uuid.h"
 
-#define SEP "\x06\x16"
 #define BRPOP_TIMEOUT "1"
-#define RESTORE_BATCH "10"
-#define MUTEX_EXPIRE "300"
 
 static const int priority_steps[] = {0, 3, 6, 9};
 #define NPRI (int)(sizeof(priority_steps) / sizeof(priority_steps[0]))
@@ -69,42 +63,6 @@ static const char lua_requeue[] =
 	"if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then "
 	"  if ARGV[3] == 'L' then redis.call('LPUSH', KEYS[3], ARGV[2]) "
 	"  else redis.call('RPUSH', KEYS[3], ARGV[2]) end return 1 end return 0";
-/*
- * Visibility scan, step 1: take the mutex, list up to N expired tags with
- * their stored values.  KEYS unacked_mutex, unacked_index, unacked;
- * ARGV token, expire, ceil, N.  Returns nil when another worker holds it.
- */
-static const char lua_scan[] =
-	"if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end "
-	"local tags = redis.call('ZREVRANGEBYSCORE', KEYS[2], ARGV[3], 0, 'LIMIT', 0, ARGV[4]) "
-	"local out = {} "
-	"for _, t in ipairs(tags) do "
-	"  local v = redis.call('HGET', KEYS[3], t) "
-	"  out[#out + 1] = t out[#out + 1] = v or '' end "
-	"return out";
-/*
- * Step 2, per tag: if the entry is unchanged, drop it from the bookkeeping
- * and RPUSH the message to the queues its exchange binds the routing key to
- * (the routing key itself for the default exchange, or when no binding
- * matches: kombu would use its dead-letter queue; we keep the message).
- * KEYS unacked, unacked_index, _kombu.binding.<exchange>;
- * ARGV tag, old value, new payload, exchange, routing key.
- */
-static const char lua_restore[] =
-	"if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then "
-	"  redis.call('ZREM', KEYS[2], ARGV[1]) return 0 end "
-	"redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('ZREM', KEYS[2], ARGV[1]) "
-	"local pushed = 0 "
-	"if ARGV[4] ~= '' then "
-	"  for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do "
-	"    local rk, rest = string.match(m, '^(.-)\\6\\22(.*)$') "
-	"    if rk then "
-	"      local q = string.match(rest, '^.-\\6\\22(.*)$') "
-	"      if q and rk == ARGV[5] then redis.call('RPUSH', q, ARGV[3]) pushed = pushed + 1 end "
-	"    end "
-	"  end "
-	"end "
-	"if pushed == 0 then redis.call('RPUSH', ARGV[5], ARGV[3]) end return 1";
 /* Publish once: KEYS queue list, marker; ARGV payload.  The marker makes a resend harmless. */
 static const char lua_publish[] =
 	"if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 3600) then "
@@ -126,370 +84,6 @@ static const char lua_publish_direct[] =
 	"      if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', q, ARGV[3]) end end "
 	"  end "
 	"end return n";
-/* Step 3: release the mutex if it is still ours.  KEYS mutex; ARGV token. */
-static const char lua_unlock[] =
-	"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
-
-struct redis_broker;
-
-struct rconn {
-	struct redis_broker *b;
-	const char *name;
-	redisAsyncContext *ac;
-	int fd;
-	unsigned mask;
-	bool up;           /* connected, authenticated, database selected */
-	double backoff;
-	uint64_t retry_timer;
-};
-
-/* A queued command for the command connection. */
-struct rcmd {
-	struct rcmd *next, *prev;
-	int argc;
-	char **argv;
-	size_t *argvlen;
-	bool sent;
-	void (*done)(struct redis_broker *b, redisReply *r, void *arg);
-	void *arg;
-};
-
-struct redis_broker {
-	struct cw_broker base;
-	struct cw_loop *loop;
-	struct cw_broker_handler h;
-	struct cw_url url;
-	char redacted[512];
-	char **queues;         /* cycle order; rotated after each delivery */
-	int nqueues;
-	double visibility_timeout;
-	struct cw_proto_limits limits;
-	struct rconn blk, cmd, sub;
-	char **broadcast;       /* fanout exchanges subscribed on `sub` */
-	int nbroadcast;
-	struct rcmd *head, *tail;
-	int credit;
-	int recording;          /* taken off a queue, bookkeeping not yet confirmed */
-	bool brpop_inflight;
-	bool closing;
-	bool was_up;
-	uint64_t scan_timer;
-	bool scanning;
-	char scan_token[37];
-	char nodename[256];     /* worker node name, for the mailbox binding */
-};
-
-static void conn_start(struct redis_broker *b, struct rconn *c);
-static void fetch(struct redis_broker *b);
-static void flush_cmds(struct redis_broker *b);
-
-/* ---- hiredis <-> cw_loop adapter --------------------------------------- */
-
-static void on_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
-{
-	struct rconn *c = arg;
-	(void)loop;
-	(void)fd;
-	if ((ev & CW_READ) && c->ac)
-		redisAsyncHandleRead(c->ac);
-	if ((ev & CW_WRITE) && c->ac)
-		redisAsyncHandleWrite(c->ac);
-}
-
-static void set_mask(struct rconn *c, unsigned m)
-{
-	if (m == c->mask)
-		return;
-	c->mask = m;
-	cw_loop_watch(c->b->loop, c->fd, m, on_io, c);
-}
-
-static void ev_add_read(void *p) { struct rconn *c = p; set_mask(c, c->mask | CW_READ); }
-static void ev_del_read(void *p) { struct rconn *c = p; set_mask(c, c->mask & ~CW_READ); }
-static void ev_add_write(void *p) { struct rconn *c = p; set_mask(c, c->mask | CW_WRITE); }
-static void ev_del_write(void *p) { struct rconn *c = p; set_mask(c, c->mask & ~CW_WRITE); }
-static void ev_cleanup(void *p)
-{
-	struct rconn *c = p;
-	/* forget the fd outright: hiredis closes it next, and the number gets reused */
-	cw_loop_watch(c->b->loop, c->fd, 0, NULL, NULL);
-	c->mask = 0;
-}
-
-/* ---- connection management --------------------------------------------- */
-
-static void retry_cb(struct cw_loop *loop, void *arg)
-{
-	struct rconn *c = arg;
-	(void)loop;
-	c->retry_timer = 0;
-	conn_start(c->b, c);
-}
-
-static void schedule_retry(struct rconn *c)
-{
-	struct redis_broker *b = c->b;
-	if (b->closing || c->retry_timer)
-		return;
-	c->backoff = c->backoff <= 0 ? 0.1 : fmin(c->backoff * 2, 5.0);
-	c->retry_timer = cw_loop_timer(b->loop, c->backoff, retry_cb, c);
-}
-
-static void state_changed(struct redis_broker *b)
-{
-	bool up = b->blk.up && b->cmd.up;
-	if (up == b->was_up)
-		return;
-	b->was_up = up;
-	if (up)
-		cw_log(CW_LOG_INFO, "broker", "Connected to %s", b->redacted);
-	if (b->h.on_state)
-		b->h.on_state(b->h.arg, up);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-	struct rconn *c = ac->data;
-	(void)status;
-	c->ac = NULL; /* hiredis frees it; its cleanup hook unwatches the fd */
-	bool was = c->up;
-	c->up = false;
-	if (c == &c->b->blk)
-		c->b->brpop_inflight = false;
-	if (c->b->closing)
-		return;
-	if (was)
-		cw_log(CW_LOG_WARNING, "broker", "Connection to broker lost (%s): %s; reconnecting",
-		       c->name, ac->errstr[0] ? ac->errstr : "closed");
-	state_changed(c->b);
-	schedule_retry(c);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-	struct rconn *c = ac->data;
-	if (status != REDIS_OK) {
-		/* hiredis frees the context after this callback */
-		cw_log(CW_LOG_DEBUG, "broker", "connect %s failed: %s", c->name, ac->errstr);
-		c->ac = NULL;
-		schedule_retry(c);
-	}
-}
-
-static void on_pmessage(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct redis_broker *b = priv;
-	redisReply *reply = r;
-	struct cw_envelope env;
-	struct cw_error err = {0};
-	(void)ac;
-
-	if (!reply || b->closing || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 ||
-	    reply->element[0]->type != REDIS_REPLY_STRING || strcmp(reply->element[0]->str, "pmessage") ||
-	    reply->element[2]->type != REDIS_REPLY_STRING ||
-	    reply->element[3]->type != REDIS_REPLY_STRING)
-		return;
-	/* channel "/<db>.<exchange>[/<routing key>]" -> exchange */
-	const char *ch = reply->element[2]->str, *dot = strchr(ch, '.');
-	char exchange[256];
-	if (!dot)
-		return;
-	snprintf(exchange, sizeof(exchange), "%.*s", (int)strcspn(dot + 1, "/"), dot + 1);
-	if (cw_proto_decode_envelope(reply->element[3]->str, reply->element[3]->len, &b->limits, &env,
-				     &err) != CW_OK) {
-		cw_log(CW_LOG_ERROR, "broker", "dropped undecodable broadcast on %s: %s", ch, err.msg);
-		return;
-	}
-	if (b->h.on_broadcast)
-		b->h.on_broadcast(b->h.arg, exchange, &env);
-	cw_envelope_clear(&env);
-}
-
-static void on_ready(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct rconn *c = priv;
-	redisReply *reply = r;
-	struct redis_broker *b = c->b;
-	(void)ac;
-
-	if (!reply)
-		return; /* disconnected meanwhile */
-	if (reply->type == REDIS_REPLY_ERROR) {
-		cw_log(CW_LOG_ERROR, "broker", "broker %s refused setup: %s", b->redacted, reply->str);
-		redisAsyncDisconnect(c->ac);
-		return;
-	}
-	c->up = true;
-	c->backoff = 0;
-	if (c == &b->sub) {
-		/* kombu fanout: channel "/<db>.<exchange>" (plus "/<routing key>" when one is set) */
-		for (int i = 0; i < b->nbroadcast; i++)
-			redisAsyncCommand(c->ac, on_pmessage, b, "PSUBSCRIBE /%d.%s /%d.%s/*", b->url.db,
-					  b->broadcast[i], b->url.db, b->broadcast[i]);
-		return;
-	}
-	if (c == &b->cmd) {
-		/* Bind our queues as Celery's Queue(name, Exchange(name), name) does. */
-		for (int i = 0; i < b->nqueues; i++) {
-			char key[600], member[800];
-			snprintf(key, sizeof(key), "_kombu.binding.%s", b->queues[i]);
-			snprintf(member, sizeof(member), "%s" SEP SEP "%s", b->queues[i], b->queues[i]);
-			redisAsyncCommand(c->ac, NULL, NULL, "SADD %s %s", key, member);
-		}
-		/* our mailbox, bound to the pidbox fanout as a Python worker's is */
-		if (b->nodename[0]) {
-			char member[800];
-			snprintf(member, sizeof(member), SEP SEP "%s.celery.pidbox", b->nodename);
-			redisAsyncCommand(c->ac, NULL, NULL, "SADD _kombu.binding.celery.pidbox %s",
-					  member);
-		}
-		flush_cmds(b);
-	}
-	state_changed(b);
-	fetch(b);
-}
-
-static void on_auth(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct rconn *c = priv;
-	redisReply *reply = r;
-	(void)ac;
-	if (reply && reply->type == REDIS_REPLY_ERROR) {
-		/* the message names no secret; never log the password itself */
-		cw_log(CW_LOG_ERROR, "broker", "authentication to %s failed: %s", c->b->redacted, reply->str);
-		if (c->ac)
-			redisAsyncDisconnect(c->ac);
-	}
-}
-
-static void conn_start(struct redis_broker *b, struct rconn *c)
-{
-	const char *host = b->url.host[0] ? b->url.host : "127.0.0.1";
-	int port = b->url.port ? b->url.port : 6379;
-
-	if (b->closing)
-		return;
-	c->up = false;
-	c->ac = redisAsyncConnect(host, port);
-	if (!c->ac) {
-		schedule_retry(c);
-		return;
-	}
-	if (c->ac->err) {
-		cw_log(CW_LOG_DEBUG, "broker", "connect %s: %s", c->name, c->ac->errstr);
-		redisAsyncFree(c->ac);
-		c->ac = NULL;
-		schedule_retry(c);
-		return;
-	}
-	c->ac->data = c;
-	c->fd = c->ac->c.fd;
-	c->mask = 0;
-	c->ac->ev.data = c;
-	c->ac->ev.addRead = ev_add_read;
-	c->ac->ev.delRead = ev_del_read;
-	c->ac->ev.addWrite = ev_add_write;
-	c->ac->ev.delWrite = ev_del_write;
-	c->ac->ev.cleanup = ev_cleanup;
-	redisAsyncSetConnectCallback(c->ac, on_connect);
-	redisAsyncSetDisconnectCallback(c->ac, on_disconnect);
-	if (b->url.password[0]) {
-		if (b->url.user[0])
-			redisAsyncCommand(c->ac, on_auth, c, "AUTH %s %s", b->url.user, b->url.password);
-		else
-			redisAsyncCommand(c->ac, on_auth, c, "AUTH %s", b->url.password);
-	}
-	redisAsyncCommand(c->ac, on_ready, c, "SELECT %d", b->url.db);
-}
-
-/* ---- ordered, re-sent commands on the command connection ---------------- */
-
-static void rcmd_free(struct rcmd *q)
-{
-	for (int i = 0; i < q->argc; i++)
-		free(q->argv[i]);
-	free(q->argv);
-	free(q->argvlen);
-	free(q);
-}
-
-static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct rcmd *q = priv;
-	struct redis_broker *b = ac->data ? ((struct rconn *)ac->data)->b : NULL;
-	redisReply *reply = r;
-
-	if (!b)
-		return;
-	if (!reply) {
-		q->sent = false; /* lost with the connection: send again later */
-		return;
-	}
-	if (reply->type == REDIS_REPLY_ERROR)
-		cw_log(CW_LOG_ERROR, "broker", "command %s failed: %s", q->argc > 0 ? q->argv[0] : "?",
-		       reply->str);
-	if (q->done)
-		q->done(b, reply, q->arg);
-	if (q->prev)
-		q->prev->next = q->next;
-	else
-		b->head = q->next;
-	if (q->next)
-		q->next->prev = q->prev;
-	else
-		b->tail = q->prev;
-	rcmd_free(q);
-}
-
-static void flush_cmds(struct redis_broker *b)
-{
-	if (!b->cmd.up || !b->cmd.ac)
-		return;
-	for (struct rcmd *q = b->head; q; q = q->next) {
-		if (q->sent)
-			continue;
-		if (redisAsyncCommandArgv(b->cmd.ac, on_cmd_reply, q, q->argc, (const char **)q->argv,
-					  q->argvlen) == REDIS_OK)
-			q->sent = true;
-	}
-}
-
-/* Queue a command; strings are copied (len < 0 means strlen). */
-static void cmd(struct redis_broker *b, void (*done)(struct redis_broker *, redisReply *, void *),
-		void *arg, int argc, const char *const *argv, const size_t *lens)
-{
-	struct rcmd *q = calloc(1, sizeof(*q));
-	if (!q)
-		goto oom;
-	q->argv = calloc((size_t)argc, sizeof(char *));
-	q->argvlen = calloc((size_t)argc, sizeof(size_t));
-	if (!q->argv || !q->argvlen)
-		goto oom;
-	for (int i = 0; i < argc; i++) {
-		size_t n = lens && lens[i] != (size_t)-1 ? lens[i] : strlen(argv[i]);
-		q->argv[i] = malloc(n + 1);
-		if (!q->argv[i])
-			goto oom;
-		memcpy(q->argv[i], argv[i], n);
-		q->argv[i][n] = '\0';
-		q->argvlen[i] = n;
-		q->argc = i + 1;
-	}
-	q->done = done;
-	q->arg = arg;
-	q->prev = b->tail;
-	if (b->tail)
-		b->tail->next = q;
-	else
-		b->head = q;
-	b->tail = q;
-	flush_cmds(b);
-	return;
-oom:
-	cw_log(CW_LOG_ERROR, "broker", "out of memory queueing a command");
-	if (q)
-		rcmd_free(q);
-}
 
 /* ---- consuming ---------------------------------------------------------- */
 
@@ -576,7 +170,7 @@ static void deliver(struct redis_broker *b, const char *key, const char *item, s
 	size_t lens[] = {4, strlen(lua_deliver), 1, 13, 7, strlen(DELIVERIES_KEY), strlen(score),
 			 strlen(d->tag), vlen};
 	/* the consumer sees the message only once Redis has it recorded as unacked */
-	cmd(b, on_recorded, d, 9, argv, lens);
+	rb_cmd(b, on_recorded, d, 9, argv, lens);
 	free(val);
 	b->recording++;
 
@@ -604,10 +198,10 @@ static void on_brpop(redisAsyncContext *ac, void *r, void *priv)
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		cw_log(CW_LOG_ERROR, "broker", "BRPOP failed: %s", reply->str);
 	}
-	fetch(b);
+	rb_fetch(b);
 }
 
-static void fetch(struct redis_broker *b)
+void rb_fetch(struct redis_broker *b)
 {
 	if (b->closing || b->brpop_inflight || b->credit <= 0 || !b->blk.up || !b->cmd.up ||
 	    b->nqueues == 0)
@@ -641,98 +235,6 @@ out:
 			free(keys[i]);
 	free(keys);
 	free(argv);
-}
-
-/* ---- visibility-timeout restore ------------------------------------------ */
-
-static void scan_schedule(struct redis_broker *b);
-
-static void on_unlock(struct redis_broker *b, redisReply *r, void *arg)
-{
-	(void)r;
-	(void)arg;
-	b->scanning = false;
-}
-
-/* Mark a restored envelope as redelivered, as kombu's _do_restore_message does. */
-static char *mark_redelivered(json_t *env)
-{
-	json_t *headers = json_object_get(env, "headers");
-	json_t *props = json_object_get(env, "properties");
-	json_t *di = props ? json_object_get(props, "delivery_info") : NULL;
-	if (json_is_object(headers) && json_is_object(di)) {
-		json_object_set_new(headers, "redelivered", json_true());
-		json_object_set_new(di, "redelivered", json_true());
-	}
-	return json_dumps(env, JSON_COMPACT);
-}
-
-static void on_scan(struct redis_broker *b, redisReply *r, void *arg)
-{
-	(void)arg;
-	if (r->type != REDIS_REPLY_ARRAY) {
-		b->scanning = false; /* nil: another worker holds the mutex */
-		return;
-	}
-	for (size_t i = 0; i + 1 < r->elements; i += 2) {
-		redisReply *tag = r->element[i], *val = r->element[i + 1];
-		if (tag->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
-			continue;
-		json_error_t je;
-		json_t *entry = json_loadb(val->str, val->len, 0, &je);
-		json_t *env = json_array_get(entry, 0);
-		const char *ex = json_string_value(json_array_get(entry, 1));
-		const char *rk = json_string_value(json_array_get(entry, 2));
-		if (!json_is_object(env) || !ex || !rk) {
-			cw_log(CW_LOG_ERROR, "broker", "cannot restore unacked message %s: malformed entry",
-			       tag->str);
-			json_decref(entry);
-			continue;
-		}
-		char *payload = mark_redelivered(env);
-		char bkey[600];
-		snprintf(bkey, sizeof(bkey), "_kombu.binding.%s", ex);
-		if (payload) {
-			const char *argv[] = {"EVAL", lua_restore, "3", "unacked", "unacked_index", bkey,
-					      tag->str, val->str, payload, ex, rk};
-			size_t lens[] = {(size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1,
-					 (size_t)-1, tag->len, val->len, strlen(payload), (size_t)-1,
-					 (size_t)-1};
-			cmd(b, NULL, NULL, 11, argv, lens);
-			cw_log(CW_LOG_WARNING, "broker",
-			       "Restoring unacknowledged message %s to queue %s (visibility timeout %.0fs passed)",
-			       tag->str, rk, b->visibility_timeout);
-		}
-		free(payload);
-		json_decref(entry);
-	}
-	const char *argv[] = {"EVAL", lua_unlock, "1", "unacked_mutex", b->scan_token};
-	cmd(b, on_unlock, NULL, 5, argv, NULL);
-}
-
-static void scan_cb(struct cw_loop *loop, void *arg)
-{
-	struct redis_broker *b = arg;
-	(void)loop;
-	b->scan_timer = 0;
-	if (!b->scanning && b->cmd.up && !b->closing) {
-		char ceil[32];
-		snprintf(ceil, sizeof(ceil), "%.6f", cw_wall() - b->visibility_timeout);
-		cw_uuid4(b->scan_token);
-		b->scanning = true;
-		const char *argv[] = {"EVAL", lua_scan, "3", "unacked_mutex", "unacked_index",
-				      "unacked", b->scan_token, MUTEX_EXPIRE, ceil, RESTORE_BATCH};
-		cmd(b, on_scan, NULL, 10, argv, NULL);
-	}
-	scan_schedule(b);
-}
-
-static void scan_schedule(struct redis_broker *b)
-{
-	/* kombu scans about every 10 s; scan sooner when the timeout is short */
-	double every = fmin(10.0, fmax(0.2, b->visibility_timeout / 2));
-	if (!b->closing)
-		b->scan_timer = cw_loop_timer(b->loop, every, scan_cb, b);
 }
 
 /* ---- vtable --------------------------------------------------------------- */
@@ -775,11 +277,11 @@ static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_op
 	for (int i = 0; i < b->nbroadcast; i++)
 		if (!(b->broadcast[i] = strdup(o->broadcast[i])))
 			b->nbroadcast = i;
-	conn_start(b, &b->blk);
-	conn_start(b, &b->cmd);
+	rb_conn_start(b, &b->blk);
+	rb_conn_start(b, &b->cmd);
 	if (b->nbroadcast)
-		conn_start(b, &b->sub);
-	scan_schedule(b);
+		rb_conn_start(b, &b->sub);
+	rb_scan_schedule(b);
 	return &b->base;
 }
 
@@ -788,14 +290,14 @@ static void rb_set_credit(struct cw_broker *base, int n)
 	struct redis_broker *b = (struct redis_broker *)base;
 	/* messages still being recorded are already the consumer's */
 	b->credit = n - b->recording;
-	fetch(b);
+	rb_fetch(b);
 }
 
 static void rb_ack(struct cw_broker *base, struct cw_delivery *d)
 {
 	struct redis_broker *b = (struct redis_broker *)base;
 	const char *argv[] = {"EVAL", lua_ack, "3", "unacked_index", "unacked", DELIVERIES_KEY, d->tag};
-	cmd(b, NULL, NULL, 7, argv, NULL);
+	rb_cmd(b, NULL, NULL, 7, argv, NULL);
 }
 
 /* kombu's _q_for_pri: the list for a priority, by its step (0 = the queue itself). */
@@ -820,7 +322,7 @@ static void rb_publish(struct cw_broker *base, const char *queue, int priority, 
 	snprintf(marker, sizeof(marker), "cworker.published.%.64s", tag);
 	const char *argv[] = {"EVAL", lua_publish, "2", key, marker, raw};
 	size_t lens[] = {(size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, len};
-	cmd(b, NULL, NULL, 6, argv, lens);
+	rb_cmd(b, NULL, NULL, 6, argv, lens);
 }
 
 static void rb_publish_fanout(struct cw_broker *base, const char *exchange,
@@ -838,7 +340,7 @@ static void rb_publish_fanout(struct cw_broker *base, const char *exchange,
 		snprintf(channel, sizeof(channel), "/%d.%s", b->url.db, exchange);
 	const char *argv[] = {"PUBLISH", channel, raw};
 	size_t lens[] = {(size_t)-1, (size_t)-1, len};
-	cmd(b, NULL, NULL, 3, argv, lens);
+	rb_cmd(b, NULL, NULL, 3, argv, lens);
 }
 
 static void rb_publish_direct(struct cw_broker *base, const char *exchange,
@@ -854,7 +356,7 @@ static void rb_publish_direct(struct cw_broker *base, const char *exchange,
 	const char *argv[] = {"EVAL", lua_publish_direct, "1", key, routing_key, raw, exp};
 	size_t lens[] = {(size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, (size_t)-1, len,
 			 (size_t)-1};
-	cmd(b, NULL, NULL, 7, argv, lens);
+	rb_cmd(b, NULL, NULL, 7, argv, lens);
 }
 
 static void bind_queue(struct redis_broker *b, const char *queue)
@@ -863,7 +365,7 @@ static void bind_queue(struct redis_broker *b, const char *queue)
 	snprintf(key, sizeof(key), "_kombu.binding.%s", queue);
 	snprintf(member, sizeof(member), "%s" SEP SEP "%s", queue, queue);
 	const char *argv[] = {"SADD", key, member};
-	cmd(b, NULL, NULL, 3, argv, NULL);
+	rb_cmd(b, NULL, NULL, 3, argv, NULL);
 }
 
 static int rb_add_queue(struct cw_broker *base, const char *queue)
@@ -880,7 +382,7 @@ static int rb_add_queue(struct cw_broker *base, const char *queue)
 		return CW_ENOMEM;
 	b->nqueues++;
 	bind_queue(b, queue);
-	fetch(b);
+	rb_fetch(b);
 	return CW_OK;
 }
 
@@ -911,15 +413,15 @@ static void rb_touch(struct cw_broker *base, struct cw_delivery *d)
 	char score[32];
 	snprintf(score, sizeof(score), "%.6f", cw_wall());
 	const char *argv[] = {"EVAL", lua_touch, "2", "unacked_index", "unacked", score, d->tag};
-	cmd(b, NULL, NULL, 7, argv, NULL);
+	rb_cmd(b, NULL, NULL, 7, argv, NULL);
 }
 
 static void requeue(struct redis_broker *b, struct cw_delivery *d, const char *side)
 {
-	char *payload = mark_redelivered(d->env.root);
+	char *payload = rb_mark_redelivered(d->env.root);
 	const char *argv[] = {"EVAL", lua_requeue, "3", "unacked", "unacked_index", d->queue,
 			      d->tag, payload ? payload : d->raw, side};
-	cmd(b, NULL, NULL, 9, argv, NULL);
+	rb_cmd(b, NULL, NULL, 9, argv, NULL);
 	free(payload);
 }
 
@@ -1025,7 +527,7 @@ static void rb_close(struct cw_broker *base)
 		b->head = q->next;
 		if (q->done == on_recorded) /* never handed to the consumer: ours to free */
 			cw_delivery_free(q->arg);
-		rcmd_free(q);
+		rb_rcmd_free(q);
 	}
 	for (int i = 0; i < b->nqueues; i++)
 		free(b->queues[i]);
@@ -1036,8 +538,31 @@ static void rb_close(struct cw_broker *base)
 	free(b);
 }
 
+/* kombu's Connection.info() for this transport, as a Python worker's stats show it. */
+static json_t *rb_info(struct cw_broker *base)
+{
+	struct redis_broker *b = (struct redis_broker *)base;
+	const struct cw_url *u = &b->url;
+	char vhost[16];
+
+	snprintf(vhost, sizeof(vhost), "%d", u->db);
+	json_t *topts = json_pack("{s:f}", "visibility_timeout", b->visibility_timeout);
+	return json_pack("{s:s,s:o,s:s,s:i,s:b,s:b,s:s,s:f,s:o,s:n,s:n,s:f,s:s,s:[]}", "hostname",
+			 u->host[0] ? u->host : "127.0.0.1", "userid",
+			 u->user[0] ? json_string(u->user) : json_null(), "virtual_host", vhost,
+			 "port", u->port ? u->port : 6379, "insist", 0, "ssl", 0, "transport",
+			 "redis", "connect_timeout", 4.0, "transport_options", topts,
+			 "login_method", "uri_prefix", "heartbeat", 120.0, "failover_strategy",
+			 "round-robin", "alternates");
+}
+
+static const char *const rb_schemes[] = {"redis", NULL};
+
 const struct cw_broker_ops cw_redis_broker_ops = {
 	.scheme = "redis",
+	.url_schemes = rb_schemes,
+	.listed = 1,
+	.info = rb_info,
 	.open = rb_open,
 	.set_credit = rb_set_credit,
 	.ack = rb_ack,
@@ -1055,14 +580,3 @@ const struct cw_broker_ops cw_redis_broker_ops = {
 	.queue_depth = rb_queue_depth,
 	.close = rb_close,
 };
-
-void cw_delivery_free(struct cw_delivery *d)
-{
-	if (!d)
-		return;
-	cw_envelope_clear(&d->env);
-	free(d->raw);
-	free(d->queue);
-	free(d->tag);
-	free(d);
-}

@@ -10,6 +10,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
+#include "broker/broker.h"
 #include "cw_build.h"
 #include "util/log.h"
 #include "util/url.h"
@@ -163,9 +165,7 @@ void cw_config_print_help(FILE *out)
 {
 	fprintf(out,
 		"Usage: cworker [worker] [OPTIONS]\n"
-#if defined(CW_HAVE_POSTGRES) && defined(CW_HAVE_DOCCONV)
-		"       cworker batch status BATCH_ID [--database URL] [--json]\n"
-#endif
+		CW_USAGE_EXTRA /* the commands this build adds (cw_build.h) */
 		"A native Celery worker: consumes Celery task messages and runs C tasks.\n\n"
 		"Options (config-file key and environment variable in brackets):\n");
 	for (size_t i = 0; i < NOPTS; i++) {
@@ -532,9 +532,18 @@ static int split_queues(struct cw_config *c, struct cw_error *err)
 	return CW_OK;
 }
 
+/* "NAME: message" for a message a URL check left in *err. */
+static int prefixed(struct cw_error *err, const char *name)
+{
+	char msg[sizeof(err->msg)];
+	int code = err->code ? err->code : CW_EINVAL;
+	snprintf(msg, sizeof(msg), "%s", err->msg);
+	cw_error_set(err, code, "%s: %s", name, msg);
+	return code;
+}
+
 static int finish(struct cw_config *c, struct cw_error *err)
 {
-	struct cw_url u;
 	char host[256];
 
 	if (!strcmp(c->pool, "prefork")) {
@@ -582,60 +591,16 @@ static int finish(struct cw_config *c, struct cw_error *err)
 			     c->loglevel);
 		return CW_EINVAL;
 	}
-	bool amqp_broker = false;
-	int urc = cw_url_parse(c->broker_url, &u, err);
-	if (urc == CW_OK)
-		amqp_broker = !strcmp(u.scheme, "amqp") || !strcmp(u.scheme, "amqps") ||
-			      !strcmp(u.scheme, "pyamqp");
-#ifndef CW_HAVE_AMQP
-	amqp_broker = false;
-#endif
-	if (urc != CW_OK || (strcmp(u.scheme, "redis") && !amqp_broker)) {
-		char red[512];
-		cw_url_redact(c->broker_url, red, sizeof(red));
-		cw_error_set(err, CW_EINVAL, "--broker: unsupported URL '%s' (this build speaks redis://%s)",
-			     red,
-#ifdef CW_HAVE_AMQP
-			     ", amqp:// and amqps://"
-#else
-			     ""
-#endif
-			     );
-		return CW_EINVAL;
-	}
+	if (cw_broker_check_url(c->broker_url, err) != CW_OK)
+		return prefixed(err, "--broker");
 	if (strcmp(c->broker_ssl_reqs, "CERT_REQUIRED") && strcmp(c->broker_ssl_reqs, "CERT_NONE") &&
 	    strcmp(c->broker_ssl_reqs, "CERT_OPTIONAL")) {
 		cw_error_set(err, CW_EINVAL, "broker_use_ssl.cert_reqs: '%s' is not CERT_REQUIRED, "
 			     "CERT_OPTIONAL or CERT_NONE", c->broker_ssl_reqs);
 		return CW_EINVAL;
 	}
-	if (c->result_backend && !strncmp(c->result_backend, "rpc://", 6)) {
-		if (!amqp_broker) {
-			cw_error_set(err, CW_EINVAL, "--result-backend: rpc:// needs an amqp:// broker");
-			return CW_EINVAL;
-		}
-	} else
-	if (c->result_backend && *c->result_backend && strcmp(c->result_backend, "disabled")) {
-		bool pg = !strncmp(c->result_backend, "db+postgresql://", 16) ||
-			  !strncmp(c->result_backend, "db+postgresql+", 14);
-#ifndef CW_HAVE_POSTGRES
-		pg = false;
-#endif
-		if (!pg && (cw_url_parse(c->result_backend, &u, err) || strcmp(u.scheme, "redis"))) {
-			char red[512];
-			cw_url_redact(c->result_backend, red, sizeof(red));
-			cw_error_set(err, CW_EINVAL,
-				     "--result-backend: unsupported URL '%s' (this build stores results in "
-				     "redis://%s)", red,
-#ifdef CW_HAVE_POSTGRES
-				     " and db+postgresql://"
-#else
-				     ""
-#endif
-				     );
-			return CW_EINVAL;
-		}
-	}
+	if (cw_backend_check_url(c->result_backend, c->broker_url, err) != CW_OK)
+		return prefixed(err, "--result-backend");
 	if (c->concurrency == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		c->concurrency = n > 0 ? n : 1;

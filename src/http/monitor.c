@@ -43,6 +43,7 @@ struct cw_monitor {
 	struct cw_loop *loop;
 	bool backend_configured, backend_up, probed;
 	char hello[64];           /* bytes to send once connected; "" = connecting is all */
+	char answers[16];         /* first reply bytes that mean "up"; "" = any reply */
 	struct sockaddr_storage baddr;
 	socklen_t baddrlen;
 	int pfd;
@@ -101,8 +102,8 @@ static void on_probe_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 	ssize_t r = recv(fd, buf, sizeof(buf), 0);
 	if (r < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
-	/* any answer (a Redis +PONG, or an error such as -NOAUTH): the server is there */
-	probe_end(m, r > 0);
+	/* an answer of the expected kind (Redis: +PONG, or an error such as -NOAUTH) */
+	probe_end(m, r > 0 && (!m->answers[0] || strchr(m->answers, buf[0])));
 }
 
 static void on_probe_deadline(struct cw_loop *loop, void *arg)
@@ -146,6 +147,7 @@ static void probe_setup(struct cw_monitor *m, const char *url)
 		return;
 	m->backend_configured = true;
 	snprintf(m->hello, sizeof(m->hello), "%s", t.hello ? t.hello : "");
+	snprintf(m->answers, sizeof(m->answers), "%s", t.answers ? t.answers : "");
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
 	if (!t.host[0] || getaddrinfo(t.host, t.port, &hints, &ai) != 0 || !ai) {
 		cw_log(CW_LOG_WARNING, "http", "cannot resolve the result backend's address for "

@@ -1,0 +1,130 @@
+/*
+ * Private to the AMQP transport: amqp.c (connection, flow control, acks,
+ * queues, open/close), amqp_frames.c (reading frames, reassembling
+ * deliveries), amqp_topology.c (what Celery declares), amqp_publish.c
+ * (publishing, and task publishes kept while the broker is away).  Names
+ * are ab_ (AMQP broker): amqp_ is rabbitmq-c's.  Not for use outside
+ * src/broker.
+ */
+#ifndef CW_BROKER_AMQP_INT_H
+#define CW_BROKER_AMQP_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <amqp.h>
+
+#include "broker/amqp_conn.h"
+#include "broker/broker.h"
+
+#define CH_CONSUME 1
+#define CH_PUBLISH 2
+#define CH_PROBE 3      /* passive queue.declare for queue depth samples */
+#define MAX_PROBES 64
+#define FRAME_MAX 131072
+#define RPC_TIMEOUT 10.0
+#define PUMP_BATCH 256
+#define MAX_PENDING 100000
+#define BACKOFF_MAX 8.0
+#define PIDBOX_EXPIRES_MS 10000  /* control_queue_expires = 10.0 s */
+#define PIDBOX_TTL_MS 300000     /* control_queue_ttl = 300.0 s */
+#define CTAG_PREFIX "cw-"
+
+/* A task publish waiting for the connection. */
+struct pend {
+	struct pend *next;
+	char *queue, *raw;
+	size_t len;
+	int priority;
+};
+
+/* The message being reassembled from deliver + header + body frames. */
+struct inmsg {
+	bool active, discard;
+	bool have_header;
+	char *ctag, *exchange, *routing_key;
+	uint64_t dtag;
+	bool redelivered;
+	json_t *props;        /* kombu-style properties + headers, from the header frame */
+	char *body;
+	size_t len, want;
+};
+
+struct amqp_broker {
+	struct cw_broker base;
+	struct cw_loop *loop;
+	struct cw_broker_handler h;
+	struct cw_broker_opts o;   /* strings below are our copies */
+	struct cw_amqp_target t;  /* where and how to connect (TLS files point into o) */
+	struct cw_url given;      /* the URL as written, defaults not filled in (stats) */
+	char redacted[512];
+	char **queues;
+	int nqueues;
+	char **broadcast;
+	int nbroadcast;
+	char nodename[256];
+
+	amqp_connection_state_t conn;
+	int fd;
+	bool up;
+	uint64_t gen;             /* connection generation (delivery tag prefix) */
+	double backoff;
+	uint64_t retry_timer, hb_timer, pump_timer, down_timer;
+	int window;               /* prefetch window the consumer wants; 0 = stopped */
+	int qos_sent;             /* last basic.qos prefetch_count sent on this connection */
+	bool consuming;
+	bool closing;
+	struct inmsg in;
+	struct pend *pend_head, *pend_tail;
+	int npend;
+	char **declared;          /* queues declared on this connection */
+	int ndeclared;
+	/* queue depth samples in flight on CH_PROBE, answered in order */
+	struct probe {
+		char *queue;
+		void (*cb)(void *arg, const char *queue, long depth);
+		void *arg;
+	} probes[MAX_PROBES];
+	int nprobes;
+};
+
+static inline amqp_bytes_t cstr(const char *s)
+{
+	return amqp_cstring_bytes(s ? s : "");
+}
+
+/* amqp.c */
+/* The connection is gone or unusable: tear down, tell the consumer (from a timer), retry. */
+void ab_conn_lost(struct amqp_broker *b, const char *why);
+/* 0 when the last RPC on ch succeeded; else logged, the channel or connection recovered. */
+int ab_rpc_ok(struct amqp_broker *b, amqp_channel_t ch, const char *what, const char *name);
+/* After the broker closed channel ch: close-ok and open it again (0 on success). */
+int ab_reopen_channel(struct amqp_broker *b, amqp_channel_t ch);
+/* Queue depth samples: the oldest got its answer (< 0: no such queue); drop them all. */
+void ab_probe_done(struct amqp_broker *b, long depth);
+void ab_drop_probes(struct amqp_broker *b);
+
+/* amqp_frames.c */
+/* Read and handle every frame available without blocking. */
+void ab_pump(struct amqp_broker *b);
+void ab_in_reset(struct inmsg *m);
+void ab_reject_tag(struct amqp_broker *b, uint64_t dtag, bool requeue);
+/* "gen:tag" -> tag (0 if malformed), *gen = the connection generation. */
+uint64_t ab_parse_tag(const char *tag, uint64_t *gen);
+
+/* amqp_topology.c */
+int ab_declare_task_queue(struct amqp_broker *b, const char *q);
+int ab_declare_topology(struct amqp_broker *b);
+void ab_forget_declared(struct amqp_broker *b);
+
+/* amqp_publish.c */
+void ab_flush_pending(struct amqp_broker *b);
+void ab_pend_pop(struct amqp_broker *b);
+void ab_publish(struct cw_broker *base, const char *queue, int priority, const char *tag,
+		const char *raw, size_t len);
+void ab_publish_fanout(struct cw_broker *base, const char *exchange, const char *routing_key,
+		       const char *raw, size_t len);
+void ab_publish_direct(struct cw_broker *base, const char *exchange, const char *routing_key,
+		       const char *raw, size_t len, int expire);
+
+#endif
