@@ -589,7 +589,7 @@ fail:
 	return st;
 }
 
-#define TASK(n, f, d) {CW_TASK_ABI_VERSION, n, f, d, false}
+#define TASK(n, f, d) {CW_ABI_VERSION, n, f, d, false, NULL}
 static const struct cw_task_def docconv_tasks[] = {
 	TASK("docconv.convert", t_convert,
 	     "convert(source, format='markdown', ocr='auto', pages=None, ocr_lang='eng', dpi=300, "

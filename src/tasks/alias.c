@@ -125,7 +125,7 @@ int cw_aliases_register(struct cw_registry *r, const struct cw_config *cfg, stru
 		if (asprintf(&doc, "alias of %s (positional arguments: %s)", t->alias_of,
 			     t->alias_args ? t->alias_args : "none") < 0)
 			doc = NULL;
-		a->def = (struct cw_task_def){CW_TASK_ABI_VERSION, t->name, run_alias, doc, false};
+		a->def = (struct cw_task_def){CW_ABI_VERSION, t->name, run_alias, doc, false, NULL};
 		a->target = target;
 	}
 	/* register after the array stopped moving: the registry keeps pointers */

@@ -335,7 +335,7 @@ static enum cw_task_status t_backend_cleanup(struct cw_task_ctx *ctx, json_t *ar
 	return CW_TASK_SUCCESS;
 }
 
-#define TASK(n, f, d, diag) {CW_TASK_ABI_VERSION, n, f, d, diag}
+#define TASK(n, f, d, diag) {CW_ABI_VERSION, n, f, d, diag, NULL}
 static const struct cw_task_def builtin[] = {
 	TASK("cworker.noop", t_noop, "Do nothing; returns None", false),
 	TASK("celery.backend_cleanup", t_backend_cleanup,

@@ -5,14 +5,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 
-enum cw_log_level {
-	CW_LOG_ERROR = 0,
-	CW_LOG_WARNING = 1,
-	CW_LOG_INFO = 2,
-	CW_LOG_DEBUG = 3,
-};
-
-extern enum cw_log_level cw_log_threshold;
+#include "cworker/log.h"   /* levels, cw_log(), cw_log_write(), cw_log_threshold */
 
 /* Parse "DEBUG"/"info"/"warning"/"warn"/"error"/"critical"/"fatal"; -1 if unknown. */
 int cw_log_parse_level(const char *s);
@@ -26,13 +19,5 @@ void cw_log_set_json(bool json);
  * the message as NAME[ID] gets the fields from there.
  */
 void cw_log_set_task(const char *name, const char *id);
-void cw_log_write(enum cw_log_level lvl, const char *component, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-#define cw_log(lvl, component, ...)                                    \
-	do {                                                           \
-		if ((lvl) <= cw_log_threshold)                         \
-			cw_log_write((lvl), (component), __VA_ARGS__); \
-	} while (0)
 
 #endif

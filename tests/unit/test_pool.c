@@ -42,8 +42,8 @@ static enum cw_task_status t_fail(struct cw_task_ctx *ctx, json_t *args, json_t 
 }
 
 static const struct cw_task_def defs[] = {
-	{CW_TASK_ABI_VERSION, "t.count", t_count, "counts", false},
-	{CW_TASK_ABI_VERSION, "t.fail", t_fail, "fails", false},
+	{CW_ABI_VERSION, "t.count", t_count, "counts", false, NULL},
+	{CW_ABI_VERSION, "t.fail", t_fail, "fails", false, NULL},
 };
 
 struct seen {
