@@ -13,21 +13,24 @@
 #include "tasks/setup.h"
 #include "util/log.h"
 
+/* --list-tasks: every registered task with the module it came from. */
 static int list_tasks(const struct cw_config *cfg)
 {
 	struct cw_registry *r = cw_registry_new();
 	struct cw_error err = {0};
 	if (!r)
 		return 1;
-	if (cw_tasks_setup(r, cfg, false, &err) != CW_OK) {
+	int rc = cw_tasks_setup(r, cfg, false, &err);
+	if (rc != CW_OK) {
 		fprintf(stderr, "cworker: error: %s\n", err.msg);
 		cw_registry_free(r);
 		cw_tasks_teardown();
-		return CW_EX_USAGE;
+		return rc == CW_EINVAL ? CW_EX_USAGE : 1;
 	}
 	for (size_t i = 0; i < cw_registry_count(r); i++) {
 		const struct cw_task_def *d = cw_registry_at(r, i);
-		printf("%-24s %s\n", d->name, d->doc ? d->doc : "");
+		printf("%-28s %-10s %s\n", d->name, cw_registry_module(r, d->name),
+		       d->doc ? d->doc : "");
 	}
 	cw_registry_free(r);
 	cw_tasks_teardown();

@@ -239,8 +239,7 @@ static struct cw_backend *pg_open(const struct cw_backend_opts *o, struct cw_err
 static int pg_store(struct cw_backend *base, const struct cw_result_meta *m, struct cw_error *err)
 {
 	struct pg_backend *b = (struct pg_backend *)base;
-	bool ready = m->state == CW_STATE_SUCCESS || m->state == CW_STATE_FAILURE ||
-		     m->state == CW_STATE_REVOKED;
+	bool ready = cw_result_ready(m);
 	json_t *value;
 	char date[40], retries[24];
 	size_t plen = 0, alen = 0, klen = 0;
@@ -280,7 +279,7 @@ static int pg_store(struct cw_backend *base, const struct cw_result_meta *m, str
 	for (int attempt = 0;; attempt++) {
 		if (ensure(b, err) == CW_OK) {
 			bool ext = m->extended && b->ext_cols;
-			const char *vals[11] = {m->task_id, cw_state_name(m->state), (char *)pickle,
+			const char *vals[11] = {m->task_id, cw_result_status(m), (char *)pickle,
 						ready ? date : NULL, m->traceback, m->name, args,
 						kwargs, m->worker, retries, m->queue};
 			int lens[11] = {0, 0, (int)plen, 0, 0, 0, (int)alen, (int)klen, 0, 0, 0};

@@ -156,6 +156,16 @@ static const struct opt opts[] = {
 	 "Log line format: text | json (one JSON object per line)"},
 	{NULL, "list-tasks", 0, NULL, T_FLAG_ACTION, OFF(list_tasks), NULL, 0, 0, false,
 	 "Print the registered task names and exit"},
+	{"worker_task_modules", "task-module", 0, "CWORKER_TASK_MODULES", T_STR, OFF(task_modules),
+	 NULL, 0, 0, false,
+	 "Load a task module (a shared object, see docs/modules.md); repeat the flag for more; "
+	 "in the config file and the environment a comma-separated list"},
+	{"worker_task_modules_dir", "task-modules-dir", 0, NULL, T_STR, OFF(task_modules_dir),
+	 CW_MODULE_DIR, 0, 0, false,
+	 "Load every *.so task module in this directory (skipped when it does not exist)"},
+	{"task_track_started", "track-started", 0, NULL, T_BOOL, OFF(track_started), "false", 0, 0,
+	 false, "Store the STARTED state (with pid and hostname) when a task starts, as Celery's "
+	 "task_track_started"},
 	{NULL, "print-config", 0, NULL, T_FLAG_ACTION, OFF(print_config), NULL, 0, 0, false,
 	 "Print the effective configuration with the source of each value, and exit"},
 };
@@ -278,7 +288,7 @@ static struct cw_task_conf *add_task_section(struct cw_config *c, const char *na
 	t = &c->tasks[c->ntasks];
 	*t = (struct cw_task_conf){.name = strdup(name), .acks_late = -1,
 				   .reject_on_worker_lost = -1, .time_limit = -1,
-				   .soft_time_limit = -1};
+				   .soft_time_limit = -1, .track_started = -1};
 	if (!t->name)
 		return NULL;
 	c->ntasks++;
@@ -304,12 +314,14 @@ static int apply_task_key(struct cw_task_conf *t, const char *key, const char *v
 {
 	bool b;
 	char *end;
-	if (!strcmp(key, "acks_late") || !strcmp(key, "reject_on_worker_lost")) {
+	if (!strcmp(key, "acks_late") || !strcmp(key, "reject_on_worker_lost") ||
+	    !strcmp(key, "track_started")) {
 		if (parse_bool(val, &b)) {
 			cw_error_set(err, CW_EINVAL, "%s: not a boolean (true/false)", key);
 			return CW_EINVAL;
 		}
-		*(key[0] == 'a' ? &t->acks_late : &t->reject_on_worker_lost) = b;
+		*(key[0] == 'a' ? &t->acks_late : key[0] == 'r' ? &t->reject_on_worker_lost
+								 : &t->track_started) = b;
 		return CW_OK;
 	}
 	if (!strcmp(key, "time_limit") || !strcmp(key, "soft_time_limit")) {
@@ -380,6 +392,65 @@ const struct cw_task_conf *cw_config_task(const struct cw_config *c, const char 
 	return NULL;
 }
 
+static struct cw_module_conf *add_module_section(struct cw_config *c, const char *name)
+{
+	for (int i = 0; i < c->nmodules; i++)
+		if (!strcmp(c->modules[i].name, name))
+			return &c->modules[i];
+	struct cw_module_conf *m = realloc(c->modules, (size_t)(c->nmodules + 1) * sizeof(*m));
+	if (!m)
+		return NULL;
+	c->modules = m;
+	m = &c->modules[c->nmodules];
+	*m = (struct cw_module_conf){.name = strdup(name)};
+	if (!m->name)
+		return NULL;
+	c->nmodules++;
+	return m;
+}
+
+/* key = val in a [module:NAME] section; a later line replaces an earlier one. */
+static int module_set(struct cw_module_conf *m, const char *key, const char *val)
+{
+	char *v = strdup(val);
+	if (!v)
+		return CW_ENOMEM;
+	for (int i = 0; i < m->n; i++)
+		if (!strcmp(m->keys[i], key)) {
+			free(m->vals[i]);
+			m->vals[i] = v;
+			return CW_OK;
+		}
+	char **k = realloc(m->keys, (size_t)(m->n + 1) * sizeof(*k));
+	if (k)
+		m->keys = k;
+	char **vs = k ? realloc(m->vals, (size_t)(m->n + 1) * sizeof(*vs)) : NULL;
+	if (vs)
+		m->vals = vs;
+	if (!k || !vs || !(m->keys[m->n] = strdup(key))) {
+		free(v);
+		return CW_ENOMEM;
+	}
+	m->vals[m->n++] = v;
+	return CW_OK;
+}
+
+const char *cw_config_module_value(const struct cw_config *c, const char *module, const char *key)
+{
+	for (int i = 0; i < c->nmodules; i++)
+		if (!strcmp(c->modules[i].name, module))
+			for (int k = 0; k < c->modules[i].n; k++)
+				if (!strcmp(c->modules[i].keys[k], key))
+					return c->modules[i].vals[k];
+	return NULL;
+}
+
+bool cw_config_track_started(const struct cw_config *c, const char *task)
+{
+	const struct cw_task_conf *t = cw_config_task(c, task);
+	return t && t->track_started >= 0 ? t->track_started : c->track_started;
+}
+
 /* Where each setting's value came from, for --print-config. */
 struct origin {
 	const char *kind;     /* "default", "file", "env", "flag" or NULL (unset) */
@@ -398,6 +469,7 @@ static int load_file(struct cw_config *c, const char *path, struct origin *orig,
 		return CW_EINVAL;
 	}
 	struct cw_task_conf *section = NULL;
+	struct cw_module_conf *msection = NULL;
 	while (fgets(line, sizeof(line), f)) {
 		lineno++;
 		char *s = trim(line);
@@ -406,14 +478,26 @@ static int load_file(struct cw_config *c, const char *path, struct origin *orig,
 		if (*s == '[') {
 			size_t n = strlen(s);
 			bool alias = n >= 9 && !strncmp(s, "[alias:", 7);
-			if (n < 8 || s[n - 1] != ']' || (strncmp(s, "[task:", 6) != 0 && !alias)) {
-				cw_error_set(err, CW_EINVAL,
-					     "%.80s:%d: expected a [task:NAME] or [alias:NAME] section",
-					     path, lineno);
+			bool module = n >= 10 && !strncmp(s, "[module:", 8);
+			if (n < 8 || s[n - 1] != ']' ||
+			    (strncmp(s, "[task:", 6) != 0 && !alias && !module)) {
+				cw_error_set(err, CW_EINVAL, "%.80s:%d: expected a [task:NAME], "
+					     "[alias:NAME] or [module:NAME] section", path, lineno);
 				fclose(f);
 				return CW_EINVAL;
 			}
 			s[n - 1] = '\0';
+			msection = NULL;
+			section = NULL;
+			if (module) {
+				msection = add_module_section(c, trim(s + 8));
+				if (!msection) {
+					cw_error_set(err, CW_ENOMEM, "out of memory");
+					fclose(f);
+					return CW_ENOMEM;
+				}
+				continue;
+			}
 			section = add_task_section(c, trim(s + (alias ? 7 : 6)));
 			if (!section) {
 				cw_error_set(err, CW_ENOMEM, "out of memory");
@@ -436,6 +520,14 @@ static int load_file(struct cw_config *c, const char *path, struct origin *orig,
 		if (vn >= 2 && (val[0] == '"' || val[0] == '\'') && val[vn - 1] == val[0]) {
 			val[vn - 1] = '\0';
 			val++;
+		}
+		if (msection) {
+			if (module_set(msection, key, val) != CW_OK) {
+				cw_error_set(err, CW_ENOMEM, "out of memory");
+				fclose(f);
+				return CW_ENOMEM;
+			}
+			continue;
 		}
 		if (section) {
 			int rc = apply_task_key(section, key, val, err);
@@ -616,6 +708,36 @@ static int finish(struct cw_config *c, struct cw_error *err)
 	return split_queues(c, err);
 }
 
+int cw_config_value_text(const struct cw_config *c, const char *key, char *buf, size_t bufsz)
+{
+	for (size_t i = 0; i < NOPTS; i++) {
+		const struct opt *o = &opts[i];
+		if (!o->key || strcmp(o->key, key) || o->type == T_FLAG_ACTION)
+			continue;
+		const char *field = (const char *)c + o->off;
+		switch (o->type) {
+		case T_STR: {
+			const char *v = *(char *const *)(const void *)field;
+			if (!v)
+				return CW_ENOTFOUND;
+			snprintf(buf, bufsz, "%s", v);
+			break;
+		}
+		case T_LONG:
+			snprintf(buf, bufsz, "%ld", *(const long *)(const void *)field);
+			break;
+		case T_SECONDS:
+			snprintf(buf, bufsz, "%g", *(const double *)(const void *)field);
+			break;
+		default:
+			snprintf(buf, bufsz, "%s", *(const bool *)(const void *)field ? "true" : "false");
+			break;
+		}
+		return CW_OK;
+	}
+	return CW_ENOTFOUND;
+}
+
 /* --print-config: every setting, its effective value (secrets masked) and its origin. */
 static void print_config(const struct cw_config *c, const struct origin *orig, FILE *out)
 {
@@ -683,6 +805,14 @@ static void print_config(const struct cw_config *c, const struct origin *orig, F
 			fprintf(out, "  soft_time_limit = %g\n", t->soft_time_limit);
 		if (t->rate_limit)
 			fprintf(out, "  rate_limit = %s\n", t->rate_limit);
+		if (t->track_started >= 0)
+			fprintf(out, "  track_started = %s\n", t->track_started ? "true" : "false");
+	}
+	for (int i = 0; i < c->nmodules; i++) {
+		fprintf(out, "[module:%s]  # file %s\n", c->modules[i].name,
+			c->config_file ? c->config_file : "?");
+		for (int k = 0; k < c->modules[i].n; k++)
+			fprintf(out, "  %s = %s\n", c->modules[i].keys[k], c->modules[i].vals[k]);
 	}
 }
 
@@ -692,6 +822,7 @@ int cw_config_load(struct cw_config *c, int argc, char **argv, struct cw_error *
 	char sopts[2 * NOPTS + 4], *sp = sopts;
 	const char **cli = calloc(NOPTS, sizeof(char *));
 	struct origin *orig = calloc(NOPTS, sizeof(*orig));
+	char *modules_arg = NULL;    /* --task-module given more than once, joined */
 	int rc = CW_OK;
 
 	memset(c, 0, sizeof(*c));
@@ -757,6 +888,18 @@ int cw_config_load(struct cw_config *c, int argc, char **argv, struct cw_error *
 			goto out;
 		}
 		bool noarg = opts[idx].type == T_BOOL || opts[idx].type == T_FLAG_ACTION;
+		if (opts[idx].off == OFF(task_modules) && cli[idx]) {
+			/* repeatable: the paths accumulate as the config file's list */
+			char *joined = NULL;
+			if (asprintf(&joined, "%s,%s", cli[idx], optarg) < 0) {
+				cw_error_set(err, CW_ENOMEM, "out of memory");
+				rc = CW_ENOMEM;
+				goto out;
+			}
+			free(modules_arg);
+			cli[idx] = modules_arg = joined;
+			continue;
+		}
 		cli[idx] = noarg ? "true" : optarg;
 	}
 	for (int i = optind; i < argc; i++) {
@@ -800,6 +943,7 @@ int cw_config_load(struct cw_config *c, int argc, char **argv, struct cw_error *
 		rc = CW_CONFIG_RUN;
 	}
 out:
+	free(modules_arg);
 	free(cli);
 	free(orig);
 	return rc;
@@ -827,4 +971,16 @@ void cw_config_free(struct cw_config *c)
 	free(c->tasks);
 	c->tasks = NULL;
 	c->ntasks = 0;
+	for (int i = 0; i < c->nmodules; i++) {
+		for (int k = 0; k < c->modules[i].n; k++) {
+			free(c->modules[i].keys[k]);
+			free(c->modules[i].vals[k]);
+		}
+		free(c->modules[i].keys);
+		free(c->modules[i].vals);
+		free(c->modules[i].name);
+	}
+	free(c->modules);
+	c->modules = NULL;
+	c->nmodules = 0;
 }

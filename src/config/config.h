@@ -27,6 +27,14 @@ struct cw_task_conf {
 	char *alias_args;            /* [alias:NAME]: positional mapping, e.g. "-, source, **" */
 	bool is_alias;
 	double rate;                 /* tasks per second from rate_limit; 0 = unlimited */
+	int track_started;           /* -1 = not set here */
+};
+
+/* A [module:NAME] section: the module's own settings, read by cw_setting(). */
+struct cw_module_conf {
+	char *name;
+	char **keys, **vals;
+	int n;
 };
 
 /*
@@ -80,9 +88,14 @@ struct cw_config {
 	char *http_listen;           /* --http HOST:PORT: metrics and health; NULL = off */
 	char *log_format;            /* "text" | "json" */
 	bool print_config;           /* --print-config: print the effective settings and exit */
+	char *task_modules;          /* comma-separated shared objects (--task-module, repeatable) */
+	char *task_modules_dir;      /* every *.so in it is loaded */
+	bool track_started;          /* task_track_started */
 
 	struct cw_task_conf *tasks;  /* [task:NAME] sections */
 	int ntasks;
+	struct cw_module_conf *modules;  /* [module:NAME] sections */
+	int nmodules;
 
 	/* derived */
 	enum cw_pool_kind pool_kind;
@@ -92,6 +105,16 @@ struct cw_config {
 };
 
 enum cw_config_action { CW_CONFIG_RUN, CW_CONFIG_EXIT_OK };
+
+/* The value of key in the [module:NAME] section, or NULL. */
+const char *cw_config_module_value(const struct cw_config *c, const char *module, const char *key);
+/*
+ * A setting's effective value as text (unmasked), by config-file key:
+ * CW_OK, or CW_ENOTFOUND for an unknown key or an unset one.
+ */
+int cw_config_value_text(const struct cw_config *c, const char *key, char *buf, size_t bufsz);
+/* task_track_started for task: its [task:NAME] track_started, else the global one. */
+bool cw_config_track_started(const struct cw_config *c, const char *task);
 
 /*
  * Build the configuration from argv, the environment and the config file.

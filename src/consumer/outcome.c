@@ -152,6 +152,25 @@ void cw_outcome_on_done(void *arg, int slot, const struct cw_outcome *o, const c
 	cw_consumer_update_credit(w);
 }
 
+void cw_outcome_on_event(void *arg, int slot, const char *type, const char *fields, size_t len)
+{
+	struct cw_worker *w = arg;
+	struct held *h = cw_reserve_running(w->reserve, slot);
+	struct cw_error err = {0};
+
+	/* only task-* events about the task that slot runs; a child cannot speak for others */
+	if (!h || strncmp(type, "task-", 5) || !cw_events_task_enabled(w->events))
+		return;
+	json_t *f = cw_json_loads(fields, len, &w->limits, &err);
+	if (!json_is_object(f)) {
+		cw_log(CW_LOG_WARNING, "task", "Task %s[%s]: bad %s event from the pool dropped",
+		       h->req.task, h->req.id, type);
+		json_decref(f);
+		return;
+	}
+	cw_outcome_event(w, h, type, f);
+}
+
 /* A FAILURE the master records for a lost task: stored, task-failed, counted. */
 static void failed(struct cw_worker *w, struct held *h, const char *type, const char *module,
 		   const char *msg, json_t *args)

@@ -14,6 +14,7 @@
 #include "cw_build.h"
 #include "http/monitor.h"
 #include "loop/loop.h"
+#include "tasks/modules.h"
 #include "tasks/setup.h"
 #include "util/log.h"
 #include "util/sdnotify.h"
@@ -137,6 +138,11 @@ static void load_statedb(struct cw_worker *w)
 	}
 }
 
+static bool track_started(const void *cfg, const char *task)
+{
+	return cw_config_track_started(cfg, task);
+}
+
 static int open_backend(struct cw_worker *w, struct cw_error *err)
 {
 	const struct cw_config *cfg = w->cfg;
@@ -159,7 +165,9 @@ static int open_backend(struct cw_worker *w, struct cw_error *err)
 		       "when they store", err->msg);
 	w->env = (struct cw_exec_env){.reg = w->reg, .backend = w->backend, .hostname = cfg->hostname,
 				      .result_extended = cfg->result_extended, .limits = w->limits,
-				      .default_queue = "celery"};
+				      .default_queue = "celery", .track_started = track_started,
+				      .track_arg = cfg, .process_init = cw_modules_init,
+				      .process_exit = cw_modules_exit};
 	return CW_OK;
 }
 
@@ -203,7 +211,7 @@ static int build_parts(struct cw_worker *w)
 		nslots = cfg->autoscale_min > 0 ? (int)cfg->autoscale_min : 1;
 	}
 	struct cw_pool_handler ph = {.on_done = cw_outcome_on_done, .on_lost = cw_outcome_on_lost,
-				     .on_idle = on_idle, .arg = w};
+				     .on_idle = on_idle, .on_event = cw_outcome_on_event, .arg = w};
 	w->pool = cw_pool_new(w->loop, cfg->pool, nslots, &w->env, &ph);
 	w->reserve = cw_reserve_new(nslots);
 	w->ratelimit = cw_ratelimit_new(w->loop, cw_consumer_on_ready, w);

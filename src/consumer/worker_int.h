@@ -79,6 +79,8 @@ void cw_held_release(struct cw_worker *w, struct held *h);
 /* outcome.c */
 void cw_outcome_on_done(void *arg, int slot, const struct cw_outcome *o, const char *publish);
 void cw_outcome_on_lost(void *arg, int slot, pid_t pid, int wstatus, enum cw_lost_reason why);
+/* A running task's own event (update_state): sent as a task-* event about it. */
+void cw_outcome_on_event(void *arg, int slot, const char *type, const char *fields, size_t len);
 /* Celery's Request.revoked(): expired or revoked ids end REVOKED, acked, freed. */
 void cw_outcome_revoked(struct cw_worker *w, struct held *h, bool expired);
 /* A state the master decided, stored as the child would (chord part, errbacks). */

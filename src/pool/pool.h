@@ -44,6 +44,8 @@ struct cw_pool_handler {
 	void (*on_lost)(void *arg, int slot, pid_t pid, int wstatus, enum cw_lost_reason why);
 	/* a slot became free for work (new child, or finished task) */
 	void (*on_idle)(void *arg);
+	/* the task in slot sent an event (update_state); fields: JSON object text. NULL = drop */
+	void (*on_event)(void *arg, int slot, const char *type, const char *fields, size_t len);
 	void *arg;
 };
 

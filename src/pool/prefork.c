@@ -26,7 +26,13 @@
 #include "tasks/exec_cancel.h"
 #include "util/log.h"
 
-enum { FRAME_JOB = 1, FRAME_DONE = 2 };
+/*
+ * master -> child: JOB [u32 queue length, queue, envelope]
+ * child -> master: EVENT [u32 type length, type, JSON fields] (any number, while running),
+ *                  then DONE [struct cw_outcome, outbox bytes]
+ */
+enum { FRAME_JOB = 1, FRAME_DONE = 2, FRAME_EVENT = 3 };
+#define MAX_EVENT_FRAME (1u << 20)
 #define MAX_FRAME (256u << 20)
 
 struct frame_hdr {
@@ -164,6 +170,23 @@ static void close_other_fds(int keep)
 		close(fd);
 }
 
+/* The child's socket (fd 3 after close_other_fds), for events sent while a task runs. */
+static int child_fd = -1;
+
+static void child_emit(void *arg, const char *type, const char *fields, size_t len)
+{
+	(void)arg;
+	uint32_t tlen = (uint32_t)strlen(type);
+	if (child_fd < 0 || 4 + (size_t)tlen + len > MAX_EVENT_FRAME) {
+		cw_log(CW_LOG_WARNING, "pool", "event %s of %zu bytes not sent", type, len);
+		return;
+	}
+	struct frame_hdr h = {FRAME_EVENT, (uint32_t)(4 + tlen + len)};
+	if (write_full(child_fd, &h, sizeof(h)) < 0 || write_full(child_fd, &tlen, 4) < 0 ||
+	    write_full(child_fd, type, tlen) < 0 || write_full(child_fd, fields, len) < 0)
+		cw_log(CW_LOG_WARNING, "pool", "event %s not sent: the master is gone", type);
+}
+
 static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int index)
 {
 	sigset_t all;
@@ -190,6 +213,10 @@ static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int 
 
 	struct cw_exec_env env = *p->env;
 	env.cancel = &child_cancel;
+	env.emit = child_emit;
+	child_fd = fd;
+	if (env.process_init && env.process_init() != CW_OK)
+		_exit(1);   /* reported by the reaper; the pool replaces it after a pause */
 	for (;;) {
 		struct frame_hdr h;
 		int r = read_full(fd, &h, sizeof(h));
@@ -235,6 +262,8 @@ static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int 
 		if (wr)
 			break;
 	}
+	if (env.process_exit)
+		env.process_exit();
 	cw_backend_close(p->env->backend);
 	_exit(0);
 }
@@ -351,6 +380,22 @@ static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 	while (c->in.len >= sizeof(struct frame_hdr)) {
 		struct frame_hdr h;
 		memcpy(&h, c->in.p, sizeof(h));
+		if (h.type == FRAME_EVENT && h.len >= 4 && h.len <= MAX_EVENT_FRAME) {
+			if (c->in.len < sizeof(h) + h.len)
+				break;
+			const char *b = c->in.p + sizeof(h);
+			uint32_t tlen;
+			memcpy(&tlen, b, 4);
+			if (tlen > 0 && tlen < 80 && tlen <= h.len - 4 && p->h.on_event) {
+				char type[80];
+				memcpy(type, b + 4, tlen);
+				type[tlen] = '\0';
+				p->h.on_event(p->h.arg, slot, type, b + 4 + tlen, h.len - 4 - tlen);
+			}
+			memmove(c->in.p, c->in.p + sizeof(h) + h.len, c->in.len - sizeof(h) - h.len);
+			c->in.len -= sizeof(h) + h.len;
+			continue;
+		}
 		if (h.type != FRAME_DONE || h.len < sizeof(struct cw_outcome) || h.len > MAX_FRAME) {
 			cw_log(CW_LOG_ERROR, "pool", "ForkPoolWorker-%d sent a bad frame; replacing it",
 			       c->index);

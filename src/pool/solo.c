@@ -24,6 +24,7 @@ struct solo {
 	struct cw_pool_handler h;
 	pid_t pid;               /* the master, once started */
 	bool busy;               /* a message is queued or running */
+	bool inited;             /* the modules' init hooks ran in this process */
 	uint64_t timer;          /* pending run of the queued message */
 	char *queue, *raw;       /* the queued message (copies) */
 	size_t len;
@@ -35,6 +36,14 @@ static void drop_message(struct solo *s)
 	free(s->raw);
 	s->queue = s->raw = NULL;
 	s->len = 0;
+}
+
+/* update_state from the task: the master is this process, so hand the event straight over. */
+static void solo_emit(void *arg, const char *type, const char *fields, size_t len)
+{
+	struct solo *s = arg;
+	if (s->h.on_event)
+		s->h.on_event(s->h.arg, 0, type, fields, len);
 }
 
 static void run_cb(struct cw_loop *loop, void *arg)
@@ -49,6 +58,8 @@ static void run_cb(struct cw_loop *loop, void *arg)
 
 	s->timer = 0;
 	env.cancel = &never;
+	env.emit = solo_emit;
+	env.emit_arg = s;
 	cw_exec_message(&env, s->raw, s->len, s->queue, &o, &ob);
 	drop_message(s);
 	o.publish_len = ob.len;
@@ -82,6 +93,8 @@ static void *solo_create(struct cw_loop *loop, int n, const struct cw_exec_env *
 static void solo_destroy(void *self)
 {
 	struct solo *s = self;
+	if (s->inited && s->env->process_exit)
+		s->env->process_exit();
 	cancel_run(s);
 	drop_message(s);
 	free(s);
@@ -90,6 +103,10 @@ static void solo_destroy(void *self)
 static int solo_start(void *self)
 {
 	struct solo *s = self;
+	/* the master runs the tasks: it is the process the modules' init hooks are for */
+	if (s->env->process_init && s->env->process_init() != CW_OK)
+		return CW_EIO;
+	s->inited = true;
 	s->pid = getpid();
 	return CW_OK;
 }

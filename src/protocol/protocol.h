@@ -139,6 +139,7 @@ const char *cw_state_name(enum cw_state s);
 
 struct cw_result_meta {
 	enum cw_state state;
+	const char *custom_state;  /* update_state("PROGRESS", ...): stored instead of state (not ready) */
 	const char *task_id;
 	json_t *result;          /* success value (borrowed; NULL = null) */
 	const char *exc_type;    /* failure/revoked: exception class name */
@@ -165,6 +166,10 @@ struct cw_result_meta {
  * malloc'd; NULL on ENOMEM.
  */
 char *cw_proto_encode_result_meta(const struct cw_result_meta *m, size_t *len);
+/* The status text of m: its custom state, else the name of its state. */
+const char *cw_result_status(const struct cw_result_meta *m);
+/* SUCCESS, FAILURE, REVOKED: the states Celery counts as ready (date_done set). */
+bool cw_result_ready(const struct cw_result_meta *m);
 
 /* ---- building task messages (callbacks, chains, chord bodies) ---------- */
 

@@ -10,6 +10,18 @@ const char *cw_state_name(enum cw_state s)
 	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "PENDING";
 }
 
+const char *cw_result_status(const struct cw_result_meta *m)
+{
+	return m->custom_state && *m->custom_state ? m->custom_state : cw_state_name(m->state);
+}
+
+bool cw_result_ready(const struct cw_result_meta *m)
+{
+	return !(m->custom_state && *m->custom_state) &&
+	       (m->state == CW_STATE_SUCCESS || m->state == CW_STATE_FAILURE ||
+		m->state == CW_STATE_REVOKED);
+}
+
 static json_t *str_or_null(const char *s)
 {
 	return s ? json_string(s) : json_null();
@@ -19,8 +31,7 @@ char *cw_proto_encode_result_meta(const struct cw_result_meta *m, size_t *len)
 {
 	json_t *o = json_object(), *result;
 	char date[32];
-	bool ready = m->state == CW_STATE_SUCCESS || m->state == CW_STATE_FAILURE ||
-		     m->state == CW_STATE_REVOKED;
+	bool ready = cw_result_ready(m);
 
 	if (!o)
 		return NULL;
@@ -40,7 +51,7 @@ char *cw_proto_encode_result_meta(const struct cw_result_meta *m, size_t *len)
 	} else {
 		result = m->result ? json_incref(m->result) : json_null();
 	}
-	json_object_set_new(o, "status", json_string(cw_state_name(m->state)));
+	json_object_set_new(o, "status", json_string(cw_result_status(m)));
 	json_object_set_new(o, "result", result);
 	json_object_set_new(o, "traceback", str_or_null(m->traceback));
 	json_object_set_new(o, "children", json_array());

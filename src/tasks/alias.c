@@ -130,7 +130,7 @@ int cw_aliases_register(struct cw_registry *r, const struct cw_config *cfg, stru
 	}
 	/* register after the array stopped moving: the registry keeps pointers */
 	for (int i = 0; i < naliases; i++)
-		if (cw_registry_add(r, &aliases[i].def) != CW_OK) {
+		if (cw_registry_add_from(r, &aliases[i].def, "alias") != CW_OK) {
 			cw_error_set(err, CW_EINVAL, "alias %.100s: name already taken",
 				     aliases[i].def.name);
 			return CW_EINVAL;

@@ -14,9 +14,8 @@
 #include "loop/loop.h"
 #include "tasks/exec_cancel.h"
 #include "tasks/registry.h"
-#ifdef CW_HAVE_DOCCONV
-#include "docconv/tasks.h"
-#endif
+#include "cw_build.h"
+#include "cworker/module.h"
 
 /*
  * Bind parameter `pos`/`name` the way Python does: positional first, then
@@ -352,18 +351,15 @@ static const struct cw_task_def builtin[] = {
 	TASK("cworker.alloc", t_alloc, "alloc(mib, seconds, leak=False): hold mib MiB resident", true),
 };
 
-int cw_tasks_register_builtin(struct cw_registry *r, bool diagnostic)
-{
-#ifdef CW_HAVE_DOCCONV
-	if (cw_docconv_register(r) != CW_OK)
-		return CW_EINVAL;
-#endif
-	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++) {
-		if (builtin[i].diagnostic && !diagnostic)
-			continue;
-		int rc = cw_registry_add(r, &builtin[i]);
-		if (rc)
-			return rc;
-	}
-	return CW_OK;
-}
+static const struct cw_task_def *const builtin_ptrs[] = {
+	&builtin[0], &builtin[1], &builtin[2], &builtin[3], &builtin[4], &builtin[5], &builtin[6],
+	&builtin[7], &builtin[8], &builtin[9], &builtin[10], &builtin[11], NULL,
+};
+_Static_assert(sizeof(builtin_ptrs) / sizeof(builtin_ptrs[0]) ==
+	       sizeof(builtin) / sizeof(builtin[0]) + 1, "builtin_ptrs lists every built-in task");
+
+/* The cworker.* tasks, loaded as the first built-in module. */
+const struct cw_module cw_builtin_module = {
+	.abi_version = CW_ABI_VERSION, .size = sizeof(struct cw_module), .name = "cworker",
+	.version = CW_VERSION, .tasks = builtin_ptrs,
+};

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "tasks/canvas.h"
@@ -16,10 +17,17 @@
 #include "util/log.h"
 #include "util/uuid.h"
 
+/* Parameters a task may declare (struct cw_param), at most. */
+#define MAX_PARAMS 64
+
 struct cw_task_ctx {
 	const struct cw_request *req;
 	const struct cw_exec_env *env;
+	const char *queue;
 	volatile sig_atomic_t *cancel;
+	json_t *bound[MAX_PARAMS];   /* declared parameters' values (borrowed; NULL = left out) */
+	int nbound;
+	double progress_at;          /* monotonic time of the last stored progress */
 	char *exc_type, *exc_module, *exc_message;
 	double retry_countdown;
 	int ncounters;
@@ -161,6 +169,180 @@ volatile sig_atomic_t *cw_task_cancel_flag(struct cw_task_ctx *ctx)
 	return ctx->cancel ? ctx->cancel : &never;
 }
 
+const char *cw_task_hostname(const struct cw_task_ctx *ctx)
+{
+	return ctx->env && ctx->env->hostname ? ctx->env->hostname : "";
+}
+
+json_t *cw_task_arg(const struct cw_task_ctx *ctx, int i)
+{
+	return i >= 0 && i < ctx->nbound ? ctx->bound[i] : NULL;
+}
+
+enum cw_task_status cw_task_raise(struct cw_task_ctx *ctx, const struct cw_exc *e)
+{
+	return cw_task_fail(ctx, e->type[0] ? e->type : "Exception",
+			    e->module[0] ? e->module : NULL, "%s", e->message);
+}
+
+json_t *cw_task_bigint(const char *digits)
+{
+	return cw_json_bigint(digits);
+}
+
+void cw_task_uninterruptible_begin(struct cw_task_ctx *ctx, volatile int *abort_flag)
+{
+	(void)ctx;
+	cw_exec_cancel_target = abort_flag;
+	cw_exec_abandon_ok = 1;
+}
+
+void cw_task_uninterruptible_end(struct cw_task_ctx *ctx)
+{
+	(void)ctx;
+	cw_exec_abandon_ok = 0;
+	cw_exec_cancel_target = NULL;
+}
+
+/* Send task-<state in lower case> with fields (a JSON object) to the master. */
+static void emit_state_event(struct cw_task_ctx *ctx, const char *state, json_t *fields)
+{
+	char type[80];
+	size_t n = (size_t)snprintf(type, sizeof(type), "task-%s", state);
+	if (!ctx->env->emit || n >= sizeof(type))
+		return;
+	for (char *p = type + 5; *p; p++)
+		*p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+	size_t len = 0;
+	char *txt = cw_json_dumps(fields, &len);
+	if (txt)
+		ctx->env->emit(ctx->env->emit_arg, type, txt, len);
+	free(txt);
+}
+
+int cw_task_update_state(struct cw_task_ctx *ctx, const char *state, json_t *meta)
+{
+	if (!meta)
+		meta = json_object();
+	if (!state || !*state || !meta) {
+		json_decref(meta);
+		return -1;
+	}
+	struct cw_result_meta m = {.state = CW_STATE_STARTED, .custom_state = state, .result = meta};
+	int rc = cw_exec_store(ctx->env, ctx->req, ctx->queue, &m);
+	json_t *fields = json_is_object(meta) ? json_deep_copy(meta)
+					      : json_pack("{s:O}", "meta", meta);
+	if (fields)
+		emit_state_event(ctx, state, fields);
+	json_decref(fields);
+	json_decref(meta);
+	return rc == CW_OK ? 0 : -1;
+}
+
+/* Progress is stored at most this often (seconds), except the step that completes it. */
+#define PROGRESS_INTERVAL 0.25
+
+void cw_task_progress(struct cw_task_ctx *ctx, long current, long total)
+{
+	double now = cw_now();
+	if (current < total && ctx->progress_at > 0 && now - ctx->progress_at < PROGRESS_INTERVAL)
+		return;
+	ctx->progress_at = now;
+	(void)cw_task_update_state(ctx, "PROGRESS", json_pack("{s:I,s:I}", "current",
+							      (json_int_t)current, "total",
+							      (json_int_t)total));
+}
+
+/* "'a'", "'a' and 'b'", "'a', 'b', and 'c'" — Python's list of missing names. */
+static void name_list(char *out, size_t outsz, const char *const *names, int n)
+{
+	size_t w = 0;
+	out[0] = '\0';
+	for (int i = 0; i < n && w < outsz; i++) {
+		const char *sep = i == 0 ? "" : n == 2 ? " and " : i == n - 1 ? ", and " : ", ";
+		int r = snprintf(out + w, outsz - w, "%s'%s'", sep, names[i]);
+		if (r < 0)
+			break;
+		w += (size_t)r;
+	}
+}
+
+/* The function name Python would print: the task name after its last dot. */
+static const char *fn_name(const char *task)
+{
+	const char *dot = strrchr(task, '.');
+	return dot ? dot + 1 : task;
+}
+
+/*
+ * Bind a call to the declared parameters as CPython does (keywords first,
+ * then the positional count, then missing arguments), with its TypeError
+ * texts.  false: the task failed with the TypeError.
+ */
+static bool bind(struct cw_task_ctx *ctx, const struct cw_param *params, json_t *args,
+		 json_t *kwargs)
+{
+	const char *fn = fn_name(ctx->req->task);
+	int n = 0, npos = 0, nreq = 0;
+	while (params[n].name && n < MAX_PARAMS) {
+		if (!(params[n].flags & CW_PARAM_KWONLY)) {
+			npos++;
+			nreq += !(params[n].flags & CW_PARAM_OPTIONAL);
+		}
+		n++;
+	}
+	size_t given = json_array_size(args);
+	ctx->nbound = n;
+	for (int i = 0; i < n; i++)
+		ctx->bound[i] = i < npos && (size_t)i < given ? json_array_get(args, (size_t)i) : NULL;
+	const char *key;
+	json_t *v;
+	json_object_foreach(kwargs, key, v) {
+		int i;
+		for (i = 0; i < n && strcmp(params[i].name, key); i++)
+			;
+		if (i == n) {
+			cw_task_fail(ctx, "TypeError", NULL,
+				     "%s() got an unexpected keyword argument '%s'", fn, key);
+			return false;
+		}
+		if (ctx->bound[i]) {
+			cw_task_fail(ctx, "TypeError", NULL, "%s() got multiple values for argument '%s'",
+				     fn, key);
+			return false;
+		}
+		ctx->bound[i] = v;
+	}
+	if (given > (size_t)npos) {
+		if (nreq == npos)
+			cw_task_fail(ctx, "TypeError", NULL,
+				     "%s() takes %d positional argument%s but %zu %s given", fn, npos,
+				     npos == 1 ? "" : "s", given, given == 1 ? "was" : "were");
+		else
+			cw_task_fail(ctx, "TypeError", NULL,
+				     "%s() takes from %d to %d positional arguments but %zu were given",
+				     fn, nreq, npos, given);
+		return false;
+	}
+	for (int kwonly = 0; kwonly < 2; kwonly++) {
+		const char *missing[MAX_PARAMS];
+		int nm = 0;
+		for (int i = 0; i < n; i++)
+			if (!ctx->bound[i] && !(params[i].flags & CW_PARAM_OPTIONAL) &&
+			    !!(params[i].flags & CW_PARAM_KWONLY) == kwonly)
+				missing[nm++] = params[i].name;
+		if (nm) {
+			char list[512];
+			name_list(list, sizeof(list), missing, nm);
+			cw_task_fail(ctx, "TypeError", NULL, "%s() missing %d required %s argument%s: %s",
+				     fn, nm, kwonly ? "keyword-only" : "positional", nm == 1 ? "" : "s",
+				     list);
+			return false;
+		}
+	}
+	return true;
+}
+
 const char *cw_task_id(const struct cw_task_ctx *ctx) { return ctx->req->id; }
 const char *cw_task_group(const struct cw_task_ctx *ctx) { return ctx->req->group; }
 const char *cw_task_name(const struct cw_task_ctx *ctx) { return ctx->req->task; }
@@ -168,13 +350,13 @@ int64_t cw_task_retries(const struct cw_task_ctx *ctx) { return ctx->req->retrie
 bool cw_task_cancelled(const struct cw_task_ctx *ctx) { return ctx->cancel && *ctx->cancel; }
 bool cw_task_is_bigint(const json_t *v) { return cw_json_is_bigint(v); }
 
-void cw_exec_store(const struct cw_exec_env *env, const struct cw_request *req, const char *queue,
-		   struct cw_result_meta *m)
+int cw_exec_store(const struct cw_exec_env *env, const struct cw_request *req, const char *queue,
+		  struct cw_result_meta *m)
 {
 	struct cw_error err = {0};
 
 	if (!env->backend || (req && req->ignore_result))
-		return;
+		return CW_OK;
 	m->date_done = cw_wall();
 	if (req) {
 		m->task_id = req->id;
@@ -192,9 +374,11 @@ void cw_exec_store(const struct cw_exec_env *env, const struct cw_request *req, 
 			m->queue = queue;
 		}
 	}
-	if (cw_backend_store(env->backend, m, &err) != CW_OK)
+	int rc = cw_backend_store(env->backend, m, &err);
+	if (rc != CW_OK)
 		cw_log(CW_LOG_ERROR, "backend", "Task %s[%s]: %s not stored: %s",
-		       req ? req->task : "?", m->task_id, cw_state_name(m->state), err.msg);
+		       req ? req->task : "?", m->task_id, cw_result_status(m), err.msg);
+	return rc;
 }
 
 /* Set retries + 1 and eta in a v2 headers dict or a v1 body dict. */
@@ -298,9 +482,20 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 	}
 	ctx.req = &req;
 	ctx.env = env;
+	ctx.queue = queue;
 	ctx.cancel = env->cancel;
+	if (env->track_started && env->track_started(env->track_arg, req.task)) {
+		/* Celery's task_track_started: STARTED with the executing pid and host */
+		json_t *who = json_pack("{s:i,s:s}", "pid", (int)getpid(), "hostname",
+					env->hostname ? env->hostname : "");
+		struct cw_result_meta sm = {.state = CW_STATE_STARTED, .result = who};
+		(void)cw_exec_store(env, &req, queue, &sm);
+		json_decref(who);
+	}
 	json_t *result = NULL;
-	enum cw_task_status st = def->fn(&ctx, req.args, req.kwargs, &result);
+	enum cw_task_status st = def->params && !bind(&ctx, def->params, req.args, req.kwargs)
+				 ? CW_TASK_FAILURE
+				 : def->fn(&ctx, req.args, req.kwargs, &result);
 	out->runtime = cw_now() - t0;
 
 	struct cw_result_meta m = {0};

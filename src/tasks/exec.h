@@ -51,6 +51,15 @@ struct cw_exec_env {
 	struct cw_proto_limits limits;
 	volatile sig_atomic_t *cancel;   /* set when the task must stop (soft limit) */
 	const char *default_queue;       /* where callbacks go when they name no queue */
+	/* Celery's task_track_started for task (NULL = never) */
+	bool (*track_started)(const void *arg, const char *task);
+	const void *track_arg;
+	/* a task event from inside a run (update_state); NULL = not sent */
+	void (*emit)(void *arg, const char *type, const char *fields_json, size_t len);
+	void *emit_arg;
+	/* once in each process that runs tasks, before its first task / when it ends */
+	int (*process_init)(void);
+	void (*process_exit)(void);
 };
 
 struct cw_outbox;
@@ -76,7 +85,7 @@ char *cw_exec_retry_envelope(const char *raw, size_t len, const struct cw_proto_
  * lost, timed out): m->task_id, group/parent and the extended fields are
  * filled from req when it is non-NULL.
  */
-void cw_exec_store(const struct cw_exec_env *env, const struct cw_request *req, const char *queue,
-		   struct cw_result_meta *m);
+int cw_exec_store(const struct cw_exec_env *env, const struct cw_request *req, const char *queue,
+		  struct cw_result_meta *m);
 
 #endif

@@ -12,12 +12,17 @@ struct cw_registry;
 
 struct cw_registry *cw_registry_new(void);
 void cw_registry_free(struct cw_registry *r);
-/* Adds def (borrowed, must outlive the registry); CW_EINVAL on duplicate or bad ABI. */
+/*
+ * Adds def (borrowed, must outlive the registry) as a task of module (borrowed);
+ * CW_EEXIST when the name is taken, CW_EINVAL for another ABI or an empty def.
+ * cw_registry_add: module "cworker".
+ */
+int cw_registry_add_from(struct cw_registry *r, const struct cw_task_def *def, const char *module);
 int cw_registry_add(struct cw_registry *r, const struct cw_task_def *def);
+/* The module a registered task came from, or NULL. */
+const char *cw_registry_module(const struct cw_registry *r, const char *name);
 const struct cw_task_def *cw_registry_find(const struct cw_registry *r, const char *name);
 size_t cw_registry_count(const struct cw_registry *r);
 const struct cw_task_def *cw_registry_at(const struct cw_registry *r, size_t i);
-/* The built-in cworker.* tasks; diagnostic ones only when asked. */
-int cw_tasks_register_builtin(struct cw_registry *r, bool diagnostic);
 
 #endif

@@ -3,6 +3,8 @@
 
 #include "http/metrics.h"
 #include "tasks/alias.h"
+#include "tasks/modules.h"
+#include "tasks/services.h"
 #ifdef CW_HAVE_DOCCONV
 #include "docconv/tasks.h"
 #endif
@@ -10,18 +12,18 @@
 int cw_tasks_setup(struct cw_registry *r, const struct cw_config *cfg, bool configure,
 		   struct cw_error *err)
 {
-	int rc = cw_tasks_register_builtin(r, cfg->diagnostic_tasks);
-	if (rc != CW_OK) {
-		cw_error_set(err, rc, "cannot register the built-in tasks");
-		return rc;
+	if (configure && cw_services_configure(cfg) != CW_OK) {
+		cw_error_set(err, CW_ENOMEM, "out of memory");
+		return CW_ENOMEM;
 	}
-	rc = cw_aliases_register(r, cfg, err);
-	if (rc != CW_OK) {
-		if (!err->msg[0])
-			cw_error_set(err, rc, "out of memory");
+	int rc = cw_modules_load(r, cfg, configure, err);
+	if (rc != CW_OK)
 		return rc;
-	}
 #ifdef CW_HAVE_DOCCONV
+	if (cw_docconv_register(r) != CW_OK) {
+		cw_error_set(err, CW_EINVAL, "cannot register the docconv tasks");
+		return CW_EINVAL;
+	}
 	if (configure) {
 		struct cw_docconv_conf dc = {
 			.roots = cfg->docconv_roots,
@@ -36,10 +38,11 @@ int cw_tasks_setup(struct cw_registry *r, const struct cw_config *cfg, bool conf
 			return CW_EINVAL;
 		}
 	}
-#else
-	(void)configure;
 #endif
-	return CW_OK;
+	rc = cw_aliases_register(r, cfg, err);
+	if (rc != CW_OK && !err->msg[0])
+		cw_error_set(err, rc, "out of memory");
+	return rc;
 }
 
 void cw_tasks_declare_counters(struct cw_metrics *m)
@@ -58,6 +61,8 @@ void cw_tasks_declare_counters(struct cw_metrics *m)
 void cw_tasks_teardown(void)
 {
 	cw_aliases_free();
+	cw_modules_unload();
+	cw_services_free();
 #ifdef CW_HAVE_DOCCONV
 	cw_docconv_shutdown();
 #endif

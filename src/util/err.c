@@ -30,6 +30,7 @@ const char *cw_strerror(int code)
 	case CW_EINVALTASK: return "invalid task message";
 	case CW_ENOTFOUND: return "not found";
 	case CW_ELIMIT: return "over limit";
+	case CW_EEXIST: return "already exists";
 	}
 	return "unknown error";
 }

@@ -19,6 +19,7 @@ enum cw_err {
 	CW_EINVALTASK = -9, /* task message with invalid fields (args not a list...) */
 	CW_ENOTFOUND = -10, /* missing key / unknown name */
 	CW_ELIMIT = -11,    /* input over a configured limit */
+	CW_EEXIST = -12,    /* the name is taken already */
 };
 
 /* Human-readable detail filled by a callee; msg is always NUL-terminated. */

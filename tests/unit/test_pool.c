@@ -149,7 +149,8 @@ static void test_kind(const char *kind, struct cw_registry *reg)
 	struct seen s = {.loop = cw_loop_new()};
 	struct cw_exec_env env = {.reg = reg, .hostname = "test@host",
 				  .limits = CW_PROTO_LIMITS_DEFAULT, .default_queue = "celery"};
-	struct cw_pool_handler h = {on_done, on_lost, on_idle, &s};
+	struct cw_pool_handler h = {.on_done = on_done, .on_lost = on_lost, .on_idle = on_idle,
+				    .arg = &s};
 	struct cw_pool *p = cw_pool_new(s.loop, kind, 1, &env, &h);
 	CHECK(p != NULL);
 	if (!p)
