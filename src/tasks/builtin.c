@@ -17,55 +17,26 @@
 #include "cw_build.h"
 #include "cworker/module.h"
 
-/*
- * Bind parameter `pos`/`name` the way Python does: positional first, then
- * keyword; both at once is a TypeError.  Returns a borrowed value or NULL
- * after recording the failure (when required).
- */
-static json_t *param(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs, size_t pos,
-		     const char *name, bool required, const char *fn)
-{
-	json_t *a = pos < json_array_size(args) ? json_array_get(args, pos) : NULL;
-	json_t *k = json_object_get(kwargs, name);
-	if (a && k) {
-		cw_task_fail(ctx, "TypeError", NULL, "%s() got multiple values for argument '%s'", fn, name);
-		return NULL;
-	}
-	if (!a && !k && required)
-		cw_task_fail(ctx, "TypeError", NULL, "%s() missing 1 required positional argument: '%s'",
-			     fn, name);
-	return a ? a : k;
-}
-
-/* Reject arguments beyond the signature, as Python would. */
-static bool arity(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs, size_t n,
-		  const char *const *names, const char *fn)
-{
-	if (json_array_size(args) > n) {
-		cw_task_fail(ctx, "TypeError", NULL, "%s() takes %zu positional arguments but %zu were given",
-			     fn, n, json_array_size(args));
-		return false;
-	}
-	const char *key;
-	json_t *v;
-	json_object_foreach(kwargs, key, v) {
-		bool ok = false;
-		for (size_t i = 0; i < n; i++)
-			ok |= !strcmp(key, names[i]);
-		if (!ok) {
-			cw_task_fail(ctx, "TypeError", NULL, "%s() got an unexpected keyword argument '%s'",
-				     fn, key);
-			return false;
-		}
-	}
-	return true;
-}
+/* Declared parameters (the worker binds every call before the task runs). */
+static const struct cw_param p_none[] = {{NULL, 0}};
+static const struct cw_param p_echo[] = {{"value", 0}, {NULL, 0}};
+static const struct cw_param p_add[] = {{"a", 0}, {"b", 0}, {NULL, 0}};
+static const struct cw_param p_sleep[] = {{"seconds", 0}, {"value", CW_PARAM_OPTIONAL}, {NULL, 0}};
+static const struct cw_param p_spin[] = {{"seconds", 0}, {NULL, 0}};
+static const struct cw_param p_fail[] = {{"exc_type", CW_PARAM_OPTIONAL},
+					 {"message", CW_PARAM_OPTIONAL}, {NULL, 0}};
+static const struct cw_param p_alloc[] = {{"mib", 0}, {"seconds", CW_PARAM_OPTIONAL},
+					  {"leak", CW_PARAM_OPTIONAL}, {NULL, 0}};
+static const struct cw_param p_retry_until[] = {{"n", 0}, {NULL, 0}};
+static const struct cw_param p_retry_max[] = {{"max_retries", 0}, {"exc_type", CW_PARAM_OPTIONAL},
+					      {NULL, 0}};
 
 static enum cw_task_status t_noop(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 				  json_t **result)
 {
-	if (!arity(ctx, args, kwargs, 0, NULL, "noop"))
-		return CW_TASK_FAILURE;
+	(void)ctx;
+	(void)args;
+	(void)kwargs;
 	*result = NULL;
 	return CW_TASK_SUCCESS;
 }
@@ -73,26 +44,18 @@ static enum cw_task_status t_noop(struct cw_task_ctx *ctx, json_t *args, json_t 
 static enum cw_task_status t_echo(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 				  json_t **result)
 {
-	static const char *const names[] = {"value"};
-	if (!arity(ctx, args, kwargs, 1, names, "echo"))
-		return CW_TASK_FAILURE;
-	json_t *v = param(ctx, args, kwargs, 0, "value", true, "echo");
-	if (!v)
-		return CW_TASK_FAILURE;
-	*result = json_incref(v);
+	(void)args;
+	(void)kwargs;
+	*result = json_incref(cw_task_arg(ctx, 0));
 	return CW_TASK_SUCCESS;
 }
 
 static enum cw_task_status t_add(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 				 json_t **result)
 {
-	static const char *const names[] = {"a", "b"};
-	if (!arity(ctx, args, kwargs, 2, names, "add"))
-		return CW_TASK_FAILURE;
-	json_t *a = param(ctx, args, kwargs, 0, "a", true, "add");
-	json_t *b = a ? param(ctx, args, kwargs, 1, "b", true, "add") : NULL;
-	if (!a || !b)
-		return CW_TASK_FAILURE;
+	json_t *a = cw_task_arg(ctx, 0), *b = cw_task_arg(ctx, 1);
+	(void)args;
+	(void)kwargs;
 	if (json_is_integer(a) && json_is_integer(b)) {
 		json_int_t x = json_integer_value(a), y = json_integer_value(b), s;
 		if (!__builtin_add_overflow(x, y, &s)) {
@@ -139,16 +102,10 @@ static enum cw_task_status t_add(struct cw_task_ctx *ctx, json_t *args, json_t *
 			    "float, strings or lists)");
 }
 
-static bool seconds_arg(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs, const char *fn,
-			double *out)
+/* The bound `seconds` parameter: a non-negative number. */
+static bool seconds_arg(struct cw_task_ctx *ctx, const char *fn, double *out)
 {
-	static const char *const names[] = {"seconds", "value"};
-	/* sleep(seconds, value=None) also takes the value it returns */
-	if (!arity(ctx, args, kwargs, strcmp(fn, "sleep") ? 1 : 2, names, fn))
-		return false;
-	json_t *v = param(ctx, args, kwargs, 0, "seconds", true, fn);
-	if (!v)
-		return false;
+	json_t *v = cw_task_arg(ctx, 0);
 	if (!json_is_number(v) || !isfinite(json_number_value(v)) || json_number_value(v) < 0) {
 		cw_task_fail(ctx, "ValueError", NULL, "%s(): seconds must be a non-negative number", fn);
 		return false;
@@ -161,7 +118,9 @@ static enum cw_task_status t_sleep(struct cw_task_ctx *ctx, json_t *args, json_t
 				   json_t **result)
 {
 	double secs;
-	if (!seconds_arg(ctx, args, kwargs, "sleep", &secs))
+	(void)args;
+	(void)kwargs;
+	if (!seconds_arg(ctx, "sleep", &secs))
 		return CW_TASK_FAILURE;
 	double end = cw_now() + secs;
 	/* sleep in short slices so a soft time limit is noticed within 10 ms */
@@ -176,7 +135,7 @@ static enum cw_task_status t_sleep(struct cw_task_ctx *ctx, json_t *args, json_t
 		struct timespec ts = {0, (long)(d * 1e9)};
 		nanosleep(&ts, NULL);
 	}
-	json_t *value = param(ctx, args, kwargs, 1, "value", false, "sleep");
+	json_t *value = cw_task_arg(ctx, 1);
 	*result = value ? json_incref(value) : NULL;
 	return CW_TASK_SUCCESS;
 }
@@ -184,8 +143,9 @@ static enum cw_task_status t_sleep(struct cw_task_ctx *ctx, json_t *args, json_t
 static enum cw_task_status t_getpid(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 				    json_t **result)
 {
-	if (!arity(ctx, args, kwargs, 0, NULL, "getpid"))
-		return CW_TASK_FAILURE;
+	(void)ctx;
+	(void)args;
+	(void)kwargs;
 	*result = json_integer(getpid());
 	return CW_TASK_SUCCESS;
 }
@@ -193,12 +153,10 @@ static enum cw_task_status t_getpid(struct cw_task_ctx *ctx, json_t *args, json_
 static enum cw_task_status t_fail(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 				  json_t **result)
 {
-	static const char *const names[] = {"exc_type", "message"};
+	json_t *t = cw_task_arg(ctx, 0), *m = cw_task_arg(ctx, 1);
+	(void)args;
+	(void)kwargs;
 	(void)result;
-	if (!arity(ctx, args, kwargs, 2, names, "fail"))
-		return CW_TASK_FAILURE;
-	json_t *t = param(ctx, args, kwargs, 0, "exc_type", false, "fail");
-	json_t *m = param(ctx, args, kwargs, 1, "message", false, "fail");
 	const char *type = json_is_string(t) ? json_string_value(t) : "Exception";
 	const char *msg = json_is_string(m) ? json_string_value(m) : "";
 	/* a class name: letters, digits, '_' and '.' only */
@@ -215,7 +173,9 @@ static enum cw_task_status t_spin(struct cw_task_ctx *ctx, json_t *args, json_t 
 				  json_t **result)
 {
 	double secs;
-	if (!seconds_arg(ctx, args, kwargs, "spin", &secs))
+	(void)args;
+	(void)kwargs;
+	if (!seconds_arg(ctx, "spin", &secs))
 		return CW_TASK_FAILURE;
 	/* burns CPU and never looks at the cancel flag: only a hard limit stops it */
 	volatile unsigned long x = 0;
@@ -231,13 +191,9 @@ static enum cw_task_status t_spin(struct cw_task_ctx *ctx, json_t *args, json_t 
 static enum cw_task_status t_alloc(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 				   json_t **result)
 {
-	static const char *const names[] = {"mib", "seconds", "leak"};
-	if (!arity(ctx, args, kwargs, 3, names, "alloc"))
-		return CW_TASK_FAILURE;
-	json_t *m = param(ctx, args, kwargs, 0, "mib", true, "alloc");
-	json_t *s = m ? param(ctx, args, kwargs, 1, "seconds", false, "alloc") : NULL;
-	if (!m)
-		return CW_TASK_FAILURE;
+	json_t *m = cw_task_arg(ctx, 0), *s = cw_task_arg(ctx, 1);
+	(void)args;
+	(void)kwargs;
 	if (!json_is_integer(m) || json_integer_value(m) < 0 || json_integer_value(m) > 1 << 20)
 		return cw_task_fail(ctx, "ValueError", NULL, "alloc(): mib must be 0..1048576");
 	double hold = json_is_number(s) ? json_number_value(s) : 0;
@@ -254,7 +210,7 @@ static enum cw_task_status t_alloc(struct cw_task_ctx *ctx, json_t *args, json_t
 		nanosleep(&ts, NULL);
 	}
 	/* leak=True keeps the memory (a leaky task, what max-memory-per-child is for) */
-	json_t *leak = param(ctx, args, kwargs, 2, "leak", false, "alloc");
+	json_t *leak = cw_task_arg(ctx, 2);
 	if (json_is_true(leak)) {
 		/* kept reachable on purpose: the process "leaks" until it is recycled */
 		static void *kept[64];
@@ -273,12 +229,9 @@ static enum cw_task_status t_alloc(struct cw_task_ctx *ctx, json_t *args, json_t
 static enum cw_task_status t_retry_until(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 					 json_t **result)
 {
-	static const char *const names[] = {"n"};
-	if (!arity(ctx, args, kwargs, 1, names, "retry_until"))
-		return CW_TASK_FAILURE;
-	json_t *n = param(ctx, args, kwargs, 0, "n", true, "retry_until");
-	if (!n)
-		return CW_TASK_FAILURE;
+	json_t *n = cw_task_arg(ctx, 0);
+	(void)args;
+	(void)kwargs;
 	if (!json_is_integer(n) || json_integer_value(n) < 0)
 		return cw_task_fail(ctx, "ValueError", NULL, "retry_until(): n must be >= 0");
 	if (cw_task_retries(ctx) < json_integer_value(n))
@@ -291,14 +244,10 @@ static enum cw_task_status t_retry_until(struct cw_task_ctx *ctx, json_t *args, 
 static enum cw_task_status t_retry_max(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
 				       json_t **result)
 {
-	static const char *const names[] = {"max_retries", "exc_type"};
+	json_t *m = cw_task_arg(ctx, 0), *e = cw_task_arg(ctx, 1);
+	(void)args;
+	(void)kwargs;
 	(void)result;
-	if (!arity(ctx, args, kwargs, 2, names, "retry_max"))
-		return CW_TASK_FAILURE;
-	json_t *m = param(ctx, args, kwargs, 0, "max_retries", true, "retry_max");
-	json_t *e = m ? param(ctx, args, kwargs, 1, "exc_type", false, "retry_max") : NULL;
-	if (!m)
-		return CW_TASK_FAILURE;
 	if (!json_is_integer(m))
 		return cw_task_fail(ctx, "ValueError", NULL, "retry_max(): max_retries must be an int");
 	return cw_task_retry(ctx, 0.05, (int)json_integer_value(m),
@@ -326,29 +275,32 @@ static enum cw_task_status t_backend_cleanup(struct cw_task_ctx *ctx, json_t *ar
 {
 	struct cw_error err = {0};
 	long deleted = 0;
-	if (json_array_size(args) || json_object_size(kwargs))
-		return cw_task_fail(ctx, "TypeError", NULL, "backend_cleanup() takes no arguments");
+	(void)args;
+	(void)kwargs;
 	if (cw_backend_cleanup(cw_task_backend(ctx), &deleted, &err) != CW_OK)
 		return cw_task_fail(ctx, "OperationalError", "cworker.exceptions", "%s", err.msg);
 	*result = NULL;
 	return CW_TASK_SUCCESS;
 }
 
-#define TASK(n, f, d, diag) {CW_ABI_VERSION, n, f, d, diag, NULL}
+#define TASK(n, f, d, diag, p) {CW_ABI_VERSION, n, f, d, diag, p}
 static const struct cw_task_def builtin[] = {
-	TASK("cworker.noop", t_noop, "Do nothing; returns None", false),
+	TASK("cworker.noop", t_noop, "Do nothing; returns None", false, p_none),
 	TASK("celery.backend_cleanup", t_backend_cleanup,
-	     "backend_cleanup(): delete expired rows of a database result backend", false),
-	TASK("cworker.echo", t_echo, "echo(value): return value unchanged", false),
-	TASK("cworker.add", t_add, "add(a, b): a + b (numbers, strings, lists)", false),
-	TASK("cworker.sleep", t_sleep, "sleep(seconds, value=None): sleep (honouring soft time limits), return value", false),
-	TASK("cworker.getpid", t_getpid, "getpid(): process id of the executing process", false),
-	TASK("cworker.fail", t_fail, "fail(exc_type, message): fail with that exception", false),
-	TASK("cworker.spin", t_spin, "spin(seconds): busy CPU, ignores soft limits", true),
-	TASK("cworker.crash", t_crash, "crash(): the executing process dies by SIGSEGV", true),
-	TASK("cworker.retry_until", t_retry_until, "retry_until(n): retry until retries == n, return n", true),
-	TASK("cworker.retry_max", t_retry_max, "retry_max(max_retries, exc_type=None): always retry", true),
-	TASK("cworker.alloc", t_alloc, "alloc(mib, seconds, leak=False): hold mib MiB resident", true),
+	     "backend_cleanup(): delete expired rows of a database result backend", false, p_none),
+	TASK("cworker.echo", t_echo, "echo(value): return value unchanged", false, p_echo),
+	TASK("cworker.add", t_add, "add(a, b): a + b (numbers, strings, lists)", false, p_add),
+	TASK("cworker.sleep", t_sleep, "sleep(seconds, value=None): sleep (honouring soft time limits), return value", false,
+	     p_sleep),
+	TASK("cworker.getpid", t_getpid, "getpid(): process id of the executing process", false, p_none),
+	TASK("cworker.fail", t_fail, "fail(exc_type, message): fail with that exception", false, p_fail),
+	TASK("cworker.spin", t_spin, "spin(seconds): busy CPU, ignores soft limits", true, p_spin),
+	TASK("cworker.crash", t_crash, "crash(): the executing process dies by SIGSEGV", true, NULL),
+	TASK("cworker.retry_until", t_retry_until, "retry_until(n): retry until retries == n, return n", true,
+	     p_retry_until),
+	TASK("cworker.retry_max", t_retry_max, "retry_max(max_retries, exc_type=None): always retry", true,
+	     p_retry_max),
+	TASK("cworker.alloc", t_alloc, "alloc(mib, seconds, leak=False): hold mib MiB resident", true, p_alloc),
 };
 
 static const struct cw_task_def *const builtin_ptrs[] = {
