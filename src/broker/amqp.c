@@ -116,17 +116,23 @@ static void on_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 	ab_pump(arg);
 }
 
+/* Periodic while connected: created by connect_now, cancelled by teardown. */
 static void hb_tick(struct cw_loop *loop, void *arg)
 {
 	struct amqp_broker *b = arg;
-	b->hb_timer = 0;
-	if (!b->conn)
-		return;
-	ab_pump(b); /* rabbitmq-c sends due heartbeats and notices missed ones while reading */
-	if (b->conn && !b->hb_timer) {
-		double every = b->o.heartbeat > 0 ? b->o.heartbeat / 4.0 : 5.0;
-		b->hb_timer = cw_loop_timer(loop, every < 0.5 ? 0.5 : every, hb_tick, b);
-	}
+	(void)loop;
+	/*
+	 * rabbitmq-c sends due heartbeats and notices missed ones while reading;
+	 * this also reads frames left buffered when a pump_later could not be armed
+	 */
+	if (b->conn)
+		ab_pump(b);
+}
+
+static double hb_interval(const struct amqp_broker *b)
+{
+	double every = b->o.heartbeat > 0 ? b->o.heartbeat / 4.0 : 5.0;
+	return every < 0.5 ? 0.5 : every;
 }
 
 static void connect_now(struct cw_loop *loop, void *arg);
@@ -137,6 +143,9 @@ static void schedule_retry(struct amqp_broker *b)
 		return;
 	b->backoff = b->backoff <= 0 ? 0.5 : (b->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : b->backoff * 2);
 	b->retry_timer = cw_loop_timer(b->loop, b->backoff, connect_now, b);
+	if (!b->retry_timer)
+		cw_log(CW_LOG_ERROR, "broker", "cannot arm the reconnect timer (out of memory): "
+		       "the guard retries %s within %.0f s", b->redacted, GUARD_EVERY);
 }
 
 void ab_in_reset(struct inmsg *m)
@@ -190,13 +199,18 @@ static void teardown(struct amqp_broker *b)
 	ab_drop_probes(b);
 }
 
-static void notify_down(struct cw_loop *loop, void *arg)
+static void tell_down(struct amqp_broker *b)
 {
-	struct amqp_broker *b = arg;
-	(void)loop;
-	b->down_timer = 0;
+	b->down_lost = false;
 	if (b->h.on_state)
 		b->h.on_state(b->h.arg, false);
+}
+
+static void notify_down(struct cw_loop *loop, void *arg)
+{
+	(void)loop;
+	((struct amqp_broker *)arg)->down_timer = 0;
+	tell_down(arg);
 }
 
 void ab_conn_lost(struct amqp_broker *b, const char *why)
@@ -208,8 +222,14 @@ void ab_conn_lost(struct amqp_broker *b, const char *why)
 		cw_log(CW_LOG_WARNING, "broker", "Connection to broker lost (%s): %s; reconnecting",
 		       b->redacted, why);
 		/* told from a timer: the consumer may be iterating its messages right now */
-		if (!b->down_timer)
-			b->down_timer = cw_loop_timer(b->loop, 0, notify_down, b);
+		if (!b->down_timer && !b->down_lost &&
+		    !(b->down_timer = cw_loop_timer(b->loop, 0, notify_down, b))) {
+			/* owed: told before the next connection's setup, or by the guard */
+			b->down_lost = true;
+			cw_log(CW_LOG_ERROR, "broker", "cannot arm a timer (out of memory): the "
+			       "consumer learns of the lost connection late (within %.0f s)",
+			       GUARD_EVERY);
+		}
 	}
 	schedule_retry(b);
 }
@@ -222,6 +242,9 @@ static void connect_now(struct cw_loop *loop, void *arg)
 	b->retry_timer = 0;
 	if (b->closing || b->conn)
 		return;
+	/* a "down" owed to the consumer goes first: this connection may deliver during setup */
+	if (b->down_lost)
+		tell_down(b);
 	b->conn = cw_amqp_connect(&b->t, FRAME_MAX, RPC_TIMEOUT, &err);
 	if (!b->conn) {
 		/* unreachable: the first failure and every one at the longest backoff are warnings */
@@ -254,6 +277,12 @@ static void connect_now(struct cw_loop *loop, void *arg)
 	ab_flush_pending(b);
 	if (!b->conn)
 		return;
+	/* one periodic timer per connection: its re-arms cannot fail, so heartbeats never stop */
+	b->hb_timer = cw_loop_every(loop, hb_interval(b), hb_tick, b);
+	if (!b->hb_timer) {
+		ab_conn_lost(b, "cannot arm the heartbeat timer (out of memory)");
+		return;
+	}
 	hb_tick(loop, b);
 	if (b->h.on_state && b->up)
 		b->h.on_state(b->h.arg, true);
@@ -266,6 +295,23 @@ lost:
 fail:
 	teardown(b);
 	schedule_retry(b);
+}
+
+/*
+ * Every GUARD_EVERY seconds from open to close: finishes what a failed timer
+ * arm left undone, so the transport is never stranded.  While disconnected a
+ * reconnect timer is always pending, unless arming it failed.
+ */
+static void guard_tick(struct cw_loop *loop, void *arg)
+{
+	struct amqp_broker *b = arg;
+	if (b->down_lost)
+		tell_down(b);
+	if (!b->closing && !b->conn && !b->retry_timer) {
+		cw_log(CW_LOG_WARNING, "broker", "reconnecting to %s (its retry timer was lost)",
+		       b->redacted);
+		connect_now(loop, b);
+	}
 }
 
 
@@ -493,6 +539,7 @@ static void amqp_close(struct cw_broker *base)
 {
 	struct amqp_broker *b = (struct amqp_broker *)base;
 	b->closing = true;
+	cw_loop_timer_cancel(b->loop, b->guard_timer);
 	if (b->retry_timer)
 		cw_loop_timer_cancel(b->loop, b->retry_timer);
 	if (b->down_timer)
@@ -563,13 +610,16 @@ static struct cw_broker *amqp_open(struct cw_loop *loop, const struct cw_broker_
 	b->o.queues = NULL;
 	b->o.broadcast = NULL;
 	b->o.nodename = NULL;
+	b->guard_timer = cw_loop_every(loop, GUARD_EVERY, guard_tick, b);
 	b->retry_timer = cw_loop_timer(loop, 0, connect_now, b);
-	if (!b->retry_timer)
+	if (!b->guard_timer || !b->retry_timer)
 		goto nomem;
 	return &b->base;
 nomem:
 	cw_error_set(err, CW_ENOMEM, "out of memory");
 fail:
+	cw_loop_timer_cancel(loop, b->guard_timer);
+	cw_loop_timer_cancel(loop, b->retry_timer);
 	broker_free(b);
 	return NULL;
 }

@@ -315,7 +315,10 @@ void ab_pump(struct amqp_broker *b)
 		}
 		on_frame(b, &f);
 	}
-	if (b->conn && !b->pump_timer)
-		b->pump_timer = cw_loop_timer(b->loop, 0, pump_later, b);
+	/* more frames may wait in rabbitmq-c's buffer, where epoll cannot see them */
+	if (b->conn && !b->pump_timer &&
+	    !(b->pump_timer = cw_loop_timer(b->loop, 0, pump_later, b)))
+		cw_log(CW_LOG_ERROR, "broker", "cannot arm a timer (out of memory): buffered frames "
+		       "wait for new data or the next heartbeat tick");
 }
 

@@ -26,6 +26,7 @@
 #define PUMP_BATCH 256
 #define MAX_PENDING 100000
 #define BACKOFF_MAX 8.0
+#define GUARD_EVERY BACKOFF_MAX /* seconds between checks for a stranded reconnect */
 #define PIDBOX_EXPIRES_MS 10000  /* control_queue_expires = 10.0 s */
 #define PIDBOX_TTL_MS 300000     /* control_queue_ttl = 300.0 s */
 #define CTAG_PREFIX "cw-"
@@ -70,6 +71,8 @@ struct amqp_broker {
 	uint64_t gen;             /* connection generation (delivery tag prefix) */
 	double backoff;
 	uint64_t retry_timer, hb_timer, pump_timer, down_timer;
+	uint64_t guard_timer;     /* periodic, open to close: recovers from a failed timer arm */
+	bool down_lost;           /* the "down" notification could not be scheduled: owed */
 	int window;               /* prefetch window the consumer wants; 0 = stopped */
 	int qos_sent;             /* last basic.qos prefetch_count sent on this connection */
 	bool consuming;

@@ -295,7 +295,8 @@ static int start(struct cw_worker *w)
 	    !cw_loop_every(w->loop, touch_interval(cfg), touch_tick, w))
 		return CW_ENOMEM;
 	cw_monitor_started(w->monitor);
-	cw_sd_watchdog_start(w->loop);
+	if (cw_sd_watchdog_start(w->loop) != CW_OK)
+		return CW_ENOMEM;
 	return CW_OK;
 }
 
