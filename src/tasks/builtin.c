@@ -14,9 +14,6 @@
 #include "loop/loop.h"
 #include "tasks/exec_cancel.h"
 #include "tasks/registry.h"
-#ifdef CW_HAVE_DOCCONV
-#include "docconv/tasks.h"
-#endif
 
 /*
  * Bind parameter `pos`/`name` the way Python does: positional first, then
@@ -354,10 +351,6 @@ static const struct cw_task_def builtin[] = {
 
 int cw_tasks_register_builtin(struct cw_registry *r, bool diagnostic)
 {
-#ifdef CW_HAVE_DOCCONV
-	if (cw_docconv_register(r) != CW_OK)
-		return CW_EINVAL;
-#endif
 	for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++) {
 		if (builtin[i].diagnostic && !diagnostic)
 			continue;

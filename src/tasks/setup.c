@@ -3,9 +3,6 @@
 
 #include "http/metrics.h"
 #include "tasks/alias.h"
-#ifdef CW_HAVE_DOCCONV
-#include "docconv/tasks.h"
-#endif
 
 int cw_tasks_setup(struct cw_registry *r, const struct cw_config *cfg, bool configure,
 		   struct cw_error *err)
@@ -21,24 +18,8 @@ int cw_tasks_setup(struct cw_registry *r, const struct cw_config *cfg, bool conf
 			cw_error_set(err, rc, "out of memory");
 		return rc;
 	}
-#ifdef CW_HAVE_DOCCONV
-	if (configure) {
-		struct cw_docconv_conf dc = {
-			.roots = cfg->docconv_roots,
-			.max_download = (size_t)cfg->docconv_max_download << 20,
-			.timeout = cfg->docconv_timeout, .s3_endpoint = cfg->s3_endpoint,
-			.s3_region = cfg->s3_region, .s3_path_style = cfg->s3_path_style,
-			.memory_mib = (size_t)cfg->docconv_memory_mib,
-			.max_pages = (int)cfg->docconv_max_pages,
-			.inline_max = (size_t)cfg->docconv_inline_max, .database_url = cfg->database_url};
-		if (cw_docconv_configure(&dc) != 0) {
-			cw_error_set(err, CW_EINVAL, "docconv: configuration refused");
-			return CW_EINVAL;
-		}
-	}
-#else
+	/* docconv is a module now (src/docconv/module.h): the module loader registers it */
 	(void)configure;
-#endif
 	return CW_OK;
 }
 
@@ -58,7 +39,4 @@ void cw_tasks_declare_counters(struct cw_metrics *m)
 void cw_tasks_teardown(void)
 {
 	cw_aliases_free();
-#ifdef CW_HAVE_DOCCONV
-	cw_docconv_shutdown();
-#endif
 }
