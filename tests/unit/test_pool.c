@@ -169,7 +169,7 @@ static void test_kind(const char *kind, struct cw_registry *reg)
 		cw_pool_kill_slot(p, 0, CW_LOST_TIMEOUT);   /* no-op */
 		CHECK(cw_pool_recycles(p, CW_RECYCLE_CRASH) == 0);
 		/* a queued task a stop drops is never reported */
-		char *raw = envelope("t.count");
+		char *raw = test_envelope("t.count", "[]", "{}");
 		if (!raw)
 			return;
 		CHECK(cw_pool_submit(p, 0, "celery", raw, strlen(raw)) == CW_OK);
