@@ -176,6 +176,14 @@ static int open_broker(struct cw_worker *w, const char *redacted)
 	const struct cw_config *cfg = w->cfg;
 	struct cw_error err = {0};
 	static const char *const broadcast[] = {"celery.pidbox", NULL};
+	struct cw_queue_decl *decls = calloc((size_t)cfg->nqueue_confs + 1, sizeof(*decls));
+	if (!decls)
+		return CW_ENOMEM;
+	for (int i = 0; i < cfg->nqueue_confs; i++)
+		decls[i] = (struct cw_queue_decl){.name = cfg->queue_confs[i].name,
+						  .keys = cfg->queue_confs[i].keys,
+						  .vals = cfg->queue_confs[i].vals,
+						  .n = cfg->queue_confs[i].n};
 	struct cw_broker_opts opts = {.url = cfg->broker_url, .queues = cfg->queue_list,
 				      .nqueues = cfg->nqueues, .broadcast = broadcast,
 				      .visibility_timeout = cfg->visibility_timeout, .limits = w->limits,
@@ -185,11 +193,17 @@ static int open_broker(struct cw_worker *w, const char *redacted)
 				      .ssl_verify = strcmp(cfg->broker_ssl_reqs, "CERT_NONE") != 0,
 				      .heartbeat = (int)cfg->broker_heartbeat,
 				      .connect_timeout = cfg->broker_connection_timeout,
-				      .max_priority = (int)cfg->queue_max_priority};
+				      .max_priority = (int)cfg->queue_max_priority,
+				      .queue_type = cfg->queue_type,
+				      .queue_passive = cfg->queue_passive,
+				      .queue_decls = decls, .nqueue_decls = cfg->nqueue_confs,
+				      .control_exclusive = cfg->control_exclusive,
+				      .failover_strategy = cfg->failover_strategy};
 	struct cw_broker_handler bh = {.on_delivery = cw_consumer_on_delivery,
 				       .on_state = cw_consumer_on_state,
 				       .on_broadcast = cw_consumer_on_broadcast, .arg = w};
 	w->broker = cw_broker_open(w->loop, &opts, &bh, &err);
+	free(decls); /* the transport keeps its own copy */
 	if (!w->broker) {
 		cw_log(CW_LOG_ERROR, "worker", "broker %s: %s", redacted, err.msg);
 		return CW_EIO;
