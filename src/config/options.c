@@ -72,7 +72,8 @@ const struct opt cw_config_opts[] = {
 	{"worker_child_memory_limit", "child-memory-limit", 0, NULL, T_LONG, OFF(child_memory_limit),
 	 "0", 0, 1000000000L, false,
 	 "Kill a task whose child's RSS passes this many KiB while it runs: MemoryLimitExceeded (0 = none)"},
-	{"worker_soft_shutdown_timeout", "soft-shutdown-timeout", 0, NULL, T_SECONDS,
+	{"worker_soft_shutdown_timeout", "soft-shutdown-timeout", 0, "CWORKER_SOFT_SHUTDOWN_TIMEOUT",
+	 T_SECONDS,
 	 OFF(soft_shutdown_timeout), "0", 0, 0, false,
 	 "Cold shutdown (SIGQUIT, 2nd SIGINT) first waits up to this many seconds for running "
 	 "tasks, then cancels them (0 = cancel at once)"},
