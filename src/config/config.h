@@ -69,6 +69,9 @@ struct cw_config {
 	long max_memory_per_child;   /* KiB, checked after each task; 0 = unlimited */
 	long child_memory_limit;     /* KiB, enforced while a task runs; 0 = none */
 	long max_redeliveries;       /* deliveries of one message before FAILURE; 0 = unlimited */
+	double soft_shutdown_timeout; /* worker_soft_shutdown_timeout, seconds; 0 = off */
+	bool soft_shutdown_on_idle;  /* worker_enable_soft_shutdown_on_idle (accepted, no effect) */
+	long eta_task_limit;         /* worker_eta_task_limit: unacked cap with ETA held; 0 = none */
 	char *statedb;               /* worker_state_db: revoked ids persisted here; NULL = none */
 	bool task_events;            /* -E: send task-* events */
 	bool without_heartbeat;      /* no worker-* events */

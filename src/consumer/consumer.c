@@ -43,20 +43,33 @@ static void give_back(struct cw_worker *w, struct held *h)
 	cw_held_release(w, h);
 }
 
+/*
+ * Celery's QoS window: concurrency x multiplier unacknowledged messages,
+ * raised by one for every ETA-held and rate-limited message, and capped by
+ * worker_eta_task_limit (kombu's QoS max_prefetch).  A cap below the plain
+ * window never shrinks it: kombu would lower it for good after the first ETA
+ * message, which throttles tasks that have no ETA.
+ */
+static long prefetch_window(const struct cw_worker *w, size_t extra)
+{
+	long limit = cw_reserve_limit(w->reserve), win = limit + (long)extra;
+	long cap = w->cfg->eta_task_limit;
+	if (cap > 0 && win > (cap > limit ? cap : limit))
+		win = cap > limit ? cap : limit;
+	return win;
+}
+
 void cw_consumer_update_credit(struct cw_worker *w)
 {
 	const struct cw_broker_ops *ops = w->broker->ops;
 	bool running = cw_consumer_running(w);
-	ops->set_credit(w->broker, running ? cw_reserve_credit(w->reserve) : 0);
-	if (ops->set_prefetch) {
-		/*
-		 * Celery's basic.qos: concurrency x multiplier unacknowledged
-		 * messages, raised by the ETA and rate-limited messages held.
-		 */
-		size_t extra = cw_reserve_neta(w->reserve) + cw_ratelimit_waiting(w->ratelimit);
-		ops->set_prefetch(w->broker,
-				  running ? cw_reserve_limit(w->reserve) + (int)extra : 0);
-	}
+	size_t extra = cw_reserve_neta(w->reserve) + cw_ratelimit_waiting(w->ratelimit);
+	long win = prefetch_window(w, extra);
+	/* past the window the broker delivers nothing: the messages stay in their queues */
+	long credit = win - cw_reserve_counted(w->reserve) - (long)extra;
+	ops->set_credit(w->broker, running && credit > 0 ? (int)credit : 0);
+	if (ops->set_prefetch)
+		ops->set_prefetch(w->broker, running ? (int)win : 0);
 }
 
 static bool expired(const struct held *h)
@@ -380,16 +393,34 @@ static void forget_unstarted(struct cw_worker *w)
 		       "redelivers them", n);
 }
 
+/*
+ * Cold: the children are killed first (no task can finish and ack after its
+ * message went back), then every running task is cancelled as Celery's
+ * cancel_active_requests does.  Returns how many messages went back.
+ */
+static size_t cancel_running(struct cw_worker *w)
+{
+	size_t back = 0;
+	cw_pool_kill(w->pool);
+	for (int i = 0; i < cw_reserve_slots(w->reserve); i++) {
+		struct held *h = cw_reserve_finish(w->reserve, i);
+		if (h && cw_outcome_cancelled(w, h))
+			back++;
+	}
+	return back;
+}
+
 void cw_consumer_stop(struct cw_worker *w, enum cw_phase phase)
 {
-	if (phase == CW_COLD)
-		cw_pool_kill(w->pool);
+	size_t back = phase == CW_COLD ? cancel_running(w) : 0;
 	cw_consumer_update_credit(w);
 	if (w->announced)
 		cw_worker_heartbeat(w, "worker-offline", w->cfg->heartbeat_interval);
 	/* reserved, ETA-held and rate-limited messages go back to the head of their queues */
-	cw_reserve_drain(w->reserve, restore, w);
-	cw_ratelimit_drain(w->ratelimit, true, restore, w);
+	back += cw_reserve_drain(w->reserve, restore, w);
+	back += cw_ratelimit_drain(w->ratelimit, true, restore, w);
+	if (back)
+		cw_log(CW_LOG_WARNING, "worker", "Restoring %zu unacknowledged message(s)", back);
 }
 
 void cw_consumer_on_state(void *arg, bool up)

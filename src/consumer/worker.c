@@ -268,7 +268,12 @@ static int start(struct cw_worker *w)
 	struct cw_shutdown_handler sh = {.begin = on_shutdown, .tasks_running = tasks_running,
 					 .broker_pending = broker_pending,
 					 .child_exited = child_exited, .arg = w};
-	if (!(w->shutdown = cw_shutdown_new(w->loop, &sh, &err))) {
+	struct cw_shutdown_opts so = {.soft_timeout = cfg->soft_shutdown_timeout,
+				      .remap_sigterm = cw_shutdown_remap_sigterm(getenv("REMAP_SIGTERM"))};
+	if (so.remap_sigterm && so.soft_timeout <= 0)
+		cw_log(CW_LOG_WARNING, "worker", "REMAP_SIGTERM=SIGQUIT without "
+		       "worker_soft_shutdown_timeout: SIGTERM cancels running tasks at once");
+	if (!(w->shutdown = cw_shutdown_new(w->loop, &sh, &so, &err))) {
 		cw_log(CW_LOG_ERROR, "worker", "%s", err.msg);
 		return CW_EIO;
 	}
