@@ -43,33 +43,14 @@ static void give_back(struct cw_worker *w, struct held *h)
 	cw_held_release(w, h);
 }
 
-/*
- * Celery's QoS window: concurrency x multiplier unacknowledged messages,
- * raised by one for every ETA-held and rate-limited message, and capped by
- * worker_eta_task_limit (kombu's QoS max_prefetch).  A cap below the plain
- * window never shrinks it: kombu would lower it for good after the first ETA
- * message, which throttles tasks that have no ETA.
- */
-static long prefetch_window(const struct cw_worker *w, size_t extra)
-{
-	long limit = cw_reserve_limit(w->reserve), win = limit + (long)extra;
-	long cap = w->cfg->eta_task_limit;
-	if (cap > 0 && win > (cap > limit ? cap : limit))
-		win = cap > limit ? cap : limit;
-	return win;
-}
-
 void cw_consumer_update_credit(struct cw_worker *w)
 {
 	const struct cw_broker_ops *ops = w->broker->ops;
 	bool running = cw_consumer_running(w);
 	size_t extra = cw_reserve_neta(w->reserve) + cw_ratelimit_waiting(w->ratelimit);
-	long win = prefetch_window(w, extra);
-	/* past the window the broker delivers nothing: the messages stay in their queues */
-	long credit = win - cw_reserve_counted(w->reserve) - (long)extra;
-	ops->set_credit(w->broker, running && credit > 0 ? (int)credit : 0);
+	ops->set_credit(w->broker, running ? cw_reserve_credit(w->reserve, extra) : 0);
 	if (ops->set_prefetch)
-		ops->set_prefetch(w->broker, running ? (int)win : 0);
+		ops->set_prefetch(w->broker, running ? (int)cw_reserve_window(w->reserve, extra) : 0);
 }
 
 static bool expired(const struct held *h)

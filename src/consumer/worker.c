@@ -232,6 +232,7 @@ static int build_parts(struct cw_worker *w)
 	if (!w->pool || !w->reserve || !w->ratelimit)
 		return CW_ENOMEM;
 	cw_reserve_set_limit(w->reserve, (as_max ? as_max : nslots) * (int)cfg->prefetch_multiplier);
+	cw_reserve_set_eta_cap(w->reserve, cfg->eta_task_limit);
 	cw_pool_set_recycling(w->pool, cfg->max_tasks_per_child, cfg->max_memory_per_child);
 	w->timelimit = cw_timelimit_new(w->loop, w->pool, w->metrics, w->reserve,
 					solo ? 0 : cfg->child_memory_limit);
