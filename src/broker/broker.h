@@ -67,6 +67,8 @@ struct cw_broker_opts {
 	int heartbeat;                /* seconds; 0 = none */
 	double connect_timeout;       /* seconds */
 	int max_priority;             /* task_queue_max_priority; 0 = none */
+	/* Redis sentinel://: broker_transport_options.master_name */
+	const char *master_name;
 };
 
 struct cw_broker_ops {
