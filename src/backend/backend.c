@@ -16,6 +16,8 @@
 #include "util/url.h"
 
 extern const struct cw_backend_ops cw_redis_backend_ops;
+extern const struct cw_backend_ops cw_rediss_backend_ops;
+extern const struct cw_backend_ops cw_sentinel_backend_ops;
 #ifdef CW_HAVE_POSTGRES
 extern const struct cw_backend_ops cw_postgres_backend_ops;
 #endif
@@ -25,6 +27,8 @@ extern const struct cw_backend_ops cw_rpc_backend_ops;
 
 static const struct cw_backend_ops *const backends[] = {
 	&cw_redis_backend_ops,
+	&cw_rediss_backend_ops,
+	&cw_sentinel_backend_ops,
 #ifdef CW_HAVE_POSTGRES
 	&cw_postgres_backend_ops,
 #endif

@@ -29,6 +29,9 @@ struct cw_backend_opts {
 	const char *broker_url;
 	const char *ssl_ca, *ssl_cert, *ssl_key;
 	bool ssl, ssl_verify;
+	/* Redis backend: redis_backend_use_ssl (NULL = unset) and sentinel:// master_name */
+	const char *redis_ssl_ca, *redis_ssl_cert, *redis_ssl_key, *redis_ssl_reqs;
+	const char *master_name;
 };
 
 /* Where a backend's server listens, for the master's non-blocking health probe. */

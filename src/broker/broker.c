@@ -91,8 +91,11 @@ int cw_broker_check_url(const char *url, struct cw_error *err)
 {
 	struct cw_url u;
 	const struct cw_broker_ops *ops = NULL;
+	char first[2048];
 
-	if (cw_url_parse(url, &u, err) == CW_OK)
+	/* a list (sentinel://a;sentinel://b) is its transport's to check: its first URL picks it */
+	snprintf(first, sizeof(first), "%.*s", (int)strcspn(url, ";?"), url);
+	if (cw_url_parse(first, &u, err) == CW_OK)
 		ops = find(u.scheme, strlen(u.scheme));
 	if (!ops || ops->listed == 0) {
 		char red[512], speaks[256];

@@ -81,6 +81,8 @@ struct cw_broker_opts {
 	int nqueue_decls;
 	bool control_exclusive;       /* control_queue_exclusive */
 	const char *failover_strategy; /* url is "a;b;...": "round-robin" (NULL) | "shuffle" */
+	/* Redis sentinel://: broker_transport_options.master_name */
+	const char *master_name;
 };
 
 struct cw_broker_ops {

@@ -197,6 +197,12 @@ static void on_brpop(redisAsyncContext *ac, void *r, void *priv)
 		deliver(b, reply->element[0]->str, reply->element[1]->str, reply->element[1]->len);
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		cw_log(CW_LOG_ERROR, "broker", "BRPOP failed: %s", reply->str);
+		if (b->sentinel && (!strncmp(reply->str, "READONLY", 8) ||
+				    !strncmp(reply->str, "UNBLOCKED", 9))) {
+			/* the master was demoted under us: ask the sentinels for the new one */
+			b->blk.ops->disconnect(&b->blk);
+			return;
+		}
 	}
 	rb_fetch(b);
 }
@@ -227,7 +233,7 @@ void rb_fetch(struct redis_broker *b)
 			k++;
 		}
 	argv[argc - 1] = BRPOP_TIMEOUT;
-	if (redisAsyncCommandArgv(b->blk.ac, on_brpop, b, argc, argv, NULL) == REDIS_OK)
+	if (b->blk.ops->command(&b->blk, on_brpop, b, argc, argv, NULL) == CW_OK)
 		b->brpop_inflight = true;
 out:
 	if (keys)
@@ -240,19 +246,48 @@ out:
 /* ---- vtable --------------------------------------------------------------- */
 
 static void rb_close(struct cw_broker *base);
+/* rediss:// (or sentinel:// with broker_use_ssl): the TLS link; else hiredis's. */
+static int choose_link(struct redis_broker *b, const struct cw_redis_url *ru,
+		       const struct cw_broker_opts *o, struct cw_error *err)
+{
+	struct cw_tls_opts t;
+
+	b->link = &rb_hiredis_link;
+	if (!ru->tls && !(ru->nsentinels && o->ssl))
+		return CW_OK;
+	if (cw_redis_url_tls(ru, o->ssl_ca, o->ssl_cert, o->ssl_key, o->ssl_verify ? NULL : "none",
+			     &t, err) != CW_OK)
+		return CW_EINVAL;
+	if (!(b->tls = cw_tls_ctx_new(&t, err)))
+		return CW_EINVAL;
+	b->link = &rb_tls_link;
+	return CW_OK;
+}
 
 static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_opts *o,
 				 const struct cw_broker_handler *h, struct cw_error *err)
 {
 	struct redis_broker *b = calloc(1, sizeof(*b));
-	if (!b) {
+	struct cw_redis_url *ru = calloc(1, sizeof(*ru));
+	if (!b || !ru) {
+		free(b);
+		free(ru);
 		cw_error_set(err, CW_ENOMEM, "out of memory");
 		return NULL;
 	}
-	if (cw_url_parse(o->url, &b->url, err) != CW_OK) {
+	int rc = cw_redis_url_parse(o->url, ru, err);
+	if (rc == CW_ENOTFOUND)
+		cw_error_set(err, CW_EINVAL, "not a Redis URL");
+	if (rc != CW_OK || choose_link(b, ru, o, err) != CW_OK ||
+	    (ru->nsentinels && rb_sentinel_init(b, ru, o->master_name, err) != CW_OK)) {
+		if (b->tls)
+			SSL_CTX_free(b->tls);
+		free(ru);
 		free(b);
 		return NULL;
 	}
+	b->url = ru->url;
+	free(ru);
 	cw_url_redact(o->url, b->redacted, sizeof(b->redacted));
 	b->loop = loop;
 	b->h = *h;
@@ -262,15 +297,18 @@ static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_op
 		snprintf(b->nodename, sizeof(b->nodename), "%s", o->nodename);
 	b->queues = calloc((size_t)o->nqueues, sizeof(char *));
 	if (!b->queues) {
+		rb_sentinel_free(b);
+		if (b->tls)
+			SSL_CTX_free(b->tls);
 		free(b);
 		return NULL;
 	}
 	for (int i = 0; i < o->nqueues; i++)
 		b->queues[i] = strdup(o->queues[i]);
 	b->nqueues = o->nqueues;
-	b->blk = (struct rconn){.b = b, .name = "consumer"};
-	b->cmd = (struct rconn){.b = b, .name = "commands"};
-	b->sub = (struct rconn){.b = b, .name = "broadcast"};
+	b->blk = (struct rconn){.b = b, .name = "consumer", .ops = b->link};
+	b->cmd = (struct rconn){.b = b, .name = "commands", .ops = b->link};
+	b->sub = (struct rconn){.b = b, .name = "broadcast", .ops = b->link};
 	for (const char *const *x = o->broadcast; h->on_broadcast && x && *x; x++)
 		b->nbroadcast++;
 	b->broadcast = calloc((size_t)b->nbroadcast + 1, sizeof(char *));
@@ -289,6 +327,24 @@ static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_op
 		return NULL;
 	}
 	return &b->base;
+}
+
+/* --broker: a Redis URL's own checks (sentinel lists, ssl_cert_reqs). */
+static int rb_check_url(const char *url, struct cw_error *err)
+{
+	struct cw_redis_url *ru = calloc(1, sizeof(*ru));
+	struct cw_tls_opts t;
+	int rc = CW_ENOMEM;
+
+	if (!ru) {
+		cw_error_set(err, CW_ENOMEM, "out of memory");
+		return rc;
+	}
+	rc = cw_redis_url_parse(url, ru, err);
+	if (rc == CW_OK && ru->tls)
+		rc = cw_redis_url_tls(ru, NULL, NULL, NULL, NULL, &t, err);
+	free(ru);
+	return rc == CW_OK ? CW_OK : CW_EINVAL;
 }
 
 static void rb_set_credit(struct cw_broker *base, int n)
@@ -457,6 +513,7 @@ static const char lua_depth[] =
 	"local n = 0 for _, k in ipairs(KEYS) do n = n + redis.call('LLEN', k) end return n";
 
 struct depth_req {
+	struct redis_broker *b;
 	void (*cb)(void *arg, const char *queue, long depth);
 	void *arg;
 	char queue[];
@@ -466,8 +523,8 @@ static void on_depth(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct depth_req *q = priv;
 	redisReply *reply = r;
-	struct rconn *c = ac->data;
-	if (reply && reply->type == REDIS_REPLY_INTEGER && c && !c->b->closing)
+	(void)ac;
+	if (reply && reply->type == REDIS_REPLY_INTEGER && !q->b->closing)
 		q->cb(q->arg, q->queue, (long)reply->integer);
 	free(q);
 }
@@ -476,7 +533,7 @@ static void rb_queue_depth(struct cw_broker *base, const char *queue,
 			   void (*cb)(void *arg, const char *queue, long depth), void *arg)
 {
 	struct redis_broker *b = (struct redis_broker *)base;
-	if (!b->cmd.up || !b->cmd.ac)
+	if (!b->cmd.up || !b->cmd.link)
 		return;
 	size_t n = strlen(queue) + 8;
 	struct depth_req *q = malloc(sizeof(*q) + n);
@@ -486,6 +543,7 @@ static void rb_queue_depth(struct cw_broker *base, const char *queue,
 		free(q);
 		return;
 	}
+	q->b = b;
 	q->cb = cb;
 	q->arg = arg;
 	memcpy(q->queue, queue, n - 7);
@@ -500,7 +558,7 @@ static void rb_queue_depth(struct cw_broker *base, const char *queue,
 			snprintf(keys[p], sizeof(keys[p]), "%s", queue);
 		argv[3 + p] = keys[p];
 	}
-	if (redisAsyncCommandArgv(b->cmd.ac, on_depth, q, 3 + NPRI, argv, NULL) != REDIS_OK)
+	if (b->cmd.ops->command(&b->cmd, on_depth, q, 3 + NPRI, argv, NULL) != CW_OK)
 		free(q);
 }
 
@@ -522,12 +580,9 @@ static void rb_close(struct cw_broker *base)
 	for (int i = 0; i < 3; i++) {
 		if (cs[i]->retry_timer)
 			cw_loop_timer_cancel(b->loop, cs[i]->retry_timer);
-		if (cs[i]->ac) {
-			redisAsyncContext *ac = cs[i]->ac;
-			cs[i]->ac = NULL;
-			redisAsyncFree(ac);
-		}
+		cs[i]->ops->free(cs[i]);
 	}
+	rb_sentinel_free(b);
 	while (b->head) {
 		struct rcmd *q = b->head;
 		b->head = q->next;
@@ -541,6 +596,8 @@ static void rb_close(struct cw_broker *base)
 	for (int i = 0; b->broadcast && i < b->nbroadcast; i++)
 		free(b->broadcast[i]);
 	free(b->broadcast);
+	if (b->tls)
+		SSL_CTX_free(b->tls);
 	free(b);
 }
 
@@ -556,18 +613,21 @@ static json_t *rb_info(struct cw_broker *base)
 	return json_pack("{s:s,s:o,s:s,s:i,s:b,s:b,s:s,s:f,s:o,s:n,s:n,s:f,s:s,s:[]}", "hostname",
 			 u->host[0] ? u->host : "127.0.0.1", "userid",
 			 u->user[0] ? json_string(u->user) : json_null(), "virtual_host", vhost,
-			 "port", u->port ? u->port : 6379, "insist", 0, "ssl", 0, "transport",
-			 "redis", "connect_timeout", 4.0, "transport_options", topts,
+			 "port", u->port ? u->port : 6379, "insist", 0, "ssl", b->tls != NULL,
+			 "transport", b->sentinel ? "sentinel" : "redis", "connect_timeout", 4.0,
+			 "transport_options", topts,
 			 "login_method", "uri_prefix", "heartbeat", 120.0, "failover_strategy",
 			 "round-robin", "alternates");
 }
 
-static const char *const rb_schemes[] = {"redis", NULL};
+/* only redis:// is named in refusals; rediss:// and sentinel:// are its variants */
+static const char *const rb_schemes[] = {"redis", "rediss", "sentinel", NULL};
 
 const struct cw_broker_ops cw_redis_broker_ops = {
 	.scheme = "redis",
 	.url_schemes = rb_schemes,
 	.listed = 1,
+	.check_url = rb_check_url,
 	.info = rb_info,
 	.open = rb_open,
 	.set_credit = rb_set_credit,

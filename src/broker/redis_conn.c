@@ -1,8 +1,9 @@
 /*
- * Redis transport, connections: the hiredis <-> cw_loop adapter, connecting
- * with AUTH / SELECT and reconnecting with backoff, the broadcast
- * subscription, and the ordered command queue that re-sends what a lost
- * connection did not answer (so an ack or a restore survives a restart).
+ * Redis transport, connections: connecting (through the link the URL asks
+ * for: redis_link.c or redis_tls.c) with AUTH / SELECT and reconnecting with
+ * backoff, the broadcast subscription, and the ordered command queue that
+ * re-sends what a lost connection did not answer (so an ack or a restore
+ * survives a restart).
  */
 #include <math.h>
 #include <stdio.h>
@@ -14,39 +15,6 @@
 #include "util/log.h"
 
 static void flush_cmds(struct redis_broker *b);
-
-/* ---- hiredis <-> cw_loop adapter --------------------------------------- */
-
-static void on_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
-{
-	struct rconn *c = arg;
-	(void)loop;
-	(void)fd;
-	if ((ev & CW_READ) && c->ac)
-		redisAsyncHandleRead(c->ac);
-	if ((ev & CW_WRITE) && c->ac)
-		redisAsyncHandleWrite(c->ac);
-}
-
-static void set_mask(struct rconn *c, unsigned m)
-{
-	if (m == c->mask)
-		return;
-	c->mask = m;
-	cw_loop_watch(c->b->loop, c->fd, m, on_io, c);
-}
-
-static void ev_add_read(void *p) { struct rconn *c = p; set_mask(c, c->mask | CW_READ); }
-static void ev_del_read(void *p) { struct rconn *c = p; set_mask(c, c->mask & ~CW_READ); }
-static void ev_add_write(void *p) { struct rconn *c = p; set_mask(c, c->mask | CW_WRITE); }
-static void ev_del_write(void *p) { struct rconn *c = p; set_mask(c, c->mask & ~CW_WRITE); }
-static void ev_cleanup(void *p)
-{
-	struct rconn *c = p;
-	/* forget the fd outright: hiredis closes it next, and the number gets reused */
-	cw_loop_watch(c->b->loop, c->fd, 0, NULL, NULL);
-	c->mask = 0;
-}
 
 /* ---- connection management --------------------------------------------- */
 
@@ -81,6 +49,7 @@ void rb_conn_recheck(struct redis_broker *b)
 			cs[i]->retry_lost = false;
 			rb_conn_start(b, cs[i]);
 		}
+	rb_sentinel_recheck(b);
 }
 
 static void state_changed(struct redis_broker *b)
@@ -95,33 +64,53 @@ static void state_changed(struct redis_broker *b)
 		b->h.on_state(b->h.arg, up);
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
+void rb_conn_lost(struct rconn *c, const char *why)
 {
-	struct rconn *c = ac->data;
-	(void)status;
-	c->ac = NULL; /* hiredis frees it; its cleanup hook unwatches the fd */
+	struct redis_broker *b = c->b;
 	bool was = c->up;
+
+	c->link = NULL;
 	c->up = false;
-	if (c == &c->b->blk)
-		c->b->brpop_inflight = false;
-	if (c->b->closing)
+	if (b->closing)
 		return;
+	if (b->sentinel && c == &b->sentinel->conn) {
+		rb_sentinel_conn_gone(b, why);
+		return;
+	}
+	if (c == &b->blk)
+		b->brpop_inflight = false;
 	if (was)
 		cw_log(CW_LOG_WARNING, "broker", "Connection to broker lost (%s): %s; reconnecting",
-		       c->name, ac->errstr[0] ? ac->errstr : "closed");
-	state_changed(c->b);
+		       c->name, why && why[0] ? why : "closed");
+	if (b->sentinel)
+		rb_sentinel_stale(b);
+	state_changed(b);
 	schedule_retry(c);
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
+void rb_conn_failed(struct rconn *c, const char *why)
 {
-	struct rconn *c = ac->data;
-	if (status != REDIS_OK) {
-		/* hiredis frees the context after this callback */
-		cw_log(CW_LOG_DEBUG, "broker", "connect %s failed: %s", c->name, ac->errstr);
-		c->ac = NULL;
-		schedule_retry(c);
+	struct redis_broker *b = c->b;
+
+	c->link = NULL;
+	if (b->closing)
+		return;
+	if (b->sentinel && c == &b->sentinel->conn) {
+		rb_sentinel_conn_gone(b, why);
+		return;
 	}
+	cw_log(CW_LOG_DEBUG, "broker", "connect %s failed: %s", c->name, why);
+	if (b->sentinel)
+		rb_sentinel_stale(b);
+	schedule_retry(c);
+}
+
+/* A command on c's link; hiredis's callback type (see struct rlink_ops). */
+static void conn_cmd(struct rconn *c, redisCallbackFn *fn, void *priv, int argc,
+		     const char **argv)
+{
+	if (c->link)
+		c->ops->command(c, fn, priv, argc, argv, NULL);
 }
 
 static void on_pmessage(redisAsyncContext *ac, void *r, void *priv)
@@ -164,16 +153,24 @@ static void on_ready(redisAsyncContext *ac, void *r, void *priv)
 		return; /* disconnected meanwhile */
 	if (reply->type == REDIS_REPLY_ERROR) {
 		cw_log(CW_LOG_ERROR, "broker", "broker %s refused setup: %s", b->redacted, reply->str);
-		redisAsyncDisconnect(c->ac);
+		c->ops->disconnect(c);
+		return;
+	}
+	if (b->sentinel && c == &b->sentinel->conn) {
+		rb_sentinel_conn_ready(b);
 		return;
 	}
 	c->up = true;
 	c->backoff = 0;
 	if (c == &b->sub) {
 		/* kombu fanout: channel "/<db>.<exchange>" (plus "/<routing key>" when one is set) */
-		for (int i = 0; i < b->nbroadcast; i++)
-			redisAsyncCommand(c->ac, on_pmessage, b, "PSUBSCRIBE /%d.%s /%d.%s/*", b->url.db,
-					  b->broadcast[i], b->url.db, b->broadcast[i]);
+		for (int i = 0; i < b->nbroadcast; i++) {
+			char plain[600], keyed[600];
+			snprintf(plain, sizeof(plain), "/%d.%s", b->url.db, b->broadcast[i]);
+			snprintf(keyed, sizeof(keyed), "/%d.%s/*", b->url.db, b->broadcast[i]);
+			const char *argv[] = {"PSUBSCRIBE", plain, keyed};
+			conn_cmd(c, on_pmessage, b, 3, argv);
+		}
 		return;
 	}
 	if (c == &b->cmd) {
@@ -182,14 +179,15 @@ static void on_ready(redisAsyncContext *ac, void *r, void *priv)
 			char key[600], member[800];
 			snprintf(key, sizeof(key), "_kombu.binding.%s", b->queues[i]);
 			snprintf(member, sizeof(member), "%s" SEP SEP "%s", b->queues[i], b->queues[i]);
-			redisAsyncCommand(c->ac, NULL, NULL, "SADD %s %s", key, member);
+			const char *argv[] = {"SADD", key, member};
+			conn_cmd(c, NULL, NULL, 3, argv);
 		}
 		/* our mailbox, bound to the pidbox fanout as a Python worker's is */
 		if (b->nodename[0]) {
 			char member[800];
 			snprintf(member, sizeof(member), SEP SEP "%s.celery.pidbox", b->nodename);
-			redisAsyncCommand(c->ac, NULL, NULL, "SADD _kombu.binding.celery.pidbox %s",
-					  member);
+			const char *argv[] = {"SADD", "_kombu.binding.celery.pidbox", member};
+			conn_cmd(c, NULL, NULL, 3, argv);
 		}
 		flush_cmds(b);
 	}
@@ -205,49 +203,48 @@ static void on_auth(redisAsyncContext *ac, void *r, void *priv)
 	if (reply && reply->type == REDIS_REPLY_ERROR) {
 		/* the message names no secret; never log the password itself */
 		cw_log(CW_LOG_ERROR, "broker", "authentication to %s failed: %s", c->b->redacted, reply->str);
-		if (c->ac)
-			redisAsyncDisconnect(c->ac);
+		if (c->link)
+			c->ops->disconnect(c);
 	}
+}
+
+int rb_conn_open(struct redis_broker *b, struct rconn *c, const char *host, int port)
+{
+	c->up = false;
+	int rc = c->ops->open(c, host, port);
+	if (rc != CW_OK)
+		return rc;
+	bool to_sentinel = b->sentinel && c == &b->sentinel->conn;
+	if (b->url.password[0] && !to_sentinel) {
+		/* the data connections authenticate; sentinels are asked without (kombu's default) */
+		const char *argv[] = {"AUTH", b->url.user[0] ? b->url.user : b->url.password,
+				      b->url.password};
+		conn_cmd(c, on_auth, c, b->url.user[0] ? 3 : 2, argv);
+	}
+	if (to_sentinel) {
+		const char *argv[] = {"PING"};
+		conn_cmd(c, on_ready, c, 1, argv);
+	} else {
+		char db[16];
+		snprintf(db, sizeof(db), "%d", b->url.db);
+		const char *argv[] = {"SELECT", db};
+		conn_cmd(c, on_ready, c, 2, argv);
+	}
+	return CW_OK;
 }
 
 void rb_conn_start(struct redis_broker *b, struct rconn *c)
 {
-	const char *host = b->url.host[0] ? b->url.host : "127.0.0.1";
-	int port = b->url.port ? b->url.port : 6379;
-
 	if (b->closing)
 		return;
 	c->up = false;
-	c->ac = redisAsyncConnect(host, port);
-	if (!c->ac) {
-		schedule_retry(c);
+	if (b->sentinel) {
+		rb_sentinel_start(b, c); /* ends in rb_conn_open to the master */
 		return;
 	}
-	if (c->ac->err) {
-		cw_log(CW_LOG_DEBUG, "broker", "connect %s: %s", c->name, c->ac->errstr);
-		redisAsyncFree(c->ac);
-		c->ac = NULL;
+	if (rb_conn_open(b, c, b->url.host[0] ? b->url.host : "127.0.0.1",
+			 b->url.port ? b->url.port : 6379) != CW_OK)
 		schedule_retry(c);
-		return;
-	}
-	c->ac->data = c;
-	c->fd = c->ac->c.fd;
-	c->mask = 0;
-	c->ac->ev.data = c;
-	c->ac->ev.addRead = ev_add_read;
-	c->ac->ev.delRead = ev_del_read;
-	c->ac->ev.addWrite = ev_add_write;
-	c->ac->ev.delWrite = ev_del_write;
-	c->ac->ev.cleanup = ev_cleanup;
-	redisAsyncSetConnectCallback(c->ac, on_connect);
-	redisAsyncSetDisconnectCallback(c->ac, on_disconnect);
-	if (b->url.password[0]) {
-		if (b->url.user[0])
-			redisAsyncCommand(c->ac, on_auth, c, "AUTH %s %s", b->url.user, b->url.password);
-		else
-			redisAsyncCommand(c->ac, on_auth, c, "AUTH %s", b->url.password);
-	}
-	redisAsyncCommand(c->ac, on_ready, c, "SELECT %d", b->url.db);
 }
 
 /* ---- ordered, re-sent commands on the command connection ---------------- */
@@ -264,13 +261,20 @@ void rb_rcmd_free(struct rcmd *q)
 static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct rcmd *q = priv;
-	struct redis_broker *b = ac->data ? ((struct rconn *)ac->data)->b : NULL;
+	struct redis_broker *b = q->b;
 	redisReply *reply = r;
+	(void)ac;
 
-	if (!b)
-		return;
 	if (!reply) {
 		q->sent = false; /* lost with the connection: send again later */
+		return;
+	}
+	if (b->sentinel && reply->type == REDIS_REPLY_ERROR && !strncmp(reply->str, "READONLY", 8)) {
+		/* a master turned replica under us: find the new one, send this again there */
+		q->sent = false;
+		cw_log(CW_LOG_WARNING, "broker", "broker %s is a replica now; asking the sentinels",
+		       b->redacted);
+		b->cmd.ops->disconnect(&b->cmd);
 		return;
 	}
 	if (reply->type == REDIS_REPLY_ERROR)
@@ -291,13 +295,13 @@ static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
 
 static void flush_cmds(struct redis_broker *b)
 {
-	if (!b->cmd.up || !b->cmd.ac)
+	if (!b->cmd.up || !b->cmd.link)
 		return;
 	for (struct rcmd *q = b->head; q; q = q->next) {
 		if (q->sent)
 			continue;
-		if (redisAsyncCommandArgv(b->cmd.ac, on_cmd_reply, q, q->argc, (const char **)q->argv,
-					  q->argvlen) == REDIS_OK)
+		if (b->cmd.ops->command(&b->cmd, on_cmd_reply, q, q->argc, (const char **)q->argv,
+					q->argvlen) == CW_OK)
 			q->sent = true;
 	}
 }
@@ -323,6 +327,7 @@ void rb_cmd(struct redis_broker *b, void (*done)(struct redis_broker *, redisRep
 		q->argvlen[i] = n;
 		q->argc = i + 1;
 	}
+	q->b = b;
 	q->done = done;
 	q->arg = arg;
 	q->prev = b->tail;

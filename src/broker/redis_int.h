@@ -1,7 +1,9 @@
 /*
  * Private to the Redis transport (redis.c: fetching and the ops,
  * redis_conn.c: connections and the ordered command queue, redis_scan.c:
- * visibility-timeout restores).  Not for use outside src/broker.
+ * visibility-timeout restores, redis_link.c: the two ways a connection
+ * talks, redis_sentinel.c: finding the master through Sentinel).  Not for
+ * use outside src/broker.
  */
 #ifndef CW_BROKER_REDIS_INT_H
 #define CW_BROKER_REDIS_INT_H
@@ -13,17 +15,44 @@
 #include <hiredis/hiredis.h>
 
 #include "broker/broker.h"
+#include "util/redisurl.h"
+#include "util/tls.h"
 #include "util/url.h"
 
 /* kombu's separator between a queue's name and its priority step, and in binding members */
 #define SEP "\x06\x16"
 
 struct redis_broker;
+struct rconn;
+
+/*
+ * How a connection talks to its server.  Replies reach hiredis's callback
+ * type, redisCallbackFn(ac, reply, priv); callbacks must use only reply and
+ * priv (the TLS link has no redisAsyncContext and passes NULL).  reply is
+ * NULL when the connection goes (or is freed) before the answer came.  A
+ * SUBSCRIBE/PSUBSCRIBE callback receives every later message too.
+ */
+struct rlink_ops {
+	/* Start connecting c to host:port; CW_OK (rb_conn_failed/lost tell what follows). */
+	int (*open)(struct rconn *c, const char *host, int port);
+	/* Queue a command: CW_OK, or an error when the connection cannot take it. */
+	int (*command)(struct rconn *c, redisCallbackFn *fn, void *priv, int argc,
+		       const char **argv, const size_t *lens);
+	/* Close once the replies already asked for are in (then rb_conn_lost). */
+	void (*disconnect)(struct rconn *c);
+	/* Free at once: pending callbacks get NULL, rb_conn_lost is not called. */
+	void (*free)(struct rconn *c);
+};
+
+/* hiredis's async client (redis://, sentinel://) and the OpenSSL link (rediss://). */
+extern const struct rlink_ops rb_hiredis_link;
+extern const struct rlink_ops rb_tls_link;
 
 struct rconn {
 	struct redis_broker *b;
 	const char *name;
-	redisAsyncContext *ac;
+	const struct rlink_ops *ops;
+	void *link;        /* the ops' connection; NULL while there is none */
 	int fd;
 	unsigned mask;
 	bool up;           /* connected, authenticated, database selected */
@@ -34,6 +63,7 @@ struct rconn {
 
 /* A queued command for the command connection. */
 struct rcmd {
+	struct redis_broker *b;
 	struct rcmd *next, *prev;
 	int argc;
 	char **argv;
@@ -43,12 +73,33 @@ struct rcmd {
 	void *arg;
 };
 
+/* sentinel://: where the sentinels are and what they last said. */
+struct rsentinel {
+	struct cw_url *addrs;    /* one per sentinel:// URL of the list */
+	int n;
+	int next;                /* the sentinel to ask next */
+	int asked;               /* sentinels asked in this round */
+	char master_name[256];
+	char host[256];          /* the master's address, as the sentinels gave it */
+	int port;
+	bool fresh;              /* no connection failed since the answer */
+	bool resolving;
+	unsigned waiting;        /* connections to start when the answer comes (bit per rconn) */
+	double backoff;
+	uint64_t retry_timer;
+	bool retry_lost;                /* its retry timer could not be armed */
+	struct rconn conn;       /* to the sentinel being asked */
+};
+
 struct redis_broker {
 	struct cw_broker base;
 	struct cw_loop *loop;
 	struct cw_broker_handler h;
 	struct cw_url url;
 	char redacted[512];
+	const struct rlink_ops *link;   /* for blk, cmd and sub */
+	SSL_CTX *tls;                   /* rediss://: the TLS context, else NULL */
+	struct rsentinel *sentinel;     /* sentinel://: else NULL */
 	char **queues;         /* cycle order; rotated after each delivery */
 	int nqueues;
 	double visibility_timeout;
@@ -72,6 +123,27 @@ struct redis_broker {
 void rb_conn_start(struct redis_broker *b, struct rconn *c);
 /* Reconnect the connections whose reconnect timer could not be armed (periodic guard). */
 void rb_conn_recheck(struct redis_broker *b);
+/* From a link: connecting failed / an established connection went (why may be ""). */
+void rb_conn_failed(struct rconn *c, const char *why);
+void rb_conn_lost(struct rconn *c, const char *why);
+/* hiredis adapter for the loop, used by rb_hiredis_link: watch c->fd for mask. */
+void rb_conn_watch(struct rconn *c, unsigned mask);
+/* Connect c to the server (or the master) now: CW_OK or an error, then retry. */
+int rb_conn_open(struct redis_broker *b, struct rconn *c, const char *host, int port);
+
+/* sentinel://: parse the list; CW_EINVAL with a message. */
+int rb_sentinel_init(struct redis_broker *b, const struct cw_redis_url *u, const char *master_name,
+		     struct cw_error *err);
+/* Start c once the master is known (asking the sentinels when it is not). */
+void rb_sentinel_start(struct redis_broker *b, struct rconn *c);
+/* c failed or was lost: the next start asks the sentinels again. */
+void rb_sentinel_stale(struct redis_broker *b);
+void rb_sentinel_free(struct redis_broker *b);
+/* Ask again when a retry timer could not be armed (from the periodic scan). */
+void rb_sentinel_recheck(struct redis_broker *b);
+/* The sentinel connection's own events (from rb_conn_failed/lost and on_ready). */
+void rb_sentinel_conn_ready(struct redis_broker *b);
+void rb_sentinel_conn_gone(struct redis_broker *b, const char *why);
 /*
  * Queue a command on the command connection, sent in order and re-sent
  * after a reconnect until Redis answers; strings are copied (lens NULL or

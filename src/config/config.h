@@ -101,6 +101,9 @@ struct cw_config {
 	char *task_modules;          /* comma-separated shared objects (--task-module, repeatable) */
 	char *task_modules_dir;      /* every *.so in it is loaded */
 	bool track_started;          /* task_track_started */
+	char *broker_master_name;    /* broker_transport_options.master_name (sentinel://) */
+	char *backend_master_name;   /* result_backend_transport_options.master_name */
+	char *redis_ssl_ca, *redis_ssl_cert, *redis_ssl_key, *redis_ssl_reqs; /* redis_backend_use_ssl */
 
 	struct cw_task_conf *tasks;  /* [task:NAME] sections */
 	int ntasks;

@@ -154,7 +154,12 @@ static int open_backend(struct cw_worker *w, struct cw_error *err)
 				     .broker_url = cfg->broker_url,
 				     .ssl_ca = cfg->broker_ssl_ca, .ssl_cert = cfg->broker_ssl_cert,
 				     .ssl_key = cfg->broker_ssl_key, .ssl = broker_ssl(cfg),
-				     .ssl_verify = strcmp(cfg->broker_ssl_reqs, "CERT_NONE") != 0};
+				     .ssl_verify = strcmp(cfg->broker_ssl_reqs, "CERT_NONE") != 0,
+				     .redis_ssl_ca = cfg->redis_ssl_ca,
+				     .redis_ssl_cert = cfg->redis_ssl_cert,
+				     .redis_ssl_key = cfg->redis_ssl_key,
+				     .redis_ssl_reqs = cfg->redis_ssl_reqs,
+				     .master_name = cfg->backend_master_name};
 	w->backend = cw_backend_open(&bo, err);
 	if (!w->backend && err->msg[0]) {
 		cw_log(CW_LOG_ERROR, "worker", "result backend: %s", err->msg);
@@ -198,7 +203,9 @@ static int open_broker(struct cw_worker *w, const char *redacted)
 				      .queue_passive = cfg->queue_passive,
 				      .queue_decls = decls, .nqueue_decls = cfg->nqueue_confs,
 				      .control_exclusive = cfg->control_exclusive,
-				      .failover_strategy = cfg->failover_strategy};
+				      .failover_strategy = cfg->failover_strategy,
+				      .master_name = cfg->broker_master_name};
+
 	struct cw_broker_handler bh = {.on_delivery = cw_consumer_on_delivery,
 				       .on_state = cw_consumer_on_state,
 				       .on_broadcast = cw_consumer_on_broadcast, .arg = w};
