@@ -346,8 +346,9 @@ def test_progress_seen_by_asyncresult_and_events(mod_worker, app, events):
     seen = []
     deadline = time.monotonic() + 20 * SLOW
     while not r.ready() and time.monotonic() < deadline:
-        if r.state == "PROGRESS":
-            seen.append(dict(r.info))
+        state, info = r.state, r.info   # two reads: the task may end in between
+        if state == "PROGRESS" and isinstance(info, dict):
+            seen.append(info)
         time.sleep(0.05)
     assert r.get(timeout=10) == steps
     assert seen, "AsyncResult never showed PROGRESS"
@@ -367,8 +368,12 @@ def test_progress_seen_by_asyncresult_and_events(mod_worker, app, events):
 
 def test_custom_state(mod_worker, app, events):
     r = app.send_task("testmod.stage", args=["thumbnails"])
-    wait_for(lambda: r.state == "STAGED", 10, what="STAGED in the result backend")
-    assert r.info["stage"] == "thumbnails" and r.info["pid"] in mod_worker.children()
+
+    def staged():
+        state, info = r.state, r.info
+        return state == "STAGED" and isinstance(info, dict) and info
+    info = wait_for(staged, 10, what="STAGED in the result backend")
+    assert info["stage"] == "thumbnails" and info["pid"] in mod_worker.children()
     assert r.get(timeout=10) is True
     wait_for(lambda: [e for e in events.of_type("task-staged") if e.get("uuid") == r.id], 10,
              what="task-staged event")
@@ -381,6 +386,7 @@ def test_crash_costs_the_task_only(mod_worker, app):
         app.send_task("testmod.crash").get(timeout=30)
     assert type(ei.value).__name__ == "WorkerLostError", f"{type(ei.value).__name__}: {ei.value}"
     assert mod_worker.alive()
+    assert "exited with 'signal 11 (SEGV)'" in mod_worker.log()
     after = set(wait_for(lambda: len(mod_worker.children()) == 2 and mod_worker.children(), 10,
                          what="the pool back to 2 children"))
     assert len(before & after) == 1, (before, after)

@@ -60,8 +60,10 @@ def all_at_once(app, sources, as_json, timeout):
     r = app.send_task("probe.stat_many", args=[sources])
     deadline = time.monotonic() + timeout
     while not r.ready() and time.monotonic() < deadline:
-        if r.state == "PROGRESS":
-            print(f"progress: {r.info['current']}/{r.info['total']}", file=sys.stderr)
+        # two reads of the backend: the task may have ended in between (info is the result)
+        state, info = r.state, r.info
+        if state == "PROGRESS" and isinstance(info, dict):
+            print(f"progress: {info['current']}/{info['total']}", file=sys.stderr)
         time.sleep(0.2)
     try:
         results = r.get(timeout=max(deadline - time.monotonic(), 1))
