@@ -14,8 +14,12 @@
 
 #include <cworker/module.h>
 
-static char *greeting;      /* [module:testmod] greeting, copied in configure */
-static char *exit_marker;   /* [module:testmod] exit_marker: a file exit() appends to */
+/*
+ * Settings copied in configure.  Static buffers, not strdup(): configure runs in
+ * the master, where no hook runs at the end to free them.
+ */
+static char greeting[256];      /* [module:testmod] greeting */
+static char exit_marker[4096];  /* [module:testmod] exit_marker: a file exit() appends to */
 static pid_t init_pid;      /* the process init() last ran in */
 
 static void sleep_ms(long ms)
@@ -193,7 +197,7 @@ static enum cw_task_status t_whoami(struct cw_task_ctx *ctx, json_t *args, json_
 	*result = json_pack("{s:s,s:s,s:I,s:s,s:i,s:i,s:s?}", "id", cw_task_id(ctx), "name",
 			    cw_task_name(ctx), "retries", (json_int_t)cw_task_retries(ctx),
 			    "hostname", cw_task_hostname(ctx), "pid", (int)getpid(), "init_pid",
-			    (int)init_pid, "greeting", greeting);
+			    (int)init_pid, "greeting", greeting[0] ? greeting : NULL);
 	cw_log(CW_LOG_INFO, "testmod", "whoami ran in %d", (int)getpid());
 	cw_task_count(ctx, "testmod_calls", 1);
 	return CW_TASK_SUCCESS;
@@ -207,8 +211,12 @@ static int tm_configure(const struct cw_settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "asked to fail: %s", fail);
 		return -1;
 	}
-	greeting = g ? strdup(g) : NULL;
-	exit_marker = m ? strdup(m) : NULL;
+	if ((g && strlen(g) >= sizeof(greeting)) || (m && strlen(m) >= sizeof(exit_marker))) {
+		snprintf(err, errlen, "greeting or exit_marker too long");
+		return -1;
+	}
+	snprintf(greeting, sizeof(greeting), "%s", g ? g : "");
+	snprintf(exit_marker, sizeof(exit_marker), "%s", m ? m : "");
 	return 0;
 }
 
@@ -220,7 +228,7 @@ static int tm_init(void)
 
 static void tm_exit(void)
 {
-	FILE *f = exit_marker ? fopen(exit_marker, "a") : NULL;
+	FILE *f = exit_marker[0] ? fopen(exit_marker, "a") : NULL;
 	if (f) {
 		fprintf(f, "exit %d\n", (int)getpid());
 		fclose(f);

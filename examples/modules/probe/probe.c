@@ -25,7 +25,11 @@
 
 #define COMPONENT "probe"
 
-static char *magic_db;   /* from configure (master); NULL = the system database */
+/*
+ * From configure, in the master; "" = the system database.  A static buffer
+ * rather than strdup(): no hook runs in the master at the end to free it.
+ */
+static char magic_db[4096];
 static magic_t cookie;     /* one per process, from init */
 
 /* Lowercase hex SHA-256 of data into hex (65 bytes); 0 or -1. */
@@ -142,12 +146,11 @@ static int probe_configure(const struct cw_settings *s, char *err, size_t errlen
 {
 	const char *path = cw_setting(s, "magic_file");
 
-	free(magic_db);
-	magic_db = NULL;
-	if (path && *path && !(magic_db = strdup(path))) {
-		snprintf(err, errlen, "out of memory");
+	if (path && strlen(path) >= sizeof(magic_db)) {
+		snprintf(err, errlen, "magic_file: path too long");
 		return -1;
 	}
+	snprintf(magic_db, sizeof(magic_db), "%s", path ? path : "");
 	return 0;
 }
 
@@ -159,9 +162,9 @@ static int probe_init(void)
 		cw_log(CW_LOG_ERROR, COMPONENT, "magic_open failed");
 		return -1;
 	}
-	if (magic_load(cookie, magic_db) != 0) {
+	if (magic_load(cookie, magic_db[0] ? magic_db : NULL) != 0) {
 		cw_log(CW_LOG_ERROR, COMPONENT, "cannot load the magic database %s: %s",
-		       magic_db ? magic_db : "(system)", magic_error(cookie));
+		       magic_db[0] ? magic_db : "(system)", magic_error(cookie));
 		magic_close(cookie);
 		cookie = NULL;
 		return -1;
@@ -174,8 +177,6 @@ static void probe_exit(void)
 	if (cookie)
 		magic_close(cookie);
 	cookie = NULL;
-	free(magic_db);
-	magic_db = NULL;
 }
 
 static const struct cw_param p_stat[] = {{"source", 0}, {NULL, 0}};
