@@ -1,5 +1,10 @@
+/*
+ * Opening an AMQP connection (rabbitmq-c): URL -> target, then socket, TLS
+ * (with IP-address certificates verified by OpenSSL), timeouts and login.
+ */
 #include "broker/amqp_conn.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +12,8 @@
 
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 static struct timeval tv_of(double s)
 {
@@ -36,10 +43,40 @@ static void vhost_of(const char *path, char *out, size_t outsz)
 		snprintf(out, outsz, "/");
 }
 
+/* An IPv4 or IPv6 address literal (the URL parser has removed IPv6 brackets). */
+static bool ip_literal(const char *host)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/*
+ * rabbitmq-c matches the host against the certificate's DNS names only, so
+ * a broker addressed by IP (amqps://10.0.0.5) could never be verified.  For
+ * an IP literal its name check is off and OpenSSL checks the IP SAN instead,
+ * as part of the chain verification rabbitmq-c enforces (verify_peer): the
+ * socket's SSL_CTX parameters are copied into the SSL it creates.  DNS
+ * names keep rabbitmq-c's own check.
+ */
+static int verify_ip(amqp_socket_t *s, const char *host)
+{
+	SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
+	X509_VERIFY_PARAM *param = ctx ? SSL_CTX_get0_param(ctx) : NULL;
+	if (!param || X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1)
+		return -1;
+	amqp_ssl_socket_set_verify_hostname(s, 0);
+	return 0;
+}
+
 int cw_amqp_target_parse(const char *url, bool force_tls, struct cw_amqp_target *t,
 			 struct cw_error *err)
 {
+	char first[1024];
+
 	memset(t, 0, sizeof(*t));
+	/* a URL list (amqp://a;amqp://b): its first URL (the transport splits lists itself) */
+	snprintf(first, sizeof(first), "%.*s", (int)strcspn(url, ";"), url);
+	url = first;
 	if (cw_url_parse(url, &t->url, err) != CW_OK)
 		return CW_EINVAL;
 	if (strcmp(t->url.scheme, "amqp") && strcmp(t->url.scheme, "amqps") &&
@@ -80,6 +117,11 @@ amqp_connection_state_t cw_amqp_connect(const struct cw_amqp_target *t, int fram
 	if (t->tls) {
 		amqp_ssl_socket_set_verify_peer(s, t->verify);
 		amqp_ssl_socket_set_verify_hostname(s, t->verify);
+		if (t->verify && ip_literal(t->url.host) && verify_ip(s, t->url.host)) {
+			cw_error_set(err, CW_EINVAL, "cannot set up verification of IP address %s",
+				     t->url.host);
+			goto fail;
+		}
 		if (t->ca && amqp_ssl_socket_set_cacert(s, t->ca) != AMQP_STATUS_OK) {
 			cw_error_set(err, CW_EINVAL, "cannot load CA certificates from %s", t->ca);
 			goto fail;

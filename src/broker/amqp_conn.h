@@ -24,14 +24,15 @@ struct cw_amqp_target {
 };
 
 /*
- * amqp://, amqps:// or pyamqp:// URL into *t (TLS from amqps:// or force_tls;
+ * amqp://, amqps:// or pyamqp:// URL into *t (of a list "a;b", the first) (TLS from amqps:// or force_tls;
  * verify on, no files, heartbeat 0, 4 s timeout: the caller adjusts).
  */
 int cw_amqp_target_parse(const char *url, bool force_tls, struct cw_amqp_target *t,
 			 struct cw_error *err) CW_MUST_CHECK;
 
 /*
- * A logged-in connection, or NULL with *err: CW_EIO when the broker cannot be
+ * A logged-in connection, or NULL with *err (TLS: the certificate is checked
+ * against the host name, or for an IP literal against its IP addresses): CW_EIO when the broker cannot be
  * reached (worth retrying quietly), CW_EINVAL for unusable TLS files,
  * CW_EPROTO when the broker refused the login.
  */

@@ -83,6 +83,22 @@ void ab_reject_tag(struct amqp_broker *b, uint64_t dtag, bool requeue)
 		ab_conn_lost(b, "cannot send basic.reject");
 }
 
+/*
+ * How many times this message was delivered: a quorum queue counts failed
+ * deliveries in x-delivery-count (absent the first time), so a message
+ * requeued many times is recognised; classic queues only have the
+ * redelivered flag.
+ */
+static long deliveries(const struct inmsg *m, const struct cw_envelope *env)
+{
+	json_t *n = json_object_get(env->headers, "x-delivery-count");
+	long seen = m->redelivered ? 2 : 1;
+	if (json_is_integer(n) && json_integer_value(n) >= 0 &&
+	    json_integer_value(n) < 1000000000 && json_integer_value(n) + 1 > seen)
+		seen = (long)json_integer_value(n) + 1;
+	return seen;
+}
+
 /* A whole message is here: turn it into a kombu envelope and hand it over. */
 static void in_complete(struct amqp_broker *b)
 {
@@ -150,7 +166,7 @@ static void in_complete(struct amqp_broker *b)
 	d->raw = text;
 	d->raw_len = tlen;
 	text = NULL;
-	d->deliveries = m->redelivered ? 2 : 1;
+	d->deliveries = deliveries(m, &d->env);
 	ab_in_reset(m);
 	b->h.on_delivery(b->h.arg, d);
 	return;
@@ -315,7 +331,10 @@ void ab_pump(struct amqp_broker *b)
 		}
 		on_frame(b, &f);
 	}
-	if (b->conn && !b->pump_timer)
-		b->pump_timer = cw_loop_timer(b->loop, 0, pump_later, b);
+	/* more frames may wait in rabbitmq-c's buffer, where epoll cannot see them */
+	if (b->conn && !b->pump_timer &&
+	    !(b->pump_timer = cw_loop_timer(b->loop, 0, pump_later, b)))
+		cw_log(CW_LOG_ERROR, "broker", "cannot arm a timer (out of memory): buffered frames "
+		       "wait for new data or the next heartbeat tick");
 }
 

@@ -65,7 +65,11 @@ static int publish_env(struct amqp_broker *b, const char *exchange, const char *
 static int publish_task(struct amqp_broker *b, const char *queue, int priority, const char *raw,
 			size_t len)
 {
-	if (ab_declare_task_queue(b, queue))
+	int rc = ab_declare_task_queue(b, queue);
+	if (rc == AB_REFUSED)
+		cw_log(CW_LOG_ERROR, "broker", "not publishing to %s: its declaration was refused "
+		       "(see above); message dropped", queue);
+	if (rc)
 		return b->conn ? 0 : -1; /* refused (logged); dropped, as kombu raises */
 	return publish_env(b, "", queue, raw, len, priority, 2);
 }

@@ -53,6 +53,13 @@ struct cw_broker_handler {
 	void *arg;
 };
 
+/* How one queue is declared (AMQP): a [queue:NAME] section's lines, typed by the transport. */
+struct cw_queue_decl {
+	const char *name;
+	char *const *keys, *const *vals; /* "passive" or x- arguments, n of them */
+	int n;
+};
+
 struct cw_broker_opts {
 	const char *url;
 	char **queues;
@@ -67,6 +74,13 @@ struct cw_broker_opts {
 	int heartbeat;                /* seconds; 0 = none */
 	double connect_timeout;       /* seconds */
 	int max_priority;             /* task_queue_max_priority; 0 = none */
+	/* AMQP: how queues are declared, the pidbox queue, URL lists */
+	const char *queue_type;       /* task_default_queue_type: "classic" (NULL) | "quorum" */
+	bool queue_passive;           /* worker_queue_passive: passive declares, any arguments */
+	const struct cw_queue_decl *queue_decls; /* per-queue declarations, nqueue_decls of them */
+	int nqueue_decls;
+	bool control_exclusive;       /* control_queue_exclusive */
+	const char *failover_strategy; /* url is "a;b;...": "round-robin" (NULL) | "shuffle" */
 };
 
 struct cw_broker_ops {

@@ -2,7 +2,9 @@
  * null:// — the in-memory test transport (see null.h).  Everything happens
  * in this process: queues are singly linked lists of raw envelopes, and a
  * zero-delay loop timer hands messages out while there is credit, so the
- * consumer sees the same re-entrancy rules as with a real broker.
+ * consumer sees the same re-entrancy rules as with a real broker.  A
+ * periodic guard timer, armed at open, dispatches when arming that
+ * zero-delay timer failed, so deliveries never stall for want of memory.
  */
 #include "broker/null.h"
 
@@ -38,9 +40,11 @@ struct null_broker {
 	int nconsumed;
 	int credit;
 	uint64_t timer;
+	uint64_t guard;         /* periodic: dispatches when arming `timer` failed */
+	bool stalled;           /* arming `timer` failed: the guard dispatches */
 	unsigned long seq;      /* delivery tags */
 	bool up;
-	bool dispatching;       /* inside on_tick: a close waits for it to return */
+	bool dispatching;       /* inside dispatch: a close waits for it to return */
 	bool closing;
 	struct cw_null_counts counts;
 };
@@ -62,6 +66,8 @@ static struct nqueue *queue_get(struct null_broker *b, const char *name, bool cr
 	return q;
 }
 
+#define NULL_GUARD_EVERY 1.0
+
 static struct nmsg *msg_new(const char *raw, size_t len, long deliveries)
 {
 	struct nmsg *m = calloc(1, sizeof(*m));
@@ -81,8 +87,14 @@ static void on_tick(struct cw_loop *loop, void *arg);
 /* Deliveries always start from the loop, never from the caller's stack. */
 static void schedule(struct null_broker *b)
 {
-	if (!b->timer && !b->closing)
-		b->timer = cw_loop_timer(b->loop, 0, on_tick, b);
+	if (b->timer || b->closing)
+		return;
+	b->timer = cw_loop_timer(b->loop, 0, on_tick, b);
+	if (!b->timer && !b->stalled) {
+		b->stalled = true;
+		cw_log(CW_LOG_ERROR, "broker", "null: cannot arm the delivery timer (out of memory): "
+		       "deliveries wait up to %.0f s for the guard", NULL_GUARD_EVERY);
+	}
 }
 
 /* Add m to queue name, at the head or the tail. */
@@ -158,14 +170,13 @@ static struct cw_delivery *delivery_of(struct null_broker *b, struct nmsg *m, co
 
 static void nb_free(struct null_broker *b);
 
-static void on_tick(struct cw_loop *loop, void *arg)
+/* Hand out messages while there is credit; runs from the loop only. */
+static void dispatch(struct null_broker *b)
 {
-	struct null_broker *b = arg;
 	const char *queue;
 	struct nmsg *m;
-	(void)loop;
 
-	b->timer = 0;
+	b->stalled = false;
 	b->dispatching = true;
 	if (!b->up) {
 		b->up = true;
@@ -187,6 +198,22 @@ static void on_tick(struct cw_loop *loop, void *arg)
 		nb_free(b);
 }
 
+static void on_tick(struct cw_loop *loop, void *arg)
+{
+	struct null_broker *b = arg;
+	(void)loop;
+	b->timer = 0;
+	dispatch(b);
+}
+
+static void on_guard(struct cw_loop *loop, void *arg)
+{
+	struct null_broker *b = arg;
+	(void)loop;
+	if (b->stalled && !b->timer)
+		dispatch(b);
+}
+
 /* ---- ops ---------------------------------------------------------------- */
 
 static struct cw_broker *nb_open(struct cw_loop *loop, const struct cw_broker_opts *o,
@@ -206,13 +233,17 @@ static struct cw_broker *nb_open(struct cw_loop *loop, const struct cw_broker_op
 	for (; b->nconsumed < o->nqueues; b->nconsumed++)
 		if (!(b->consumed[b->nconsumed] = strdup(o->queues[b->nconsumed])))
 			goto nomem;
+	b->guard = cw_loop_every(loop, NULL_GUARD_EVERY, on_guard, b);
 	b->timer = cw_loop_timer(loop, 0, on_tick, b); /* on_state(up) */
-	if (!b->timer)
+	if (!b->guard || !b->timer)
 		goto nomem;
 	return &b->base;
 nomem:
-	if (b)
+	if (b) {
+		cw_loop_timer_cancel(loop, b->guard);
+		cw_loop_timer_cancel(loop, b->timer);
 		nb_free(b);
+	}
 	cw_error_set(err, CW_ENOMEM, "out of memory");
 	return NULL;
 }
@@ -369,9 +400,10 @@ static void nb_close(struct cw_broker *base)
 		return;
 	if (b->timer)
 		cw_loop_timer_cancel(b->loop, b->timer);
-	b->timer = 0;
+	cw_loop_timer_cancel(b->loop, b->guard);
+	b->timer = b->guard = 0;
 	b->closing = true;
-	if (!b->dispatching) /* else on_tick frees it when the handler returns */
+	if (!b->dispatching) /* else dispatch frees it when the handler returns */
 		nb_free(b);
 }
 

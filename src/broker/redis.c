@@ -239,6 +239,8 @@ out:
 
 /* ---- vtable --------------------------------------------------------------- */
 
+static void rb_close(struct cw_broker *base);
+
 static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_opts *o,
 				 const struct cw_broker_handler *h, struct cw_error *err)
 {
@@ -281,7 +283,11 @@ static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_op
 	rb_conn_start(b, &b->cmd);
 	if (b->nbroadcast)
 		rb_conn_start(b, &b->sub);
-	rb_scan_schedule(b);
+	if (rb_scan_schedule(b) != CW_OK) {
+		rb_close(&b->base);
+		cw_error_set(err, CW_ENOMEM, "out of memory");
+		return NULL;
+	}
 	return &b->base;
 }
 

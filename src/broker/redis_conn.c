@@ -65,6 +65,22 @@ static void schedule_retry(struct rconn *c)
 		return;
 	c->backoff = c->backoff <= 0 ? 0.1 : fmin(c->backoff * 2, 5.0);
 	c->retry_timer = cw_loop_timer(b->loop, c->backoff, retry_cb, c);
+	if (!c->retry_timer) {
+		/* rb_conn_recheck, from the periodic visibility scan, reconnects it instead */
+		c->retry_lost = true;
+		cw_log(CW_LOG_ERROR, "broker", "cannot arm the reconnect timer of the %s connection "
+		       "(out of memory): retried at the next visibility scan tick", c->name);
+	}
+}
+
+void rb_conn_recheck(struct redis_broker *b)
+{
+	struct rconn *cs[] = {&b->blk, &b->cmd, &b->sub};
+	for (int i = 0; i < 3 && !b->closing; i++)
+		if (cs[i]->retry_lost) {
+			cs[i]->retry_lost = false;
+			rb_conn_start(b, cs[i]);
+		}
 }
 
 static void state_changed(struct redis_broker *b)

@@ -29,6 +29,7 @@ struct rconn {
 	bool up;           /* connected, authenticated, database selected */
 	double backoff;
 	uint64_t retry_timer;
+	bool retry_lost;   /* arming retry_timer failed: rb_conn_recheck reconnects */
 };
 
 /* A queued command for the command connection. */
@@ -69,6 +70,8 @@ struct redis_broker {
 
 /* Connect (or reconnect) one of the three connections. */
 void rb_conn_start(struct redis_broker *b, struct rconn *c);
+/* Reconnect the connections whose reconnect timer could not be armed (periodic guard). */
+void rb_conn_recheck(struct redis_broker *b);
 /*
  * Queue a command on the command connection, sent in order and re-sent
  * after a reconnect until Redis answers; strings are copied (lens NULL or
@@ -79,8 +82,11 @@ void rb_cmd(struct redis_broker *b, void (*done)(struct redis_broker *, redisRep
 void rb_rcmd_free(struct rcmd *q);
 /* Start a BRPOP when credit, connections and queues allow one. */
 void rb_fetch(struct redis_broker *b);
-/* Arm the next visibility-timeout scan. */
-void rb_scan_schedule(struct redis_broker *b);
+/*
+ * Start the periodic visibility-timeout scan (once, at open; the same tick
+ * runs rb_conn_recheck).  CW_OK, or CW_ENOMEM (logged): the open must fail.
+ */
+int rb_scan_schedule(struct redis_broker *b);
 /* env (a kombu envelope) marked redelivered, as compact JSON text (malloc'd). */
 char *rb_mark_redelivered(json_t *env);
 

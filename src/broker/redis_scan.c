@@ -11,6 +11,7 @@
 
 #include "broker/redis_int.h"
 #include "loop/loop.h"
+#include "util/err.h"
 #include "util/log.h"
 #include "util/uuid.h"
 
@@ -122,11 +123,12 @@ static void on_scan(struct redis_broker *b, redisReply *r, void *arg)
 	rb_cmd(b, on_unlock, NULL, 5, argv, NULL);
 }
 
+/* Periodic from open to close; it doubles as the guard of lost reconnect timers. */
 static void scan_cb(struct cw_loop *loop, void *arg)
 {
 	struct redis_broker *b = arg;
 	(void)loop;
-	b->scan_timer = 0;
+	rb_conn_recheck(b);
 	if (!b->scanning && b->cmd.up && !b->closing) {
 		char ceil[32];
 		snprintf(ceil, sizeof(ceil), "%.6f", cw_wall() - b->visibility_timeout);
@@ -136,13 +138,19 @@ static void scan_cb(struct cw_loop *loop, void *arg)
 				      "unacked", b->scan_token, MUTEX_EXPIRE, ceil, RESTORE_BATCH};
 		rb_cmd(b, on_scan, NULL, 10, argv, NULL);
 	}
-	rb_scan_schedule(b);
 }
 
-void rb_scan_schedule(struct redis_broker *b)
+int rb_scan_schedule(struct redis_broker *b)
 {
 	/* kombu scans about every 10 s; scan sooner when the timeout is short */
 	double every = fmin(10.0, fmax(0.2, b->visibility_timeout / 2));
-	if (!b->closing)
-		b->scan_timer = cw_loop_timer(b->loop, every, scan_cb, b);
+	if (b->closing || b->scan_timer)
+		return CW_OK;
+	/* periodic: re-armed in place, so scans cannot stop for want of memory once started */
+	b->scan_timer = cw_loop_every(b->loop, every, scan_cb, b);
+	if (!b->scan_timer) {
+		cw_log(CW_LOG_ERROR, "broker", "cannot arm the visibility scan timer (out of memory)");
+		return CW_ENOMEM;
+	}
+	return CW_OK;
 }

@@ -42,6 +42,13 @@ int cw_config_apply(struct cw_config *c, const struct opt *o, const char *val, c
 		char **s = (char **)(void *)field;
 		if (o->off == OFF(log_format) && strcmp(val, "text") && strcmp(val, "json"))
 			return fail(err, src, o, "not one of text, json");
+		if (o->off == OFF(queue_type) && strcmp(val, "classic") && strcmp(val, "quorum"))
+			return fail(err, src, o, strcmp(val, "stream") ? "not one of classic, quorum" :
+				    "streams are not task queues (no acknowledgements to redeliver): "
+				    "not one of classic, quorum");
+		if (o->off == OFF(failover_strategy) && strcmp(val, "round-robin") &&
+		    strcmp(val, "shuffle"))
+			return fail(err, src, o, "not one of round-robin, shuffle");
 		char *dup = strdup(val);
 		if (!dup) {
 			cw_error_set(err, CW_ENOMEM, "out of memory");
@@ -329,6 +336,13 @@ static void print_config(const struct cw_config *c, const struct origin *orig, F
 		for (int k = 0; k < c->modules[i].n; k++)
 			fprintf(out, "  %s = %s\n", c->modules[i].keys[k], c->modules[i].vals[k]);
 	}
+	for (int i = 0; i < c->nqueue_confs; i++) {
+		fprintf(out, "[queue:%s]  # file %s\n", c->queue_confs[i].name,
+			c->config_file ? c->config_file : "?");
+		for (int k = 0; k < c->queue_confs[i].n; k++)
+			fprintf(out, "  %s = %s\n", c->queue_confs[i].keys[k],
+				c->queue_confs[i].vals[k]);
+	}
 }
 
 int cw_config_load(struct cw_config *c, int argc, char **argv, struct cw_error *err)
@@ -498,4 +512,16 @@ void cw_config_free(struct cw_config *c)
 	free(c->modules);
 	c->modules = NULL;
 	c->nmodules = 0;
+	for (int i = 0; i < c->nqueue_confs; i++) {
+		for (int k = 0; k < c->queue_confs[i].n; k++) {
+			free(c->queue_confs[i].keys[k]);
+			free(c->queue_confs[i].vals[k]);
+		}
+		free(c->queue_confs[i].keys);
+		free(c->queue_confs[i].vals);
+		free(c->queue_confs[i].name);
+	}
+	free(c->queue_confs);
+	c->queue_confs = NULL;
+	c->nqueue_confs = 0;
 }

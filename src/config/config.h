@@ -30,7 +30,10 @@ struct cw_task_conf {
 	int track_started;           /* -1 = not set here */
 };
 
-/* A [module:NAME] section: the module's own settings, read by cw_setting(). */
+/*
+ * A [module:NAME] section (the module's own settings, read by cw_setting()) or a
+ * [queue:NAME] section (passive, x- queue arguments): its key/value lines as written.
+ */
 struct cw_module_conf {
 	char *name;
 	char **keys, **vals;
@@ -66,6 +69,9 @@ struct cw_config {
 	long max_memory_per_child;   /* KiB, checked after each task; 0 = unlimited */
 	long child_memory_limit;     /* KiB, enforced while a task runs; 0 = none */
 	long max_redeliveries;       /* deliveries of one message before FAILURE; 0 = unlimited */
+	double soft_shutdown_timeout; /* worker_soft_shutdown_timeout, seconds; 0 = off */
+	bool soft_shutdown_on_idle;  /* worker_enable_soft_shutdown_on_idle (accepted, no effect) */
+	long eta_task_limit;         /* worker_eta_task_limit: unacked cap with ETA held; 0 = none */
 	char *statedb;               /* worker_state_db: revoked ids persisted here; NULL = none */
 	bool task_events;            /* -E: send task-* events */
 	bool without_heartbeat;      /* no worker-* events */
@@ -85,6 +91,10 @@ struct cw_config {
 	long broker_heartbeat;       /* seconds; 0 = off */
 	double broker_connection_timeout;
 	long queue_max_priority;     /* task_queue_max_priority; 0 = none */
+	char *queue_type;            /* task_default_queue_type: "classic" | "quorum" */
+	bool queue_passive;          /* worker_queue_passive: consume existing queues as they are */
+	char *failover_strategy;     /* broker_failover_strategy: "round-robin" | "shuffle" */
+	bool control_exclusive;      /* control_queue_exclusive: the pidbox queue is exclusive */
 	char *http_listen;           /* --http HOST:PORT: metrics and health; NULL = off */
 	char *log_format;            /* "text" | "json" */
 	bool print_config;           /* --print-config: print the effective settings and exit */
@@ -96,6 +106,8 @@ struct cw_config {
 	int ntasks;
 	struct cw_module_conf *modules;  /* [module:NAME] sections */
 	int nmodules;
+	struct cw_module_conf *queue_confs;  /* [queue:NAME] sections */
+	int nqueue_confs;
 
 	/* derived */
 	enum cw_pool_kind pool_kind;

@@ -1,4 +1,7 @@
-/* The config file: settings, and the [task:NAME], [alias:NAME] and [module:NAME] sections. */
+/*
+ * The config file: settings, and the [task:NAME], [alias:NAME], [module:NAME] and [queue:NAME]
+ * sections.
+ */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -193,6 +196,54 @@ bool cw_config_track_started(const struct cw_config *c, const char *task)
 	return t && t->track_started >= 0 ? t->track_started : c->track_started;
 }
 
+/*
+ * A [queue:NAME] section: how the worker declares queue NAME on AMQP (Celery's task_queues
+ * entry).  `passive = true`, or x- arguments passed through to queue.declare (typed by the
+ * transport).  Checked here so a typo fails at start-up with its line number.
+ */
+static int check_queue_key(const char *key, const char *val, struct cw_error *err)
+{
+	bool b;
+	if (!strcmp(key, "passive")) {
+		if (cw_config_parse_bool(val, &b)) {
+			cw_error_set(err, CW_EINVAL, "passive: not a boolean (true/false)");
+			return CW_EINVAL;
+		}
+		return CW_OK;
+	}
+	if (strncmp(key, "x-", 2) != 0 || !key[2]) {
+		cw_error_set(err, CW_EINVAL, "unknown queue setting '%s' (passive, or a queue "
+			     "argument such as x-queue-type, x-message-ttl, x-dead-letter-exchange)",
+			     key);
+		return CW_EINVAL;
+	}
+	if (!strcmp(key, "x-queue-type") && strcmp(val, "classic") && strcmp(val, "quorum")) {
+		cw_error_set(err, CW_EINVAL, "x-queue-type: '%s' is not classic or quorum%s", val,
+			     !strcmp(val, "stream") ? " (streams are not task queues: a stream "
+			     "keeps every message and has no acknowledgements to redeliver)" : "");
+		return CW_EINVAL;
+	}
+	return CW_OK;
+}
+
+static struct cw_module_conf *add_queue_section(struct cw_config *c, const char *name)
+{
+	for (int i = 0; i < c->nqueue_confs; i++)
+		if (!strcmp(c->queue_confs[i].name, name))
+			return &c->queue_confs[i];
+	struct cw_module_conf *q = realloc(c->queue_confs,
+					   (size_t)(c->nqueue_confs + 1) * sizeof(*q));
+	if (!q)
+		return NULL;
+	c->queue_confs = q;
+	q = &c->queue_confs[c->nqueue_confs];
+	*q = (struct cw_module_conf){.name = strdup(name)};
+	if (!q->name)
+		return NULL;
+	c->nqueue_confs++;
+	return q;
+}
+
 int cw_config_load_file(struct cw_config *c, const char *path, struct origin *orig,
 			struct cw_error *err)
 {
@@ -206,6 +257,7 @@ int cw_config_load_file(struct cw_config *c, const char *path, struct origin *or
 	}
 	struct cw_task_conf *section = NULL;
 	struct cw_module_conf *msection = NULL;
+	bool qsection = false;      /* msection is a [queue:NAME] section */
 	while (fgets(line, sizeof(line), f)) {
 		lineno++;
 		char *s = cw_config_trim(line);
@@ -215,18 +267,22 @@ int cw_config_load_file(struct cw_config *c, const char *path, struct origin *or
 			size_t n = strlen(s);
 			bool alias = n >= 9 && !strncmp(s, "[alias:", 7);
 			bool module = n >= 10 && !strncmp(s, "[module:", 8);
+			bool queue = n >= 9 && !strncmp(s, "[queue:", 7);
 			if (n < 8 || s[n - 1] != ']' ||
-			    (strncmp(s, "[task:", 6) != 0 && !alias && !module)) {
+			    (strncmp(s, "[task:", 6) != 0 && !alias && !module && !queue)) {
 				cw_error_set(err, CW_EINVAL, "%.80s:%d: expected a [task:NAME], "
-					     "[alias:NAME] or [module:NAME] section", path, lineno);
+					     "[alias:NAME], [module:NAME] or [queue:NAME] section",
+					     path, lineno);
 				fclose(f);
 				return CW_EINVAL;
 			}
 			s[n - 1] = '\0';
 			msection = NULL;
 			section = NULL;
-			if (module) {
-				msection = add_module_section(c, cw_config_trim(s + 8));
+			qsection = queue;
+			if (module || queue) {
+				char *name = cw_config_trim(s + (queue ? 7 : 8));
+				msection = queue ? add_queue_section(c, name) : add_module_section(c, name);
 				if (!msection) {
 					cw_error_set(err, CW_ENOMEM, "out of memory");
 					fclose(f);
@@ -256,6 +312,14 @@ int cw_config_load_file(struct cw_config *c, const char *path, struct origin *or
 		if (vn >= 2 && (val[0] == '"' || val[0] == '\'') && val[vn - 1] == val[0]) {
 			val[vn - 1] = '\0';
 			val++;
+		}
+		if (qsection && check_queue_key(key, val, err) != CW_OK) {
+			char msg[sizeof(err->msg)];
+			snprintf(msg, sizeof(msg), "%s", err->msg);
+			cw_error_set(err, CW_EINVAL, "%.80s:%d: [queue:%.60s] %.120s", path, lineno,
+				     msection->name, msg);
+			fclose(f);
+			return CW_EINVAL;
 		}
 		if (msection) {
 			if (module_set(msection, key, val) != CW_OK) {

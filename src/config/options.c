@@ -54,6 +54,22 @@ const struct opt cw_config_opts[] = {
 	{"task_queue_max_priority", "task-queue-max-priority", 0, NULL, T_LONG,
 	 OFF(queue_max_priority), "0", 0, 255, false,
 	 "AMQP: declare consumed queues with x-max-priority (0 = no priority queues)"},
+	{"task_default_queue_type", "task-default-queue-type", 0, NULL, T_STR, OFF(queue_type),
+	 "classic", 0, 0, false,
+	 "AMQP: type of the queues the worker declares: classic | quorum (x-queue-type; "
+	 "[queue:NAME] sections override)"},
+	{"worker_queue_passive", "queue-passive", 0, NULL, T_BOOL, OFF(queue_passive), "false", 0, 0,
+	 false, "AMQP: declare consumed queues passively: consume them as they exist, whatever "
+	 "their arguments (the queue must exist)"},
+	{"broker_failover_strategy", "broker-failover-strategy", 0, NULL, T_STR,
+	 OFF(failover_strategy), "round-robin", 0, 0, false,
+	 "AMQP broker URL lists (amqp://a;amqp://b): which URL is tried next after a connection "
+	 "loss: round-robin | shuffle"},
+	{"control_queue_exclusive", "control-queue-exclusive", 0, NULL, T_BOOL,
+	 OFF(control_exclusive), "false", 0, 0, false,
+	 "AMQP: declare this worker's <node>.celery.pidbox queue exclusive to its connection (false: "
+	 "auto-delete as Celery 5.2, and exclusive anyway where the broker refuses transient "
+	 "non-exclusive queues, as RabbitMQ 4.3)"},
 	{"task_acks_late", "acks-late", 0, NULL, T_BOOL, OFF(acks_late), "false", 0, 0, false,
 	 "Acknowledge messages after the task ends instead of just before it starts"},
 	{"task_reject_on_worker_lost", "reject-on-worker-lost", 0, NULL, T_BOOL,
@@ -72,6 +88,17 @@ const struct opt cw_config_opts[] = {
 	{"worker_child_memory_limit", "child-memory-limit", 0, NULL, T_LONG, OFF(child_memory_limit),
 	 "0", 0, 1000000000L, false,
 	 "Kill a task whose child's RSS passes this many KiB while it runs: MemoryLimitExceeded (0 = none)"},
+	{"worker_soft_shutdown_timeout", "soft-shutdown-timeout", 0, "CWORKER_SOFT_SHUTDOWN_TIMEOUT",
+	 T_SECONDS,
+	 OFF(soft_shutdown_timeout), "0", 0, 0, false,
+	 "Cold shutdown (SIGQUIT, 2nd SIGINT) first waits up to this many seconds for running "
+	 "tasks, then cancels them (0 = cancel at once)"},
+	{"worker_enable_soft_shutdown_on_idle", "enable-soft-shutdown-on-idle", 0, NULL, T_BOOL,
+	 OFF(soft_shutdown_on_idle), "false", 0, 0, false,
+	 "Accepted for Celery compatibility; no effect (held messages go back at once)"},
+	{"worker_eta_task_limit", "eta-task-limit", 0, NULL, T_LONG, OFF(eta_task_limit), "0", 0,
+	 1000000000L, false,
+	 "Cap on unacknowledged messages while ETA/countdown tasks are held (0 = no cap)"},
 	{"worker_max_redeliveries", "max-redeliveries", 0, NULL, T_LONG, OFF(max_redeliveries), "0", 0,
 	 1000000L, false, "Fail a message delivered more than this many times (0 = unlimited)"},
 	{"database_table_names.task", "database-table-names-task", 0, NULL, T_STR,

@@ -47,16 +47,10 @@ void cw_consumer_update_credit(struct cw_worker *w)
 {
 	const struct cw_broker_ops *ops = w->broker->ops;
 	bool running = cw_consumer_running(w);
-	ops->set_credit(w->broker, running ? cw_reserve_credit(w->reserve) : 0);
-	if (ops->set_prefetch) {
-		/*
-		 * Celery's basic.qos: concurrency x multiplier unacknowledged
-		 * messages, raised by the ETA and rate-limited messages held.
-		 */
-		size_t extra = cw_reserve_neta(w->reserve) + cw_ratelimit_waiting(w->ratelimit);
-		ops->set_prefetch(w->broker,
-				  running ? cw_reserve_limit(w->reserve) + (int)extra : 0);
-	}
+	size_t extra = cw_reserve_neta(w->reserve) + cw_ratelimit_waiting(w->ratelimit);
+	ops->set_credit(w->broker, running ? cw_reserve_credit(w->reserve, extra) : 0);
+	if (ops->set_prefetch)
+		ops->set_prefetch(w->broker, running ? (int)cw_reserve_window(w->reserve, extra) : 0);
 }
 
 static bool expired(const struct held *h)
@@ -380,16 +374,34 @@ static void forget_unstarted(struct cw_worker *w)
 		       "redelivers them", n);
 }
 
+/*
+ * Cold: the children are killed first (no task can finish and ack after its
+ * message went back), then every running task is cancelled as Celery's
+ * cancel_active_requests does.  Returns how many messages went back.
+ */
+static size_t cancel_running(struct cw_worker *w)
+{
+	size_t back = 0;
+	cw_pool_kill(w->pool);
+	for (int i = 0; i < cw_reserve_slots(w->reserve); i++) {
+		struct held *h = cw_reserve_finish(w->reserve, i);
+		if (h && cw_outcome_cancelled(w, h))
+			back++;
+	}
+	return back;
+}
+
 void cw_consumer_stop(struct cw_worker *w, enum cw_phase phase)
 {
-	if (phase == CW_COLD)
-		cw_pool_kill(w->pool);
+	size_t back = phase == CW_COLD ? cancel_running(w) : 0;
 	cw_consumer_update_credit(w);
 	if (w->announced)
 		cw_worker_heartbeat(w, "worker-offline", w->cfg->heartbeat_interval);
 	/* reserved, ETA-held and rate-limited messages go back to the head of their queues */
-	cw_reserve_drain(w->reserve, restore, w);
-	cw_ratelimit_drain(w->ratelimit, true, restore, w);
+	back += cw_reserve_drain(w->reserve, restore, w);
+	back += cw_ratelimit_drain(w->ratelimit, true, restore, w);
+	if (back)
+		cw_log(CW_LOG_WARNING, "worker", "Restoring %zu unacknowledged message(s)", back);
 }
 
 void cw_consumer_on_state(void *arg, bool up)

@@ -239,3 +239,26 @@ void cw_outcome_on_lost(void *arg, int slot, pid_t pid, int st, enum cw_lost_rea
 	cw_held_release(w, h);
 	cw_consumer_update_credit(w);
 }
+
+bool cw_outcome_cancelled(struct cw_worker *w, struct held *h)
+{
+	bool back = h->acks_late;
+	cw_outcome_event(w, h, "task-cancelled", NULL);
+	if (back) {
+		/*
+		 * Celery neither acks nor rejects it: kombu gives every unacked
+		 * message back when the channel closes (reject_on_worker_lost
+		 * plays no part).  Given back now, not at the visibility timeout.
+		 */
+		cw_log(CW_LOG_WARNING, "task", "Task %s[%s] cancelled by the cold shutdown; "
+		       "message given back (acks_late)", h->req.task, h->req.id);
+		w->broker->ops->restore(w->broker, h->d);
+	} else {
+		cw_log(CW_LOG_WARNING, "task", "Task %s[%s] cancelled by the cold shutdown; "
+		       "acked when it started, so it is lost", h->req.task, h->req.id);
+		cw_outcome_store(w, h, CW_STATE_RETRY, "Retry", "celery.exceptions",
+				 "cancelled by Celery", NULL);
+	}
+	cw_held_release(w, h);
+	return back;
+}

@@ -18,6 +18,7 @@ struct cw_reserve {
 	int nslots;
 	int limit;
 	int counted;
+	long eta_cap;              /* worker_eta_task_limit; 0 = none */
 };
 
 static bool list_push(struct list *l, struct held *h)
@@ -77,10 +78,30 @@ int cw_reserve_counted(const struct cw_reserve *r)
 	return r->counted;
 }
 
-int cw_reserve_credit(const struct cw_reserve *r)
+void cw_reserve_set_eta_cap(struct cw_reserve *r, long cap)
 {
-	int c = r->limit - r->counted;
-	return c > 0 ? c : 0;
+	r->eta_cap = cap > 0 ? cap : 0;
+}
+
+/*
+ * Celery's window of unacknowledged messages: the limit, raised by one for
+ * every ETA-held or rate-limited message (extra), and capped by
+ * worker_eta_task_limit (Celery 5.6).  A cap below the limit leaves the
+ * limit alone: kombu would lower it for good after the first ETA message,
+ * which throttles tasks that have no ETA.
+ */
+long cw_reserve_window(const struct cw_reserve *r, size_t extra)
+{
+	long win = r->limit + (long)extra;
+	long cap = r->eta_cap > r->limit ? r->eta_cap : r->limit;
+	return r->eta_cap > 0 && win > cap ? cap : win;
+}
+
+int cw_reserve_credit(const struct cw_reserve *r, size_t extra)
+{
+	/* past the window the broker delivers nothing: the messages stay in their queues */
+	long c = cw_reserve_window(r, extra) - r->counted - (long)extra;
+	return c > 0 ? (int)c : 0;
 }
 
 void cw_reserve_uncount(struct cw_reserve *r, struct held *h)

@@ -30,8 +30,12 @@ void cw_reserve_free(struct cw_reserve *r);
 void cw_reserve_set_limit(struct cw_reserve *r, int limit);
 int cw_reserve_limit(const struct cw_reserve *r);
 int cw_reserve_counted(const struct cw_reserve *r);
+/* worker_eta_task_limit: a cap on the window below (0 = none). */
+void cw_reserve_set_eta_cap(struct cw_reserve *r, long cap);
+/* The window of unacknowledged messages with extra ETA-held/rate-limited ones (basic.qos). */
+long cw_reserve_window(const struct cw_reserve *r, size_t extra);
 /* How many more messages the broker may deliver now (never negative). */
-int cw_reserve_credit(const struct cw_reserve *r);
+int cw_reserve_credit(const struct cw_reserve *r, size_t extra);
 /* A message leaves the budget (before it is freed); no-op when it was not counted. */
 void cw_reserve_uncount(struct cw_reserve *r, struct held *h);
 

@@ -25,7 +25,18 @@ struct cw_shutdown {
 	uint64_t wake;             /* timer that wakes the loop at the deadline */
 	double wake_at;            /* ... and when it fires */
 	int exit_code;
+	double soft_timeout;       /* worker_soft_shutdown_timeout; 0 = none */
+	bool remap_sigterm;        /* REMAP_SIGTERM=SIGQUIT */
+	bool soft;                 /* a cold request started the soft stage */
+	double soft_until;         /* monotonic end of the soft stage */
+	uint64_t soft_wake;        /* timer that wakes the loop then */
 };
+
+bool cw_shutdown_remap_sigterm(const char *value)
+{
+	/* Celery compares the variable with "SIGQUIT" and nothing else */
+	return value && !strcmp(value, "SIGQUIT");
+}
 
 static void on_wake(struct cw_loop *loop, void *arg)
 {
@@ -48,6 +59,13 @@ static void wake_at_deadline(struct cw_shutdown *s, double now)
 		       "leaving when the broker is done");
 }
 
+static void on_soft_wake(struct cw_loop *loop, void *arg)
+{
+	struct cw_shutdown *s = arg;
+	(void)loop;
+	s->soft_wake = 0;   /* the before-sleep hook turns the soft stage cold */
+}
+
 /*
  * Before the loop sleeps: leave when shutting down and nothing is in
  * flight, or when the broker had its grace period.  The deadline starts at
@@ -63,6 +81,14 @@ static void before_sleep(struct cw_loop *loop, void *arg)
 	if (s->deadline == 0)
 		s->deadline = s->phase == CW_COLD ? now + COLD_GRACE : HUGE_VAL;
 	bool tasks = s->phase == CW_WARM && s->h.tasks_running(s->h.arg);
+	if (tasks && s->soft && now >= s->soft_until) {
+		cw_log(CW_LOG_WARNING, "worker", "soft shutdown timeout (%gs) reached: cancelling the "
+		       "running tasks", s->soft_timeout);
+		cw_shutdown_request(s, true);
+		tasks = false;
+		now = cw_loop_now(loop);
+		s->deadline = now + COLD_GRACE;
+	}
 	if (tasks)
 		return;
 	if (!s->h.broker_pending(s->h.arg) || now > s->deadline) {
@@ -74,11 +100,49 @@ static void before_sleep(struct cw_loop *loop, void *arg)
 	wake_at_deadline(s, now);
 }
 
+/*
+ * A cold request with worker_soft_shutdown_timeout set: first a warm
+ * shutdown with a deadline (Celery's wait_for_soft_shutdown, which starts
+ * only when tasks are running).  Unlike Celery, which sleeps the whole
+ * timeout, the stage ends as soon as the last task finishes.
+ */
+static void begin_soft(struct cw_shutdown *s)
+{
+	enum cw_phase was = s->phase;
+	s->soft = true;
+	s->phase = CW_WARM;
+	cw_log(CW_LOG_WARNING, "worker", "worker: Hitting Ctrl+C again will terminate all running "
+	       "tasks!");
+	if (s->h.tasks_running(s->h.arg)) {
+		cw_log(CW_LOG_WARNING, "worker", "Initiating Soft Shutdown, terminating in %g seconds",
+		       s->soft_timeout);
+		s->soft_until = cw_loop_now(s->loop) + s->soft_timeout;
+		s->soft_wake = cw_loop_timer(s->loop, s->soft_timeout, on_soft_wake, s);
+		if (!s->soft_wake)
+			cw_log(CW_LOG_ERROR, "worker", "out of memory arming the soft shutdown timeout; "
+			       "the next SIGQUIT cancels the tasks");
+	} else {
+		s->soft_until = cw_loop_now(s->loop);
+	}
+	cw_sd_notify("STOPPING=1\nSTATUS=soft shutdown");
+	if (was == CW_RUNNING)
+		s->h.begin(s->h.arg, CW_WARM);
+}
+
 void cw_shutdown_request(struct cw_shutdown *s, bool cold)
 {
+	if (cold && s->phase != CW_COLD && s->soft_timeout > 0 && !s->soft) {
+		begin_soft(s);
+		return;
+	}
 	if (cold) {
-		if (s->phase != CW_COLD)
-			cw_log(CW_LOG_WARNING, "worker", "cold shutdown (MainProcess)");
+		if (s->phase != CW_COLD) {
+			cw_log(CW_LOG_WARNING, "worker", "worker: Cold shutdown (MainProcess)");
+			s->deadline = 0;   /* the broker's grace restarts: 2 s from now */
+		}
+		if (s->soft_wake)
+			cw_loop_timer_cancel(s->loop, s->soft_wake);
+		s->soft_wake = 0;
 		s->phase = CW_COLD;
 		s->exit_code = 1;
 	} else if (s->phase == CW_RUNNING) {
@@ -103,10 +167,13 @@ static void on_signal(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 			s->h.child_exited(s->h.arg);
 			break;
 		case SIGTERM:
-			cw_shutdown_request(s, false);
+			cw_shutdown_request(s, s->remap_sigterm);
 			break;
 		case SIGINT:
-			/* like Celery: the second Ctrl-C turns warm into cold */
+			/* like Celery: the second Ctrl-C turns warm into cold (or soft) */
+			if (s->phase == CW_RUNNING)
+				cw_log(CW_LOG_WARNING, "worker", "worker: Hitting Ctrl+C again will "
+				       "initiate cold shutdown, terminating all running tasks!");
 			cw_shutdown_request(s, s->phase != CW_RUNNING);
 			break;
 		case SIGQUIT:
@@ -119,7 +186,7 @@ static void on_signal(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 }
 
 struct cw_shutdown *cw_shutdown_new(struct cw_loop *loop, const struct cw_shutdown_handler *h,
-				    struct cw_error *err)
+				    const struct cw_shutdown_opts *o, struct cw_error *err)
 {
 	struct cw_shutdown *s = calloc(1, sizeof(*s));
 	sigset_t set;
@@ -128,7 +195,9 @@ struct cw_shutdown *cw_shutdown_new(struct cw_loop *loop, const struct cw_shutdo
 		cw_error_set(err, CW_ENOMEM, "out of memory");
 		return NULL;
 	}
-	*s = (struct cw_shutdown){.loop = loop, .h = *h, .sigfd = -1, .phase = CW_RUNNING};
+	*s = (struct cw_shutdown){.loop = loop, .h = *h, .sigfd = -1, .phase = CW_RUNNING,
+				  .soft_timeout = o ? o->soft_timeout : 0,
+				  .remap_sigterm = o && o->remap_sigterm};
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	sigaddset(&set, SIGTERM);
@@ -152,6 +221,8 @@ void cw_shutdown_free(struct cw_shutdown *s)
 		return;
 	if (s->wake)
 		cw_loop_timer_cancel(s->loop, s->wake);
+	if (s->soft_wake)
+		cw_loop_timer_cancel(s->loop, s->soft_wake);
 	cw_loop_before_sleep_remove(s->loop, before_sleep, s);
 	if (s->sigfd >= 0) {
 		cw_loop_watch(s->loop, s->sigfd, 0, NULL, NULL);

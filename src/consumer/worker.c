@@ -176,6 +176,14 @@ static int open_broker(struct cw_worker *w, const char *redacted)
 	const struct cw_config *cfg = w->cfg;
 	struct cw_error err = {0};
 	static const char *const broadcast[] = {"celery.pidbox", NULL};
+	struct cw_queue_decl *decls = calloc((size_t)cfg->nqueue_confs + 1, sizeof(*decls));
+	if (!decls)
+		return CW_ENOMEM;
+	for (int i = 0; i < cfg->nqueue_confs; i++)
+		decls[i] = (struct cw_queue_decl){.name = cfg->queue_confs[i].name,
+						  .keys = cfg->queue_confs[i].keys,
+						  .vals = cfg->queue_confs[i].vals,
+						  .n = cfg->queue_confs[i].n};
 	struct cw_broker_opts opts = {.url = cfg->broker_url, .queues = cfg->queue_list,
 				      .nqueues = cfg->nqueues, .broadcast = broadcast,
 				      .visibility_timeout = cfg->visibility_timeout, .limits = w->limits,
@@ -185,11 +193,17 @@ static int open_broker(struct cw_worker *w, const char *redacted)
 				      .ssl_verify = strcmp(cfg->broker_ssl_reqs, "CERT_NONE") != 0,
 				      .heartbeat = (int)cfg->broker_heartbeat,
 				      .connect_timeout = cfg->broker_connection_timeout,
-				      .max_priority = (int)cfg->queue_max_priority};
+				      .max_priority = (int)cfg->queue_max_priority,
+				      .queue_type = cfg->queue_type,
+				      .queue_passive = cfg->queue_passive,
+				      .queue_decls = decls, .nqueue_decls = cfg->nqueue_confs,
+				      .control_exclusive = cfg->control_exclusive,
+				      .failover_strategy = cfg->failover_strategy};
 	struct cw_broker_handler bh = {.on_delivery = cw_consumer_on_delivery,
 				       .on_state = cw_consumer_on_state,
 				       .on_broadcast = cw_consumer_on_broadcast, .arg = w};
 	w->broker = cw_broker_open(w->loop, &opts, &bh, &err);
+	free(decls); /* the transport keeps its own copy */
 	if (!w->broker) {
 		cw_log(CW_LOG_ERROR, "worker", "broker %s: %s", redacted, err.msg);
 		return CW_EIO;
@@ -218,6 +232,7 @@ static int build_parts(struct cw_worker *w)
 	if (!w->pool || !w->reserve || !w->ratelimit)
 		return CW_ENOMEM;
 	cw_reserve_set_limit(w->reserve, (as_max ? as_max : nslots) * (int)cfg->prefetch_multiplier);
+	cw_reserve_set_eta_cap(w->reserve, cfg->eta_task_limit);
 	cw_pool_set_recycling(w->pool, cfg->max_tasks_per_child, cfg->max_memory_per_child);
 	w->timelimit = cw_timelimit_new(w->loop, w->pool, w->metrics, w->reserve,
 					solo ? 0 : cfg->child_memory_limit);
@@ -254,7 +269,12 @@ static int start(struct cw_worker *w)
 	struct cw_shutdown_handler sh = {.begin = on_shutdown, .tasks_running = tasks_running,
 					 .broker_pending = broker_pending,
 					 .child_exited = child_exited, .arg = w};
-	if (!(w->shutdown = cw_shutdown_new(w->loop, &sh, &err))) {
+	struct cw_shutdown_opts so = {.soft_timeout = cfg->soft_shutdown_timeout,
+				      .remap_sigterm = cw_shutdown_remap_sigterm(getenv("REMAP_SIGTERM"))};
+	if (so.remap_sigterm && so.soft_timeout <= 0)
+		cw_log(CW_LOG_WARNING, "worker", "REMAP_SIGTERM=SIGQUIT without "
+		       "worker_soft_shutdown_timeout: SIGTERM cancels running tasks at once");
+	if (!(w->shutdown = cw_shutdown_new(w->loop, &sh, &so, &err))) {
 		cw_log(CW_LOG_ERROR, "worker", "%s", err.msg);
 		return CW_EIO;
 	}
@@ -295,7 +315,8 @@ static int start(struct cw_worker *w)
 	    !cw_loop_every(w->loop, touch_interval(cfg), touch_tick, w))
 		return CW_ENOMEM;
 	cw_monitor_started(w->monitor);
-	cw_sd_watchdog_start(w->loop);
+	if (cw_sd_watchdog_start(w->loop) != CW_OK)
+		return CW_ENOMEM;
 	return CW_OK;
 }
 

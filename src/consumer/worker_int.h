@@ -88,5 +88,12 @@ void cw_outcome_store(struct cw_worker *w, struct held *h, enum cw_state state, 
 		      const char *module, const char *msg, json_t *args);
 void cw_outcome_event(struct cw_worker *w, const struct held *h, const char *type,
 		      json_t *fields);
+/*
+ * Cold shutdown cancelled a running task (its child is already dead):
+ * Celery's cancel_active_requests.  An acks_late message goes back to its
+ * queue; an early-acked one is lost and stored as RETRY "cancelled by
+ * Celery".  Frees h; true when the message went back.
+ */
+bool cw_outcome_cancelled(struct cw_worker *w, struct held *h);
 
 #endif

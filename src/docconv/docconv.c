@@ -4,7 +4,7 @@
  * text model (structure.c) or OCR it (ocr.c), then hand the model to a
  * writer (writers.c).
  */
-#include "docconv/docconv_int.h"
+#include "docconv_int.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +189,8 @@ struct cw_doc_result cw_doc_convert(struct cw_doc_engine *e, const unsigned char
 		} else {
 			json_decref(jb);
 		}
+		if (r.status == CW_DOC_OK)
+			cw_doc_progress(e, i + 1, nsel);
 	}
 	if (r.status != CW_DOC_OK)
 		goto done;
@@ -323,6 +325,8 @@ struct cw_doc_result cw_doc_render(struct cw_doc_engine *e, const unsigned char 
 		if (r.status == CW_DOC_OK && cw_doc_cancelled(e))
 			r = cw_doc_res(CW_DOC_CANCELLED, "cancelled on page %d", sel[i] + 1);
 		*nimages = i + 1;
+		if (r.status == CW_DOC_OK)
+			cw_doc_progress(e, i + 1, nsel);
 	}
 	cw_doc_close(e, &od);
 	free(sel);

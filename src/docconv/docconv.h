@@ -5,7 +5,8 @@
  * engine per language loaded once.
  *
  * Everything here works on bytes in memory; where they come from and where
- * results go is the storage layer's business (src/storage).
+ * results go is the caller's business (the tasks read and write them through
+ * the worker's storage).
  */
 #ifndef CW_DOCCONV_H
 #define CW_DOCCONV_H
@@ -62,6 +63,14 @@ void cw_doc_engine_set_cancel(struct cw_doc_engine *e, volatile sig_atomic_t *fl
 /* MuPDF's cookie abort field, for a signal handler to set directly. */
 volatile int *cw_doc_engine_abort_flag(struct cw_doc_engine *e);
 
+/*
+ * Called by convert and render after each selected page is done, with the
+ * pages done so far and the pages selected; fn NULL = no reports.  The
+ * callback must be cheap: it runs once per page.
+ */
+typedef void (*cw_doc_progress_fn)(void *user, int done, int total);
+void cw_doc_engine_set_progress(struct cw_doc_engine *e, cw_doc_progress_fn fn, void *user);
+
 /* Metadata and page count, no text extraction.  *out: new object. */
 struct cw_doc_result cw_doc_info(struct cw_doc_engine *e, const unsigned char *data, size_t len,
 				 const char *name, const char *password, json_t **out);
@@ -74,7 +83,7 @@ struct cw_doc_result cw_doc_convert(struct cw_doc_engine *e, const unsigned char
 				    size_t len, const char *name,
 				    const struct cw_doc_convert_opts *o, json_t **out);
 
-/* Render pages to PNG; *out = array of {"page", "width", "height", "png": malloc'd bytes via blobs}. */
+/* Render pages to PNG: *images, *nimages entries, each with its PNG bytes (malloc'd). */
 struct cw_doc_page_image {
 	int page;
 	int width, height;

@@ -21,7 +21,7 @@
 #include <mupdf/fitz.h>
 #include <tesseract/capi.h>
 
-#include "docconv/docconv.h"
+#include "docconv.h"
 
 /* ---- engine (engine.c) ---------------------------------------------------- */
 
@@ -38,6 +38,8 @@ struct cw_doc_engine {
 	struct cw_doc_limits lim;
 	fz_cookie cookie;
 	volatile sig_atomic_t *cancel;
+	cw_doc_progress_fn progress;
+	void *progress_user;
 	unsigned warnings;
 	char last_warning[200];
 	TessBaseAPI *tess;
@@ -57,6 +59,8 @@ struct cw_doc_result cw_doc_res(enum cw_doc_status st, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* True once the task must stop (the cancel flag is copied into MuPDF's cookie). */
 bool cw_doc_cancelled(struct cw_doc_engine *e);
+/* Report done of total selected pages to the progress callback, if any. */
+void cw_doc_progress(struct cw_doc_engine *e, int done, int total);
 /* Open data (name only hints the type) and check password and page limit; resets the
  * per-document counters.  On failure nothing stays open. */
 struct cw_doc_result cw_doc_open(struct cw_doc_engine *e, const unsigned char *data, size_t len,

@@ -8,6 +8,7 @@
  * starting together do not trip over each other's CREATE TABLE.
  */
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +17,7 @@
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 
-#include "docconv/docstore.h"
-#include "util/url.h"
+#include "docstore.h"
 
 #define DS_LOCK_KEY 8150914    /* pg_advisory_lock key for DDL (part 1 uses 8150913) */
 #define DS_MAX_TABLES 16       /* tables with prepared statements on one connection */
@@ -32,6 +32,16 @@ static bool batch_ready;
 
 static void redact(const char *url, char *out, size_t outsz);
 
+static void __attribute__((format(printf, 3, 4)))
+ds_error(struct cw_docstore_error *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+	err->code = code;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+}
+
 static bool ident_ok(const char *s, size_t n)
 {
 	if (n == 0 || n > 63 || !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') ||
@@ -44,18 +54,18 @@ static bool ident_ok(const char *s, size_t n)
 	return true;
 }
 
-int cw_docstore_check_table(const char *table, struct cw_error *err)
+int cw_docstore_check_table(const char *table, struct cw_docstore_error *err)
 {
 	const char *dot = strchr(table, '.');
 	bool ok = dot ? ident_ok(table, (size_t)(dot - table)) && ident_ok(dot + 1, strlen(dot + 1))
 		      : ident_ok(table, strlen(table));
 	if (!ok) {
-		cw_error_set(err, CW_EINVAL,
+		ds_error(err, CW_DOCSTORE_EINVAL,
 			     "'%.80s' is not a table name: use TABLE or SCHEMA.TABLE made of letters, "
 			     "digits and '_' (not starting with a digit, at most 63 each)", table);
-		return CW_EINVAL;
+		return CW_DOCSTORE_EINVAL;
 	}
-	return CW_OK;
+	return CW_DOCSTORE_OK;
 }
 
 /* postgresql://rest for libpq from the accepted spellings; NULL when not one of them. */
@@ -75,18 +85,18 @@ static char *libpq_url(const char *url)
 	return NULL;
 }
 
-int cw_docstore_check_url(const char *url, struct cw_error *err)
+int cw_docstore_check_url(const char *url, struct cw_docstore_error *err)
 {
 	char *u = url ? libpq_url(url) : NULL;
 	if (!u) {
 		char red[512];
 		redact(url ? url : "", red, sizeof(red));
-		cw_error_set(err, CW_EINVAL,
+		ds_error(err, CW_DOCSTORE_EINVAL,
 			     "database_url '%.200s' is not a postgresql:// or db+postgresql:// URL", red);
-		return CW_EINVAL;
+		return CW_DOCSTORE_EINVAL;
 	}
 	free(u);
-	return CW_OK;
+	return CW_DOCSTORE_OK;
 }
 
 void cw_docstore_sha256(const unsigned char *data, size_t len, char hex[65])
@@ -128,17 +138,35 @@ void cw_docstore_close(void)
 }
 
 /*
- * The URL for messages: the userinfo password masked (cw_url_redact) and
- * libpq's ?password=... / &password=... query parameter too.
+ * The URL for messages, passwords masked: the userinfo's (scheme://user:**@host)
+ * and libpq's ?password=... / &password=... query parameter.
  */
 static void redact(const char *url, char *out, size_t outsz)
 {
-	char tmp[512];
-	cw_url_redact(url, tmp, sizeof(tmp));
+	const char *auth = strstr(url, "://");
+	const char *at = NULL, *colon = NULL, *query = strchr(url, '?');
 	size_t n = 0;
-	const char *q = strchr(tmp, '?');
-	for (const char *p = tmp; *p && n + 1 < outsz;) {
-		if (q && p > q && (p[-1] == '?' || p[-1] == '&') && !strncmp(p, "password=", 9)) {
+
+	if (auth) {
+		auth += 3;
+		/* up to the path: a password may hold '?', '#' or '@' (the last '@' ends it) */
+		size_t hostlen = strcspn(auth, "/");
+		for (const char *p = auth; p < auth + hostlen; p++)
+			if (*p == '@')
+				at = p;
+		if (at)
+			colon = memchr(auth, ':', (size_t)(at - auth));
+	}
+	if (query && at && query < at)
+		query = strchr(at, '?');
+	for (const char *p = url; *p && n + 1 < outsz;) {
+		if (p == colon) {
+			n += (size_t)snprintf(out + n, outsz - n, ":**");
+			p = at;
+			continue;
+		}
+		if (query && p > query && (p[-1] == '?' || p[-1] == '&') &&
+		    !strncmp(p, "password=", 9)) {
 			n += (size_t)snprintf(out + n, outsz - n, "password=**");
 			p += strcspn(p, "&");
 			continue;
@@ -149,21 +177,21 @@ static void redact(const char *url, char *out, size_t outsz)
 }
 
 /* libpq's message, first line only, after prefix. */
-static int db_fail(struct cw_error *err, int code, const char *what)
+static int db_fail(struct cw_docstore_error *err, int code, const char *what)
 {
 	char msg[200];
 	snprintf(msg, sizeof(msg), "%s", conn ? PQerrorMessage(conn) : "out of memory");
 	msg[strcspn(msg, "\n")] = '\0';
-	cw_error_set(err, code, "document store %s: %s: %s", redacted, what, msg);
+	ds_error(err, code, "document store %s: %s: %s", redacted, what, msg);
 	return code;
 }
 
-static int connect_db(const char *url, struct cw_error *err)
+static int connect_db(const char *url, struct cw_docstore_error *err)
 {
 	if (conn && (strcmp(conn_url, url) || PQstatus(conn) != CONNECTION_OK))
 		cw_docstore_close();
 	if (conn)
-		return CW_OK;
+		return CW_DOCSTORE_OK;
 	redact(url, redacted, sizeof(redacted));
 	char *pq = libpq_url(url);
 	if (!pq)
@@ -175,12 +203,12 @@ static int connect_db(const char *url, struct cw_error *err)
 	free(pq);
 	conn_url = strdup(url);
 	if (!conn || !conn_url || PQstatus(conn) != CONNECTION_OK) {
-		db_fail(err, CW_EIO, "cannot connect");
+		db_fail(err, CW_DOCSTORE_EIO, "cannot connect");
 		cw_docstore_close();
-		return CW_EIO;
+		return CW_DOCSTORE_EIO;
 	}
 	PQsetNoticeReceiver(conn, quiet, NULL);
-	return CW_OK;
+	return CW_DOCSTORE_OK;
 }
 
 static bool ok(PGresult *r)
@@ -190,16 +218,16 @@ static bool ok(PGresult *r)
 }
 
 /*
- * The outcome of a setup statement (consumes r): CW_OK, or the error with the
- * connection closed (CW_EINVAL: the server refused it, CW_EIO: connection lost).
+ * The outcome of a setup statement (consumes r): CW_DOCSTORE_OK, or the error with the
+ * connection closed (CW_DOCSTORE_EINVAL: the server refused it, CW_DOCSTORE_EIO: connection lost).
  */
-static int checked(PGresult *r, const char *what, struct cw_error *err)
+static int checked(PGresult *r, const char *what, struct cw_docstore_error *err)
 {
 	if (ok(r)) {
 		PQclear(r);
-		return CW_OK;
+		return CW_DOCSTORE_OK;
 	}
-	int code = PQstatus(conn) == CONNECTION_OK ? CW_EINVAL : CW_EIO;
+	int code = PQstatus(conn) == CONNECTION_OK ? CW_DOCSTORE_EINVAL : CW_DOCSTORE_EIO;
 	db_fail(err, code, what);
 	PQclear(r);
 	cw_docstore_close();
@@ -207,7 +235,7 @@ static int checked(PGresult *r, const char *what, struct cw_error *err)
 }
 
 /* Run DDL under a transaction-scoped advisory lock. */
-static int run_ddl(const char *sql, const char *what, struct cw_error *err)
+static int run_ddl(const char *sql, const char *what, struct cw_docstore_error *err)
 {
 	char *full = NULL;
 	/*
@@ -216,8 +244,8 @@ static int run_ddl(const char *sql, const char *what, struct cw_error *err)
 	 * misses the uncommitted table and fails on pg_type's unique index.
 	 */
 	if (asprintf(&full, "SELECT pg_advisory_xact_lock(%d);%s", DS_LOCK_KEY, sql) < 0) {
-		cw_error_set(err, CW_ENOMEM, "out of memory");
-		return CW_ENOMEM;
+		ds_error(err, CW_DOCSTORE_ENOMEM, "out of memory");
+		return CW_DOCSTORE_ENOMEM;
 	}
 	PGresult *r = PQexec(conn, full);
 	free(full);
@@ -225,15 +253,15 @@ static int run_ddl(const char *sql, const char *what, struct cw_error *err)
 }
 
 static int prepare(const char *name, const char *sql, int nparams, const char *what,
-		   struct cw_error *err)
+		   struct cw_docstore_error *err)
 {
 	return checked(PQprepare(conn, name, sql, nparams, NULL), what, err);
 }
 
-static int ensure_batch(struct cw_error *err)
+static int ensure_batch(struct cw_docstore_error *err)
 {
 	if (batch_ready)
-		return CW_OK;
+		return CW_DOCSTORE_OK;
 	int rc = run_ddl("CREATE TABLE IF NOT EXISTS " BATCH_TABLE " ("
 			 " batch TEXT NOT NULL, task_id TEXT NOT NULL, source TEXT,"
 			 " status TEXT NOT NULL, doc_table TEXT, doc_id BIGINT, error TEXT,"
@@ -241,7 +269,7 @@ static int ensure_batch(struct cw_error *err)
 			 " finished_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
 			 " PRIMARY KEY (batch, task_id));",
 			 "cannot create " BATCH_TABLE, err);
-	if (rc == CW_OK)
+	if (rc == CW_DOCSTORE_OK)
 		rc = prepare("ds_note",
 			     "INSERT INTO " BATCH_TABLE " (batch, task_id, source, status, doc_table,"
 			     " doc_id, error, total, started_at) VALUES ($1, $2, $3, $4, $5,"
@@ -252,11 +280,11 @@ static int ensure_batch(struct cw_error *err)
 			     " total = COALESCE(EXCLUDED.total, " BATCH_TABLE ".total),"
 			     " started_at = EXCLUDED.started_at, finished_at = now()",
 			     9, "cannot prepare the batch statement", err);
-	batch_ready = rc == CW_OK;
+	batch_ready = rc == CW_DOCSTORE_OK;
 	return rc;
 }
 
-static int table_ddl(const char *q, const char *table, struct cw_error *err)
+static int table_ddl(const char *q, const char *table, struct cw_docstore_error *err)
 {
 	char *sql = NULL, schema[80] = "", what[200];
 	const char *dot = strchr(table, '.');
@@ -270,8 +298,8 @@ static int table_ddl(const char *q, const char *table, struct cw_error *err)
 		     " page_count INTEGER, ocr_pages JSONB, warnings JSONB, batch TEXT, task_id TEXT,"
 		     " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), UNIQUE (sha256, format));",
 		     schema, q) < 0) {
-		cw_error_set(err, CW_ENOMEM, "out of memory");
-		return CW_ENOMEM;
+		ds_error(err, CW_DOCSTORE_ENOMEM, "out of memory");
+		return CW_DOCSTORE_ENOMEM;
 	}
 	snprintf(what, sizeof(what), "cannot create table %s", table);
 	int rc = run_ddl(sql, what, err);
@@ -279,14 +307,15 @@ static int table_ddl(const char *q, const char *table, struct cw_error *err)
 	return rc;
 }
 
-static int table_statements(const char *q, const char *table, int slot, struct cw_error *err)
+static int table_statements(const char *q, const char *table, int slot,
+			    struct cw_docstore_error *err)
 {
 	static const char cols[] = "source, sha256, format, content, metadata, page_count,"
 				   " ocr_pages, warnings, batch, task_id";
 	static const char vals[] = "$1, $2, $3, $4, $5::jsonb, $6::integer, $7::jsonb, $8::jsonb,"
 				   " $9, $10";
 	char name[32], what[200], *sql[3] = {NULL, NULL, NULL};
-	int rc = CW_ENOMEM;
+	int rc = CW_DOCSTORE_ENOMEM;
 	snprintf(what, sizeof(what), "table %s is not a cworker document table", table);
 	if (asprintf(&sql[0], "SELECT id FROM %s WHERE sha256 = $1 AND format = $2", q) < 0 ||
 	    asprintf(&sql[1], "INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (sha256, format)"
@@ -297,14 +326,14 @@ static int table_statements(const char *q, const char *table, int slot, struct c
 		     " ocr_pages = EXCLUDED.ocr_pages, warnings = EXCLUDED.warnings,"
 		     " batch = EXCLUDED.batch, task_id = EXCLUDED.task_id, created_at = now()"
 		     " RETURNING id", q, cols, vals) < 0) {
-		cw_error_set(err, CW_ENOMEM, "out of memory");
+		ds_error(err, CW_DOCSTORE_ENOMEM, "out of memory");
 		goto out;
 	}
 	static const char *const kinds[] = {"find", "ins", "upd"};
 	static const int nparams[] = {2, 10, 10};
 	for (int i = 0; i < 3; i++) {
 		snprintf(name, sizeof(name), "ds%d_%s", slot, kinds[i]);
-		if ((rc = prepare(name, sql[i], nparams[i], what, err)) != CW_OK)
+		if ((rc = prepare(name, sql[i], nparams[i], what, err)) != CW_DOCSTORE_OK)
 			goto out;
 	}
 out:
@@ -314,14 +343,14 @@ out:
 }
 
 /* Connected, table created and its statements prepared: the slot number, or < 0. */
-static int ensure_table(const char *url, const char *table, struct cw_error *err)
+static int ensure_table(const char *url, const char *table, struct cw_docstore_error *err)
 {
 	int rc = cw_docstore_check_table(table, err);
-	if (rc == CW_OK)
+	if (rc == CW_DOCSTORE_OK)
 		rc = connect_db(url, err);
-	if (rc == CW_OK)
+	if (rc == CW_DOCSTORE_OK)
 		rc = ensure_batch(err);
-	if (rc != CW_OK)
+	if (rc != CW_DOCSTORE_OK)
 		return rc;
 	for (int i = 0; i < ntables; i++)
 		if (!strcmp(tables[i], table))
@@ -330,13 +359,13 @@ static int ensure_table(const char *url, const char *table, struct cw_error *err
 		PQclear(PQexec(conn, "DEALLOCATE ALL"));
 		ntables = 0;
 		batch_ready = false;
-		if ((rc = ensure_batch(err)) != CW_OK)
+		if ((rc = ensure_batch(err)) != CW_DOCSTORE_OK)
 			return rc;
 	}
 	char q[160];
 	quoted(table, q, sizeof(q));
-	if ((rc = table_ddl(q, table, err)) != CW_OK ||
-	    (rc = table_statements(q, table, ntables, err)) != CW_OK)
+	if ((rc = table_ddl(q, table, err)) != CW_DOCSTORE_OK ||
+	    (rc = table_statements(q, table, ntables, err)) != CW_DOCSTORE_OK)
 		return rc;
 	snprintf(tables[ntables], sizeof(tables[ntables]), "%s", table);
 	return ntables++;
@@ -344,10 +373,10 @@ static int ensure_table(const char *url, const char *table, struct cw_error *err
 
 /*
  * Execute prepared statement kind on table's slot; one reconnect and retry
- * when the connection broke.  *res: the result on CW_OK.
+ * when the connection broke.  *res: the result on CW_DOCSTORE_OK.
  */
 static int exec_prepared(const char *url, const char *table, const char *kind, int n,
-			 const char *const *vals, PGresult **res, struct cw_error *err)
+			 const char *const *vals, PGresult **res, struct cw_docstore_error *err)
 {
 	for (int attempt = 0;; attempt++) {
 		char name[32];
@@ -357,12 +386,12 @@ static int exec_prepared(const char *url, const char *table, const char *kind, i
 			slot = ensure_table(url, table, err);
 		} else {
 			slot = connect_db(url, err);
-			if (slot == CW_OK)
+			if (slot == CW_DOCSTORE_OK)
 				slot = ensure_batch(err);
 		}
 		if (slot < 0) {
 			/* a connection that died idle fails its first DDL: one fresh try */
-			if (slot == CW_EIO && attempt == 0 && had_conn)
+			if (slot == CW_DOCSTORE_EIO && attempt == 0 && had_conn)
 				continue;
 			return slot;
 		}
@@ -373,29 +402,29 @@ static int exec_prepared(const char *url, const char *table, const char *kind, i
 		PGresult *r = PQexecPrepared(conn, name, n, vals, NULL, NULL, 0);
 		if (ok(r)) {
 			*res = r;
-			return CW_OK;
+			return CW_DOCSTORE_OK;
 		}
 		bool broken = PQstatus(conn) != CONNECTION_OK;
-		db_fail(err, broken ? CW_EIO : CW_EINVAL, table ? table : BATCH_TABLE);
+		db_fail(err, broken ? CW_DOCSTORE_EIO : CW_DOCSTORE_EINVAL, table ? table : BATCH_TABLE);
 		PQclear(r);
 		if (!broken)
-			return CW_EINVAL;
+			return CW_DOCSTORE_EINVAL;
 		cw_docstore_close();
 		if (attempt > 0)
-			return CW_EIO;
+			return CW_DOCSTORE_EIO;
 	}
 }
 
 int cw_docstore_find(const char *url, const char *table, const char *sha256, const char *format,
-		     long long *id, struct cw_error *err)
+		     long long *id, struct cw_docstore_error *err)
 {
 	const char *v[2] = {sha256, format};
 	PGresult *r = NULL;
 	int rc = exec_prepared(url, table, "find", 2, v, &r, err);
-	if (rc != CW_OK)
+	if (rc != CW_DOCSTORE_OK)
 		return rc;
-	rc = PQntuples(r) > 0 ? CW_OK : CW_ENOTFOUND;
-	if (rc == CW_OK)
+	rc = PQntuples(r) > 0 ? CW_DOCSTORE_OK : CW_DOCSTORE_ENOTFOUND;
+	if (rc == CW_DOCSTORE_OK)
 		*id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
 	return rc;
@@ -449,7 +478,7 @@ static char *json_text(json_t *v)
 }
 
 int cw_docstore_put(const char *url, const char *table, const struct cw_docstore_doc *d,
-		    bool replace, long long *id, bool *existing, struct cw_error *err)
+		    bool replace, long long *id, bool *existing, struct cw_docstore_error *err)
 {
 	char pages[24];
 	char *meta = json_text(d->metadata), *ocr = json_text(d->ocr_pages),
@@ -459,15 +488,15 @@ int cw_docstore_put(const char *url, const char *table, const struct cw_docstore
 	*existing = false;
 	if (!content || (d->metadata && !meta) || (d->ocr_pages && !ocr) ||
 	    (d->warnings && !warn)) {
-		cw_error_set(err, CW_ENOMEM, "out of memory");
-		rc = CW_ENOMEM;
+		ds_error(err, CW_DOCSTORE_ENOMEM, "out of memory");
+		rc = CW_DOCSTORE_ENOMEM;
 		goto out;
 	}
 	snprintf(pages, sizeof(pages), "%d", d->page_count);
 	const char *v[10] = {d->source, d->sha256, d->format, content, meta, pages, ocr, warn,
 			     d->batch, d->task_id};
 	rc = exec_prepared(url, table, replace ? "upd" : "ins", 10, v, &r, err);
-	if (rc != CW_OK)
+	if (rc != CW_DOCSTORE_OK)
 		goto out;
 	if (PQntuples(r) > 0) {
 		*id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -475,10 +504,10 @@ int cw_docstore_put(const char *url, const char *table, const struct cw_docstore
 		/* another writer stored it first: its row is the document */
 		*existing = true;
 		rc = cw_docstore_find(url, table, d->sha256, d->format, id, err);
-		if (rc == CW_ENOTFOUND) {
-			cw_error_set(err, CW_EIO, "document store %s: the row for %s vanished",
+		if (rc == CW_DOCSTORE_ENOTFOUND) {
+			ds_error(err, CW_DOCSTORE_EIO, "document store %s: the row for %s vanished",
 				     redacted, d->sha256);
-			rc = CW_EIO;
+			rc = CW_DOCSTORE_EIO;
 		}
 	}
 out:
@@ -490,7 +519,8 @@ out:
 	return rc;
 }
 
-int cw_docstore_note(const char *url, const struct cw_docstore_item *it, struct cw_error *err)
+int cw_docstore_note(const char *url, const struct cw_docstore_item *it,
+		     struct cw_docstore_error *err)
 {
 	char doc_id[24], total[24], started[40];
 	snprintf(doc_id, sizeof(doc_id), "%lld", it->doc_id);
@@ -524,7 +554,7 @@ struct batch_stats {
 	json_t *failures;              /* [{source, error}], newest last */
 };
 
-static int batch_query(const char *id, struct batch_stats *s, struct cw_error *err)
+static int batch_query(const char *id, struct batch_stats *s, struct cw_docstore_error *err)
 {
 	const char *v[1] = {id};
 	PGresult *r = PQexec(conn, "SELECT to_regclass('" BATCH_TABLE "') IS NOT NULL");
@@ -533,7 +563,7 @@ static int batch_query(const char *id, struct batch_stats *s, struct cw_error *e
 	bool exists = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
 	PQclear(r);
 	if (!exists)
-		return CW_OK;
+		return CW_DOCSTORE_OK;
 	r = PQexecParams(conn,
 			 "SELECT count(*) FILTER (WHERE status = 'done'),"
 			 " count(*) FILTER (WHERE status = 'failed'), max(total),"
@@ -561,10 +591,10 @@ static int batch_query(const char *id, struct batch_stats *s, struct cw_error *e
 						"error",
 						PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1)));
 	PQclear(r);
-	return CW_OK;
+	return CW_DOCSTORE_OK;
 fail:
 	PQclear(r);
-	return db_fail(err, CW_EIO, "cannot read the batch");
+	return db_fail(err, CW_DOCSTORE_EIO, "cannot read the batch");
 }
 
 static void batch_print(const char *id, const struct batch_stats *s, bool as_json)
@@ -610,7 +640,7 @@ int cw_docstore_batch_main(int argc, char **argv)
 					      {NULL, 0, NULL, 0}};
 	const char *url = getenv("CWORKER_DATABASE_URL");
 	bool as_json = false;
-	struct cw_error err = {0};
+	struct cw_docstore_error err = {0};
 	optind = 1;
 	opterr = 0;
 	for (int ch; (ch = getopt_long(argc, argv, "+:h", lopts, NULL)) != -1;) {
@@ -658,19 +688,19 @@ int cw_docstore_batch_main(int argc, char **argv)
 				"CWORKER_DATABASE_URL\n");
 		return 64;
 	}
-	if (cw_docstore_check_url(url, &err) != CW_OK) {
+	if (cw_docstore_check_url(url, &err) != CW_DOCSTORE_OK) {
 		fprintf(stderr, "cworker batch: error: %s\n", err.msg);
 		return 64;
 	}
 	struct batch_stats s = {.total = -1, .failures = json_array()};
 	int rc = connect_db(url, &err);
-	if (rc == CW_OK)
+	if (rc == CW_DOCSTORE_OK)
 		rc = batch_query(id, &s, &err);
-	if (rc == CW_OK)
+	if (rc == CW_DOCSTORE_OK)
 		batch_print(id, &s, as_json);
 	else
 		fprintf(stderr, "cworker batch: error: %s\n", err.msg);
 	json_decref(s.failures);
 	cw_docstore_close();
-	return rc == CW_OK ? 0 : 1;
+	return rc == CW_DOCSTORE_OK ? 0 : 1;
 }

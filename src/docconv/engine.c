@@ -4,7 +4,7 @@
  * document from bytes (type sniffing, password, page limit) with its
  * metadata.  The engine object itself is in docconv_int.h.
  */
-#include "docconv/docconv_int.h"
+#include "docconv_int.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -132,6 +132,18 @@ void cw_doc_engine_free(struct cw_doc_engine *e)
 void cw_doc_engine_set_cancel(struct cw_doc_engine *e, volatile sig_atomic_t *flag)
 {
 	e->cancel = flag;
+}
+
+void cw_doc_engine_set_progress(struct cw_doc_engine *e, cw_doc_progress_fn fn, void *user)
+{
+	e->progress = fn;
+	e->progress_user = user;
+}
+
+void cw_doc_progress(struct cw_doc_engine *e, int done, int total)
+{
+	if (e->progress)
+		e->progress(e->progress_user, done, total);
 }
 
 volatile int *cw_doc_engine_abort_flag(struct cw_doc_engine *e)

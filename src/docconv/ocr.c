@@ -4,7 +4,7 @@
  * gray at the requested dpi and its text (and, for json, word boxes in
  * points) kept in the page's model.
  */
-#include "docconv/docconv_int.h"
+#include "docconv_int.h"
 
 #include <ctype.h>
 #include <stdio.h>

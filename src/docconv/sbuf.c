@@ -1,5 +1,5 @@
 /* The growable string the text model and the writers build (see docconv_int.h). */
-#include "docconv/docconv_int.h"
+#include "docconv_int.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,7 @@
  * and what the lines are (the document's body size and heading levels, list
  * items).  The writers only print what this finds.
  */
-#include "docconv/docconv_int.h"
+#include "docconv_int.h"
 
 #include <ctype.h>
 #include <math.h>

@@ -3,7 +3,7 @@
  * classification comes from structure.c), and the json format's blocks,
  * lines and spans straight from MuPDF's structured text.
  */
-#include "docconv/docconv_int.h"
+#include "docconv_int.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -1,3 +1,7 @@
+/*
+ * The embedded HTTP server (see http.h): a listening socket on the loop,
+ * bounded connections with deadlines, one request and one response each.
+ */
 #include "http/http.h"
 
 #include <arpa/inet.h>
@@ -62,6 +66,26 @@ static void on_timeout(struct cw_loop *loop, void *arg)
 	cw_log(CW_LOG_DEBUG, "http", "closing a connection that %s in time",
 	       c->writing ? "did not read its response" : "sent no complete request");
 	conn_close(c);
+}
+
+/*
+ * Give c a deadline delay seconds from now.  The new timer is armed before
+ * the old one is cancelled, so when arming fails (out of memory) c keeps its
+ * earlier deadline; false when it has none at all: the caller closes c
+ * rather than keep a connection nothing would ever time out.
+ */
+static bool set_deadline(struct conn *c, double delay)
+{
+	uint64_t t = cw_loop_timer(c->h->loop, delay, on_timeout, c);
+	if (!t) {
+		cw_log(CW_LOG_ERROR, "http", "cannot arm a connection timeout (out of memory): %s",
+		       c->timer ? "it keeps its earlier deadline" : "closing it");
+		return c->timer != 0;
+	}
+	if (c->timer)
+		cw_loop_timer_cancel(c->h->loop, c->timer);
+	c->timer = t;
+	return true;
 }
 
 static const char *reason(int status)
@@ -142,9 +166,10 @@ static void on_conn(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 	}
 	c->writing = true;
 	/* no half-close here: the client may still be sending; it sees EOF after the response */
-	if (c->timer)
-		cw_loop_timer_cancel(c->h->loop, c->timer);
-	c->timer = cw_loop_timer(c->h->loop, CW_HTTP_WRITE_TIMEOUT, on_timeout, c);
+	if (!set_deadline(c, CW_HTTP_WRITE_TIMEOUT)) {
+		conn_close(c);
+		return;
+	}
 	flush(c);
 }
 
@@ -182,9 +207,8 @@ static void flush(struct conn *c)
 	if (!c->draining) {
 		c->draining = true;
 		cw_loop_watch(c->h->loop, c->fd, CW_READ, on_conn, c);
-		if (c->timer)
-			cw_loop_timer_cancel(c->h->loop, c->timer);
-		c->timer = cw_loop_timer(c->h->loop, CW_HTTP_HEAD_TIMEOUT, on_timeout, c);
+		if (!set_deadline(c, CW_HTTP_HEAD_TIMEOUT))
+			conn_close(c);
 	}
 }
 
@@ -217,8 +241,8 @@ static void on_accept(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 		}
 		c->fd = cfd;
 		c->h = h;
-		c->timer = cw_loop_timer(h->loop, CW_HTTP_HEAD_TIMEOUT, on_timeout, c);
-		if (!c->timer || cw_loop_watch(h->loop, cfd, CW_READ, on_conn, c) < 0) {
+		if (!set_deadline(c, CW_HTTP_HEAD_TIMEOUT) ||
+		    cw_loop_watch(h->loop, cfd, CW_READ, on_conn, c) < 0) {
 			if (c->timer)
 				cw_loop_timer_cancel(h->loop, c->timer);
 			close(cfd);

@@ -3,6 +3,8 @@
  * socketpair with length-prefixed frames (JOB: queue + envelope; DONE: the
  * cw_outcome bytes + the outbox), reaped and replaced when they die,
  * recycled after max-tasks / max-memory, grown and shrunk on request.
+ * Empty slots are refilled RESPAWN_DELAY seconds later by a one-shot timer;
+ * a periodic guard armed at start refills them when arming that timer failed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +35,9 @@
  */
 enum { FRAME_JOB = 1, FRAME_DONE = 2, FRAME_EVENT = 3 };
 #define MAX_EVENT_FRAME (1u << 20)
+
+/* seconds before an empty slot is refilled (a child dying at start must not fork in a loop) */
+#define RESPAWN_DELAY 1.0
 #define MAX_FRAME (256u << 20)
 
 struct frame_hdr {
@@ -68,6 +73,8 @@ struct prefork {
 	const struct cw_exec_env *env;
 	struct cw_pool_handler h;
 	uint64_t respawn_timer;
+	uint64_t guard_timer;    /* periodic, start to stop: refills when respawn_timer was lost */
+	bool respawn_lost;       /* arming respawn_timer failed: the guard respawns */
 	long max_tasks, max_kib;
 	long recycles[CW_RECYCLE_N];
 };
@@ -76,6 +83,8 @@ static volatile sig_atomic_t child_cancel;
 
 static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg);
 static void respawn_cb(struct cw_loop *loop, void *arg);
+static void respawn_later(struct prefork *p);
+static void respawn_guard(struct cw_loop *loop, void *arg);
 
 static int buf_append(struct buf *b, const void *p, size_t n)
 {
@@ -457,6 +466,13 @@ static void *pf_create(struct cw_loop *loop, int n, const struct cw_exec_env *en
 static int pf_start(void *self)
 {
 	struct prefork *p = self;
+	/* created before any fork: a pool that could be stranded with empty slots does not start */
+	if (!p->guard_timer)
+		p->guard_timer = cw_loop_every(p->loop, RESPAWN_DELAY, respawn_guard, p);
+	if (!p->guard_timer) {
+		cw_log(CW_LOG_ERROR, "pool", "cannot arm the respawn guard timer (out of memory)");
+		return CW_ENOMEM;
+	}
 	for (int i = 0; i < p->n; i++)
 		if (spawn(p, i) != CW_OK)
 			return CW_EIO;
@@ -516,8 +532,8 @@ static int pf_grow(void *self, int n)
 		if (p->c[i].disabled) {
 			p->c[i].disabled = false;
 			n--;
-			if (p->c[i].pid == 0 && spawn(p, i) != CW_OK && !p->respawn_timer)
-				p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
+			if (p->c[i].pid == 0 && spawn(p, i) != CW_OK)
+				respawn_later(p);
 		}
 	if (n == 0)
 		return CW_OK;
@@ -530,8 +546,8 @@ static int pf_grow(void *self, int n)
 	int first = p->n;
 	p->n += n;
 	for (int i = first; i < p->n; i++)
-		if (spawn(p, i) != CW_OK && !p->respawn_timer)
-			p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
+		if (spawn(p, i) != CW_OK)
+			respawn_later(p);
 	return CW_OK;
 }
 
@@ -578,6 +594,29 @@ static int pf_submit(void *self, int slot, const char *queue, const char *raw, s
 	return CW_OK;
 }
 
+/* Refill the empty slots in RESPAWN_DELAY seconds: one pending timer serves them all. */
+static void respawn_later(struct prefork *p)
+{
+	if (p->respawn_timer)
+		return;
+	p->respawn_timer = cw_loop_timer(p->loop, RESPAWN_DELAY, respawn_cb, p);
+	if (!p->respawn_timer && !p->respawn_lost) {
+		p->respawn_lost = true;
+		cw_log(CW_LOG_ERROR, "pool", "cannot arm the respawn timer (out of memory): empty "
+		       "pool slots are refilled by the guard within %.0f s", RESPAWN_DELAY);
+	}
+}
+
+/* Periodic from start to stop; idle unless a respawn timer could not be armed. */
+static void respawn_guard(struct cw_loop *loop, void *arg)
+{
+	struct prefork *p = arg;
+	if (p->respawn_lost && !p->respawn_timer) {
+		p->respawn_lost = false;
+		respawn_cb(loop, p);
+	}
+}
+
 static void respawn_cb(struct cw_loop *loop, void *arg)
 {
 	struct prefork *p = arg;
@@ -588,8 +627,8 @@ static void respawn_cb(struct cw_loop *loop, void *arg)
 		if (p->c[i].pid == 0 && !p->c[i].disabled) {
 			if (spawn(p, i) == CW_OK)
 				spawned = true;
-			else if (!p->respawn_timer)
-				p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
+			else
+				respawn_later(p);
 		}
 	if (spawned && p->h.on_idle)
 		p->h.on_idle(p->h.arg);
@@ -649,13 +688,12 @@ static void pf_reap(void *self)
 			p->h.on_lost(p->h.arg, slot, pid, st, why);
 		/* a child that dies right after start would make us fork in a loop */
 		if (lived < 1.0 && !was_busy && !retired) {
-			if (!p->respawn_timer)
-				p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
+			respawn_later(p);
 		} else if (spawn(p, slot) == CW_OK) {
 			if (p->h.on_idle)
 				p->h.on_idle(p->h.arg);
-		} else if (!p->respawn_timer) {
-			p->respawn_timer = cw_loop_timer(p->loop, 1.0, respawn_cb, p);
+		} else {
+			respawn_later(p);
 		}
 	}
 }
@@ -720,7 +758,8 @@ static void pf_stop(void *self, double wait)
 	p->stopping = true;
 	if (p->respawn_timer)
 		cw_loop_timer_cancel(p->loop, p->respawn_timer);
-	p->respawn_timer = 0;
+	cw_loop_timer_cancel(p->loop, p->guard_timer);
+	p->respawn_timer = p->guard_timer = 0;
 	for (int i = 0; i < p->n; i++)
 		child_close(p, &p->c[i]);
 	double end = cw_now() + wait;
@@ -748,6 +787,8 @@ static void pf_stop(void *self, double wait)
 static void pf_destroy(void *self)
 {
 	struct prefork *p = self;
+	cw_loop_timer_cancel(p->loop, p->respawn_timer);
+	cw_loop_timer_cancel(p->loop, p->guard_timer);
 	for (int i = 0; i < p->n; i++) {
 		child_close(p, &p->c[i]);
 		buf_free(&p->c[i].in);

@@ -165,6 +165,11 @@ static int solo_submit(void *self, int slot, const char *queue, const char *raw,
 	memcpy(s->raw, raw, len);
 	s->raw[len] = '\0';
 	s->len = len;
+	/*
+	 * Not run now even when the timer cannot be armed: the caller relies on
+	 * submit returning before on_done.  CW_ENOMEM makes it log the task and
+	 * record it as lost (WorkerLostError), and the slot stays free.
+	 */
 	s->timer = cw_loop_timer(s->loop, 0, run_cb, s);
 	if (!s->timer) {
 		drop_message(s);

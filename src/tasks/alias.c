@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "tasks/alias.h"
+#include "tasks/exec.h"
 
 struct alias {
 	struct cw_task_def def;     /* registered under the alias name */
@@ -75,7 +76,7 @@ static enum cw_task_status run_alias(struct cw_task_ctx *ctx, json_t *args, json
 		}
 		json_object_set(kw, t, v);
 	}
-	enum cw_task_status st = a->target->fn(ctx, none, kw, result);
+	enum cw_task_status st = cw_exec_call(ctx, a->target, none, kw, result);
 	json_decref(kw);
 	json_decref(none);
 	return st;

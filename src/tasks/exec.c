@@ -279,10 +279,11 @@ static const char *fn_name(const char *task)
  * then the positional count, then missing arguments), with its TypeError
  * texts.  false: the task failed with the TypeError.
  */
-static bool bind(struct cw_task_ctx *ctx, const struct cw_param *params, json_t *args,
+static bool bind(struct cw_task_ctx *ctx, const struct cw_task_def *def, json_t *args,
 		 json_t *kwargs)
 {
-	const char *fn = fn_name(ctx->req->task);
+	const struct cw_param *params = def->params;
+	const char *fn = fn_name(def->name);
 	int n = 0, npos = 0, nreq = 0;
 	while (params[n].name && n < MAX_PARAMS) {
 		if (!(params[n].flags & CW_PARAM_KWONLY)) {
@@ -341,6 +342,14 @@ static bool bind(struct cw_task_ctx *ctx, const struct cw_param *params, json_t 
 		}
 	}
 	return true;
+}
+
+enum cw_task_status cw_exec_call(struct cw_task_ctx *ctx, const struct cw_task_def *def,
+				 json_t *args, json_t *kwargs, json_t **result)
+{
+	if (def->params && !bind(ctx, def, args, kwargs))
+		return CW_TASK_FAILURE;
+	return def->fn(ctx, args, kwargs, result);
 }
 
 const char *cw_task_id(const struct cw_task_ctx *ctx) { return ctx->req->id; }
@@ -493,9 +502,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		json_decref(who);
 	}
 	json_t *result = NULL;
-	enum cw_task_status st = def->params && !bind(&ctx, def->params, req.args, req.kwargs)
-				 ? CW_TASK_FAILURE
-				 : def->fn(&ctx, req.args, req.kwargs, &result);
+	enum cw_task_status st = cw_exec_call(&ctx, def, req.args, req.kwargs, &result);
 	out->runtime = cw_now() - t0;
 
 	struct cw_result_meta m = {0};

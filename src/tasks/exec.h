@@ -74,6 +74,14 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		     const char *queue, struct cw_outcome *out, struct cw_outbox *ob);
 
 /*
+ * Call def's function with args/kwargs, binding them to its declared
+ * parameters first (a TypeError failure when the call does not fit).  Used
+ * for every task run, and by aliases calling their target.
+ */
+enum cw_task_status cw_exec_call(struct cw_task_ctx *ctx, const struct cw_task_def *def,
+				 json_t *args, json_t *kwargs, json_t **result);
+
+/*
  * The envelope of a retry of the message raw: retries + 1, eta = now + countdown
  * (ISO-8601 with +00:00), delivery tag tag, no redelivered marks.  malloc'd.
  */

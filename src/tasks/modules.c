@@ -24,10 +24,18 @@
 /* A refused module: the worker does not start (exit 1), unlike a usage error (64). */
 #define CW_EMODULE CW_EIO
 
+#ifdef CW_HAVE_DOCCONV
+#include "docconv/module.h"
+#endif
+
 extern const struct cw_module cw_builtin_module;
 
+/* Modules linked into this build, loaded before any shared object. */
 static const struct cw_module *const builtin_modules[] = {
 	&cw_builtin_module,
+#ifdef CW_HAVE_DOCCONV
+	&cw_docconv_module,
+#endif
 };
 
 struct loaded {

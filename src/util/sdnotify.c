@@ -1,3 +1,7 @@
+/*
+ * systemd notifications (see sdnotify.h): the datagram protocol, the
+ * watchdog interval from the environment, and the periodic watchdog ping.
+ */
 #include "util/sdnotify.h"
 
 #include <errno.h>
@@ -13,6 +17,7 @@
 #include <unistd.h>
 
 #include "loop/loop.h"
+#include "util/err.h"
 #include "util/log.h"
 
 /* Fill addr from $NOTIFY_SOCKET; returns the address length, 0 = unset, -1 = unusable. */
@@ -78,7 +83,7 @@ double cw_sd_watchdog_interval(void)
 {
 	const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
 	char *end;
-	unsigned long long us, p;
+	unsigned long long us;
 
 	if (!usec || !*usec)
 		return 0;
@@ -88,31 +93,38 @@ double cw_sd_watchdog_interval(void)
 		return 0;
 	if (pid && *pid) {
 		errno = 0;
-		p = strtoull(pid, &end, 10);
+		unsigned long long p = strtoull(pid, &end, 10);
 		if (errno || *end || p != (unsigned long long)getpid())
 			return 0;
 	}
 	return (double)us / 2e6;
 }
 
-static double wd_interval;
 static bool wd_warned;
 
 static void watchdog_tick(struct cw_loop *loop, void *arg)
 {
+	(void)loop;
 	(void)arg;
 	if (cw_sd_notify("WATCHDOG=1") < 0 && !wd_warned) {
 		wd_warned = true;
 		cw_log(CW_LOG_WARNING, "systemd", "watchdog notification failed: %s", strerror(errno));
 	}
-	cw_loop_timer(loop, wd_interval, watchdog_tick, NULL);
 }
 
-void cw_sd_watchdog_start(struct cw_loop *loop)
+int cw_sd_watchdog_start(struct cw_loop *loop)
 {
-	wd_interval = cw_sd_watchdog_interval();
-	if (wd_interval <= 0 || !getenv("NOTIFY_SOCKET"))
-		return;
-	cw_log(CW_LOG_DEBUG, "systemd", "watchdog: pinging every %.3f s", wd_interval);
+	double interval = cw_sd_watchdog_interval();
+
+	if (interval <= 0 || !getenv("NOTIFY_SOCKET"))
+		return CW_OK;
+	/* a periodic timer re-arms in place, so once created the pings cannot stop for want of memory */
+	if (!cw_loop_every(loop, interval, watchdog_tick, NULL)) {
+		cw_log(CW_LOG_ERROR, "systemd", "cannot arm the watchdog timer: out of memory; "
+		       "systemd would kill this worker after WatchdogSec");
+		return CW_ENOMEM;
+	}
+	cw_log(CW_LOG_DEBUG, "systemd", "watchdog: pinging every %.3f s", interval);
 	watchdog_tick(loop, NULL);
+	return CW_OK;
 }

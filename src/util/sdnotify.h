@@ -32,10 +32,12 @@ int cw_sd_notifyf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 double cw_sd_watchdog_interval(void);
 
 /*
- * If the watchdog is on: ping now and then every interval from a timer on
- * loop, for as long as the loop runs.  A stuck loop stops the pings, which is
- * the point.
+ * If the watchdog is on: ping now and then every interval from a periodic
+ * timer on loop, for as long as the loop runs.  A stuck loop stops the pings,
+ * which is the point.  Returns CW_OK (also when the watchdog is off), or
+ * CW_ENOMEM when the timer cannot be created (logged): the caller must fail
+ * its start-up, since systemd would kill a worker that never pings.  Call once.
  */
-void cw_sd_watchdog_start(struct cw_loop *loop);
+int cw_sd_watchdog_start(struct cw_loop *loop);
 
 #endif

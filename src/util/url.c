@@ -119,7 +119,27 @@ badport:
 	return CW_EINVAL;
 }
 
+static void redact_one(const char *s, char *out, size_t outsz);
+
 void cw_url_redact(const char *s, char *out, size_t outsz)
+{
+	/* a failover list "amqp://a;amqp://b": every URL of it */
+	size_t w = 0;
+	out[0] = '\0';
+	for (;;) {
+		const char *semi = strchr(s, ';');
+		char one[1024], red[1024];
+		snprintf(one, sizeof(one), "%.*s", semi ? (int)(semi - s) : (int)strlen(s), s);
+		redact_one(one, red, sizeof(red));
+		int r = snprintf(out + w, outsz - w, "%s%s", w ? ";" : "", red);
+		if (r < 0 || (size_t)r >= outsz - w || !semi)
+			return;
+		w += (size_t)r;
+		s = semi + 1;
+	}
+}
+
+static void redact_one(const char *s, char *out, size_t outsz)
 {
 	const char *p = strstr(s, "://");
 	const char *path, *at = NULL, *colon;

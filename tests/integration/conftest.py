@@ -1090,3 +1090,59 @@ def pytest_sessionfinish(session, exitstatus):
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     if exitstatus == 0 and tr is not None and not tr.stats.get("passed") and tr.stats.get("skipped"):
         session.exitstatus = 77
+
+
+class RabbitClusterNode(RabbitServer):
+    """A RabbitServer that can join others: one Erlang cookie and one epmd port
+    for the cluster (nodes find each other through epmd), lean Erlang settings
+    for a small machine."""
+
+    def __init__(self, directory, cookie, epmd_port):
+        self._cookie = cookie
+        self._epmd = epmd_port
+        super().__init__(directory)
+
+    def env(self):
+        e = super().env()
+        e["ERL_EPMD_PORT"] = str(self._epmd)
+        e["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] = "+S 1:1 +A 2 +sbwt none +sbwtdcpu none +sbwtdio none"
+        return e
+
+    def start(self, timeout=60):
+        self.epmd_port = self._epmd
+        path = os.path.join(self.dir, ".erlang.cookie")
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write(self._cookie)
+            os.chmod(path, 0o400)
+        super().start(timeout)
+
+    def join(self, other):
+        self.ctl("stop_app")
+        self.ctl("join_cluster", other.node)
+        self.ctl("start_app")
+
+
+@pytest.fixture
+def rabbit_cluster(tmp_path):
+    """make(n) -> n rabbitmq-server nodes clustered together (node names, ports, data
+    dirs of their own; one cookie and epmd port). Stopped by PID at teardown."""
+    if not os.path.exists(RABBITMQ_SERVER):
+        pytest.skip("rabbitmq-server is not installed")
+    if not _cworker_has_amqp():
+        pytest.skip("cworker was built without AMQP")
+    nodes = []
+    epmd = free_port()
+
+    def make(n=3):
+        cookie = uuid.uuid4().hex.upper()
+        for i in range(n):
+            nodes.append(RabbitClusterNode(str(tmp_path / f"node{i}"), cookie, epmd))
+        for node in nodes[1:]:
+            node.join(nodes[0])
+        return list(nodes)
+
+    yield make
+    for node in nodes:
+        node.stop()
+    _kill_epmd(epmd)

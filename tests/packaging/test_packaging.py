@@ -142,6 +142,11 @@ def test_unit_settings(name):
     assert seconds(s["WatchdogSec"]) >= 90
     # the warm shutdown waits for running tasks: well above a typical limit
     assert seconds(s["TimeoutStopSec"]) >= 300
+    # SIGTERM is Celery 5.5's soft shutdown; systemd waits the soft timeout + a margin
+    env = dict(kv.split("=", 1) for kv in s["Environment"].split())
+    assert env["REMAP_SIGTERM"] == "SIGQUIT"
+    soft = float(env["CWORKER_SOFT_SHUTDOWN_TIMEOUT"])
+    assert soft >= 300 and seconds(s["TimeoutStopSec"]) >= soft + 30, (soft, s["TimeoutStopSec"])
     for key, want in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
                       ("PrivateTmp", "yes"), ("ProtectHome", "yes")]:
         assert s[key] == want, key
@@ -220,6 +225,12 @@ def test_k8s_deployment_probes_grace_resources():
     # warm shutdown: the grace period outlasts the longest task
     grace = spec["terminationGracePeriodSeconds"]
     assert grace > float(conf["task_time_limit"]) + 10, (grace, conf["task_time_limit"])
+    # soft shutdown: SIGTERM waits the soft timeout (no shorter than the task limit), then
+    # gives acks_late messages back; the grace period is that plus a margin
+    env = {e["name"]: e["value"] for e in c.get("env", [])}
+    assert env["REMAP_SIGTERM"] == "SIGQUIT"
+    soft = float(env["CWORKER_SOFT_SHUTDOWN_TIMEOUT"])
+    assert soft >= float(conf["task_time_limit"]) and grace >= soft + 30, (soft, grace)
     assert float(conf["task_soft_time_limit"]) < float(conf["task_time_limit"])
 
     # resources: set, and the limit holds every child at its docconv ceiling

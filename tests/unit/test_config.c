@@ -195,6 +195,9 @@ static void test_url(void)
 	CHECK(!strcmp(out, "redis://u:**@h/0"));
 	cw_url_redact("redis://h:1/0", out, sizeof(out));
 	CHECK(!strcmp(out, "redis://h:1/0"));
+	/* a failover list: every password masked */
+	cw_url_redact("amqp://u:p1@a:5672//;amqp://u:p2@b//;amqp://c", out, sizeof(out));
+	CHECK(!strcmp(out, "amqp://u:**@a:5672//;amqp://u:**@b//;amqp://c"));
 }
 
 static void test_rates(void)

@@ -8,11 +8,11 @@
 
 static bool table_ok(const char *t)
 {
-	struct cw_error err = {0};
+	struct cw_docstore_error err = {0};
 	int rc = cw_docstore_check_table(t, &err);
-	if (rc != CW_OK)
+	if (rc != CW_DOCSTORE_OK)
 		CHECK(strstr(err.msg, "is not a table name") != NULL);
-	return rc == CW_OK;
+	return rc == CW_DOCSTORE_OK;
 }
 
 static void test_tables(void)
@@ -48,11 +48,11 @@ static void test_tables(void)
 
 static bool url_ok(const char *u, const char *must_not_contain)
 {
-	struct cw_error err = {0};
+	struct cw_docstore_error err = {0};
 	int rc = cw_docstore_check_url(u, &err);
-	if (rc != CW_OK && must_not_contain)
+	if (rc != CW_DOCSTORE_OK && must_not_contain)
 		CHECK(strstr(err.msg, must_not_contain) == NULL);
-	return rc == CW_OK;
+	return rc == CW_DOCSTORE_OK;
 }
 
 static void test_urls(void)

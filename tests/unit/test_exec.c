@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "envelope.h"
 #include "protocol/protocol.h"
 #include "tasks/canvas.h"
 #include "tasks/exec.h"
@@ -50,23 +51,6 @@ static void emit(void *arg, const char *type, const char *fields, size_t len)
 		snprintf(events[nevents++], sizeof(events[0]), "%s %.*s", type, (int)len, fields);
 }
 
-static char *envelope(const char *task, const char *args, const char *kwargs)
-{
-	char body[512], *out = NULL;
-	snprintf(body, sizeof(body), "[%s, %s, {\"callbacks\": null, \"errbacks\": null, "
-		 "\"chain\": null, \"chord\": null}]", args, kwargs);
-	char *b64 = cw_base64_encode((const unsigned char *)body, strlen(body), NULL);
-	if (asprintf(&out, "{\"body\": \"%s\", \"content-encoding\": \"utf-8\", "
-		     "\"content-type\": \"application/json\", \"headers\": {\"lang\": \"py\", "
-		     "\"task\": \"%s\", \"id\": \"6d6392f1-d723-4ebe-a5bc-5e9a1f900542\", "
-		     "\"retries\": 0}, \"properties\": {\"delivery_tag\": \"t1\", "
-		     "\"body_encoding\": \"base64\", \"delivery_info\": {\"exchange\": \"\", "
-		     "\"routing_key\": \"celery\"}}}", b64, task) < 0)
-		out = NULL;
-	free(b64);
-	return out;
-}
-
 static struct cw_registry *reg;
 
 /* Run task with args/kwargs; *out gets the outcome. */
@@ -75,7 +59,7 @@ static void run(const char *task, const char *args, const char *kwargs, struct c
 	struct cw_exec_env env = {.reg = reg, .hostname = "h", .limits = CW_PROTO_LIMITS_DEFAULT,
 				  .default_queue = "celery", .emit = emit};
 	struct cw_outbox ob = {0};
-	char *raw = envelope(task, args, kwargs);
+	char *raw = test_envelope(task, args, kwargs);
 	for (int i = 0; i < 4; i++) {
 		json_decref(seen_args[i]);
 		seen_args[i] = NULL;

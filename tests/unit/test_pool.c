@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "envelope.h"
 #include "http/metrics.h"
 #include "loop/loop.h"
 #include "pool/pool.h"
@@ -86,27 +87,10 @@ static void give_up(struct cw_loop *loop, void *arg)
 	cw_loop_stop(loop);
 }
 
-static char *envelope(const char *task)
-{
-	static const char body[] = "[[], {}, {\"callbacks\": null, \"errbacks\": null, "
-				    "\"chain\": null, \"chord\": null}]";
-	char *b64 = cw_base64_encode((const unsigned char *)body, strlen(body), NULL);
-	char *out = NULL;
-	if (asprintf(&out, "{\"body\": \"%s\", \"content-encoding\": \"utf-8\", "
-		     "\"content-type\": \"application/json\", \"headers\": {\"lang\": \"py\", "
-		     "\"task\": \"%s\", \"id\": \"6d6392f1-d723-4ebe-a5bc-5e9a1f900542\", "
-		     "\"retries\": 0}, \"properties\": {\"delivery_tag\": \"t1\", "
-		     "\"body_encoding\": \"base64\", \"delivery_info\": {\"exchange\": \"\", "
-		     "\"routing_key\": \"celery\"}}}", b64, task) < 0)
-		out = NULL;
-	free(b64);
-	return out;
-}
-
 /* Submit one message and run the loop until on_done (or 10 s). */
 static void run_one(struct cw_pool *p, struct seen *s, const char *task)
 {
-	char *raw = envelope(task);
+	char *raw = test_envelope(task, "[]", "{}");
 	int slot = cw_pool_idle_slot(p);
 	CHECK(raw && slot == 0);
 	if (!raw)
@@ -185,7 +169,7 @@ static void test_kind(const char *kind, struct cw_registry *reg)
 		cw_pool_kill_slot(p, 0, CW_LOST_TIMEOUT);   /* no-op */
 		CHECK(cw_pool_recycles(p, CW_RECYCLE_CRASH) == 0);
 		/* a queued task a stop drops is never reported */
-		char *raw = envelope("t.count");
+		char *raw = test_envelope("t.count", "[]", "{}");
 		if (!raw)
 			return;
 		CHECK(cw_pool_submit(p, 0, "celery", raw, strlen(raw)) == CW_OK);

@@ -53,15 +53,15 @@ static void test_budget(void)
 
 	CHECK(r != NULL);
 	cw_reserve_set_limit(r, 2);
-	CHECK(cw_reserve_credit(r) == 2);
+	CHECK(cw_reserve_credit(r, 0) == 2);
 	CHECK(cw_reserve_push(r, a));
 	CHECK(cw_reserve_push(r, b));
 	/* the budget is spent: the broker gets no more credit */
-	CHECK(cw_reserve_credit(r) == 0);
+	CHECK(cw_reserve_credit(r, 0) == 0);
 	CHECK(cw_reserve_counted(r) == 2);
 	/* ETA-held messages are outside the budget, as Celery's */
 	CHECK(cw_reserve_hold(r, e));
-	CHECK(cw_reserve_credit(r) == 0 && cw_reserve_counted(r) == 2 && cw_reserve_neta(r) == 1);
+	CHECK(cw_reserve_credit(r, 0) == 0 && cw_reserve_counted(r) == 2 && cw_reserve_neta(r) == 1);
 	/* FIFO */
 	struct held *first = cw_reserve_pop(r);
 	CHECK(first == a);
@@ -69,18 +69,18 @@ static void test_budget(void)
 	CHECK(cw_reserve_running(r, 1) == a && a->slot == 1);
 	CHECK(cw_reserve_active(r) == 1);
 	/* running still counts */
-	CHECK(cw_reserve_credit(r) == 0);
+	CHECK(cw_reserve_credit(r, 0) == 0);
 	/* a finished task leaves the budget once */
 	CHECK(cw_reserve_finish(r, 1) == a);
 	CHECK(cw_reserve_finish(r, 1) == NULL);
 	cw_reserve_uncount(r, a);
 	cw_reserve_uncount(r, a);
-	CHECK(cw_reserve_counted(r) == 1 && cw_reserve_credit(r) == 1);
+	CHECK(cw_reserve_counted(r) == 1 && cw_reserve_credit(r, 0) == 1);
 	/* a push over the limit is still kept (the broker may have sent one in flight) */
 	CHECK(cw_reserve_push(r, c));
-	CHECK(cw_reserve_counted(r) == 2 && cw_reserve_credit(r) == 0);
+	CHECK(cw_reserve_counted(r) == 2 && cw_reserve_credit(r, 0) == 0);
 	cw_reserve_set_limit(r, 1);
-	CHECK(cw_reserve_credit(r) == 0);
+	CHECK(cw_reserve_credit(r, 0) == 0);
 
 	enum cw_held_where where;
 	CHECK(cw_reserve_find(r, "c", &where) == c && where == CW_HELD_READY);
@@ -106,6 +106,15 @@ static void test_budget(void)
 	cw_reserve_uncount(r, b);
 	cw_reserve_uncount(r, c);
 	CHECK(cw_reserve_counted(r) == 0);
+	/* the window grows by the ETA-held/rate-limited messages, up to worker_eta_task_limit */
+	cw_reserve_set_limit(r, 4);
+	CHECK(cw_reserve_window(r, 3) == 7 && cw_reserve_credit(r, 3) == 4);
+	cw_reserve_set_eta_cap(r, 5);
+	CHECK(cw_reserve_window(r, 3) == 5);
+	CHECK(cw_reserve_credit(r, 3) == 2);       /* 5 - 0 counted - 3 held */
+	CHECK(cw_reserve_credit(r, 0) == 4);       /* no ETA: the cap leaves the limit alone */
+	cw_reserve_set_eta_cap(r, 2);              /* a cap under the limit does not shrink it */
+	CHECK(cw_reserve_window(r, 0) == 4 && cw_reserve_window(r, 6) == 4);
 	cw_reserve_free(r);
 	unmk(a);
 	unmk(b);
