@@ -4,9 +4,10 @@
 # Copies the source tree (without build directories, .git and node_modules)
 # to a scratch directory, puts packaging/debian/ at its top, runs
 # `dpkg-buildpackage -us -uc -b` there and moves cworker_<version>_<arch>.deb
-# (and the .buildinfo/.changes) to OUTDIR. The checkout is never written to
-# except OUTDIR. Needs the Build-Depends of packaging/debian/control
-# (scripts/install-deps.sh installs them).
+# and cworker-dev_<version>_<arch>.deb (and the .buildinfo/.changes) to
+# OUTDIR. The checkout is never written to except OUTDIR. Needs the
+# Build-Depends of packaging/debian/control (scripts/install-deps.sh
+# installs them).
 # Env: DEB_BUILD_OPTIONS (e.g. "nocheck parallel=2"), KEEP_SCRATCH=1.
 set -euo pipefail
 
@@ -45,6 +46,8 @@ deb="cworker_${version}_${arch}.deb"
 for f in "$scratch/$deb" "$scratch"/cworker_"${version}"_"${arch}".{buildinfo,changes}; do
 	[[ -e $f ]] && mv -f "$f" "$out/"
 done
+# the task module development package
+mv -f "$scratch"/cworker-dev_"${version}"_"${arch}".deb "$out/"
 # the debug symbols package, when dh made one
 mv -f "$scratch"/cworker-dbgsym_"${version}"_"${arch}".*deb "$out/" 2>/dev/null || true
 cp "$log" "$out/dpkg-buildpackage.log"

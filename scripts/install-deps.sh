@@ -14,6 +14,8 @@ PACKAGES=(
 	libhiredis-dev libjansson-dev
 	# storage layer (src/storage): libcurl, and libcrypto for S3 payload hashes
 	libcurl4-openssl-dev libssl-dev
+	# the example task module (examples/modules/probe) and its test: MIME types
+	libmagic-dev
 	# document conversion (src/docconv): static MuPDF and the libraries it needs, Tesseract + English
 	libmupdf-dev mupdf-tools libfreetype-dev libharfbuzz-dev libjbig2dec0-dev libopenjp2-7-dev
 	libmujs-dev libgumbo-dev libjpeg-dev zlib1g-dev libtesseract-dev tesseract-ocr-eng

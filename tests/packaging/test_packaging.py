@@ -8,7 +8,10 @@
 - the Containerfile has a non-root user, STOPSIGNAL and a health check;
 - the Debian package builds with dpkg-buildpackage, installs with dpkg -i, the
   installed /usr/bin/cworker runs a task a Python producer sends to a
-  throwaway redis-server, and dpkg -r / --purge remove it cleanly.
+  throwaway redis-server, and dpkg -r / --purge remove it cleanly;
+- cworker-dev carries the task module headers and cworker.pc: installed next
+  to cworker, `pkg-config --cflags cworker` works and a module built with it
+  loads into the installed worker.
 
 The .deb test installs into the real system (root only). It always purges
 what it installed; run it again after an interrupted run and it starts over.
@@ -331,8 +334,8 @@ def dpkg(*args, check=True):
         return r
 
 
-def installed():
-    r = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", "cworker"],
+def installed(package="cworker"):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", package],
                        capture_output=True, text=True)
     return r.stdout.strip() if r.returncode == 0 else ""
 
@@ -378,6 +381,8 @@ def test_deb_contents(deb):
 @pytest.fixture
 def installed_deb(deb):
     """dpkg -i the package; purge it afterwards whatever happened."""
+    if installed("cworker-dev"):
+        dpkg("--purge", "cworker-dev")  # depends on cworker: it goes first
     if installed():
         dpkg("--purge", "cworker")     # left over from an interrupted run
     try:
@@ -452,3 +457,82 @@ def test_deb_install_run_remove_purge(installed_deb, tmp_path):
     assert not os.path.exists("/etc/cworker")
     assert not os.path.exists("/var/lib/cworker")
     assert installed() == "" or installed().startswith("un"), installed()
+
+
+# ---------------------------------------------------------------------------
+# cworker-dev: headers and cworker.pc for task modules
+# ---------------------------------------------------------------------------
+
+DEV_HEADERS = ["task.h", "module.h", "log.h"]
+
+
+@pytest.fixture(scope="module")
+def dev_deb(deb):
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    path = os.path.join(os.path.dirname(deb), f"cworker-dev_{meson_version()}_{arch}.deb")
+    assert os.path.exists(path), \
+        f"cworker-dev not produced: {sorted(os.listdir(os.path.dirname(deb)))}"
+    return path
+
+
+def test_dev_deb_contents(deb, dev_deb):
+    files = subprocess.run(["dpkg-deb", "-c", dev_deb], capture_output=True, text=True,
+                           check=True).stdout
+    for h in DEV_HEADERS:
+        assert re.search(rf"\s\./usr/include/cworker/{h}$", files, re.M), f"{h} missing:\n{files}"
+    assert re.search(r"\s\./usr/lib/(?:[a-z0-9_]+-linux-gnu[a-z0-9_]*/)?pkgconfig/cworker\.pc$",
+                     files, re.M), files
+    assert "./usr/share/doc/cworker-dev/modules.md" in files
+    assert "/usr/share/doc/cworker-dev/examples/probe/probe.c" in files
+    # no program, no config in the -dev package
+    assert "./usr/bin/" not in files and "./etc/" not in files
+    fields = subprocess.run(["dpkg-deb", "-f", dev_deb, "Version", "Depends"],
+                            capture_output=True, text=True, check=True).stdout
+    assert f"Version: {meson_version()}" in fields
+    assert f"cworker (= {meson_version()})" in fields and "libjansson-dev" in fields, fields
+    # the module directory belongs to cworker itself
+    main_files = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True,
+                                check=True).stdout
+    assert re.search(r"\s\./usr/lib/cworker/modules/$", main_files, re.M), main_files
+
+
+def test_dev_deb_pkg_config_and_a_module(installed_deb, dev_deb, tmp_path):
+    for tool in ("pkg-config", "cc"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is not installed")
+    try:
+        dpkg("-i", dev_deb)
+        assert installed("cworker-dev").startswith("ii"), installed("cworker-dev")
+
+        def pc(*args):
+            r = subprocess.run(["pkg-config", *args, "cworker"], capture_output=True, text=True)
+            assert r.returncode == 0, f"pkg-config {' '.join(args)} cworker: {r.stderr}"
+            return r.stdout.strip()
+        # /usr/include is the compiler's own: pkg-config may print nothing, but it succeeds
+        cflags = pc("--cflags").split()
+        assert pc("--modversion") == meson_version()
+        assert pc("--variable=moduledir") == "/usr/lib/cworker/modules"
+        # a module built against the installed headers only, loaded by the installed worker
+        so = tmp_path / "testmod.so"
+        r = subprocess.run(["cc", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", *cflags,
+                            "-o", str(so), os.path.join(REPO, "tests", "modules", "testmod.c")],
+                           capture_output=True, text=True, cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run(["/usr/bin/cworker", "--task-module", str(so), "--list-tasks"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        assert re.search(r"^testmod\.add\s+testmod\s", r.stdout, re.M), r.stdout
+        # and from the package's module directory, without naming it
+        shutil.copy(so, "/usr/lib/cworker/modules/testmod.so")
+        try:
+            r = subprocess.run(["/usr/bin/cworker", "--list-tasks"], capture_output=True,
+                               text=True, timeout=20)
+            assert r.returncode == 0 and "testmod.whoami" in r.stdout, r.stdout + r.stderr
+        finally:
+            os.unlink("/usr/lib/cworker/modules/testmod.so")
+        dpkg("-r", "cworker-dev")
+        assert not os.path.exists("/usr/include/cworker")
+    finally:
+        if installed("cworker-dev"):
+            dpkg("--purge", "cworker-dev", check=False)
