@@ -8,6 +8,10 @@
 
 #include <stdarg.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum cw_log_level {
 	CW_LOG_ERROR = 0,
 	CW_LOG_WARNING = 1,
@@ -27,5 +31,9 @@ void cw_log_write(enum cw_log_level lvl, const char *component, const char *fmt,
 		if ((lvl) <= cw_log_threshold)                         \
 			cw_log_write((lvl), (component), __VA_ARGS__); \
 	} while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -8,7 +8,8 @@
  * task module (module.h) is built against these headers only.
  *
  * Memory: args and kwargs are borrowed for the call.  On CW_TASK_SUCCESS
- * *result holds a new reference the worker takes (NULL means None).
+ * *result holds a new reference the worker takes (NULL means None); a
+ * *result left set on failure or retry is released by the worker.
  * Strings returned by cw_task_* stay valid until the task function returns.
  *
  * Big integers (outside int64) arrive as values for which
@@ -26,6 +27,10 @@
 #include <jansson.h>
 
 #include "cworker/log.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 #define CW_ABI_VERSION 2
 /* kept for code written against version 1 of this header */
@@ -174,5 +179,9 @@ int cw_task_write(struct cw_task_ctx *ctx, const char *dst, const void *data, si
 /* Big integers preserved from the message text (see header comment), and making one. */
 bool cw_task_is_bigint(const json_t *v);
 json_t *cw_task_bigint(const char *digits);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -315,14 +315,22 @@ static bool bind(struct cw_task_ctx *ctx, const struct cw_task_def *def, json_t 
 		ctx->bound[i] = v;
 	}
 	if (given > (size_t)npos) {
-		if (nreq == npos)
-			cw_task_fail(ctx, "TypeError", NULL,
-				     "%s() takes %d positional argument%s but %zu %s given", fn, npos,
-				     npos == 1 ? "" : "s", given, given == 1 ? "was" : "were");
+		/* CPython's too_many_positional(), keyword-only arguments given included */
+		int kwonly_given = 0;
+		for (int i = 0; i < n; i++)
+			kwonly_given += (params[i].flags & CW_PARAM_KWONLY) && ctx->bound[i];
+		char sig[48], kw[80] = "";
+		bool plural = nreq != npos || npos != 1;
+		if (nreq != npos)
+			snprintf(sig, sizeof(sig), "from %d to %d", nreq, npos);
 		else
-			cw_task_fail(ctx, "TypeError", NULL,
-				     "%s() takes from %d to %d positional arguments but %zu were given",
-				     fn, nreq, npos, given);
+			snprintf(sig, sizeof(sig), "%d", npos);
+		if (kwonly_given)
+			snprintf(kw, sizeof(kw), " positional argument%s (and %d keyword-only argument%s)",
+				 given != 1 ? "s" : "", kwonly_given, kwonly_given != 1 ? "s" : "");
+		cw_task_fail(ctx, "TypeError", NULL, "%s() takes %s positional argument%s but %zu%s %s given",
+			     fn, sig, plural ? "s" : "", given, kw,
+			     given == 1 && !kwonly_given ? "was" : "were");
 		return false;
 	}
 	for (int kwonly = 0; kwonly < 2; kwonly++) {

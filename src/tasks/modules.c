@@ -179,7 +179,7 @@ static int add(struct cw_registry *r, const struct cw_config *cfg, bool conf,
 	if ((conf && configure(m, cfg, where, err) != CW_OK) ||
 	    register_tasks(r, m, where, cfg->diagnostic_tasks, err) != CW_OK)
 		return CW_EMODULE;
-	cw_log(CW_LOG_DEBUG, "worker", "loaded task module %s %s from %s", m->name,
+	cw_log(handle ? CW_LOG_INFO : CW_LOG_DEBUG, "worker", "task module %s %s (%s)", m->name,
 	       m->version ? m->version : "", path);
 	return CW_OK;
 }

@@ -305,9 +305,6 @@ def test_declared_parameters_bind_like_python(mod_worker, app):
     assert raw == {"args": [1, [2]], "kwargs": {"x": None}, "arg0_null": True}
 
 
-@pytest.mark.xfail(strict=True, reason="src/tasks/exec.c leaves out Python's '(and 1 "
-                   "keyword-only argument)' when too many positional arguments come with "
-                   "keyword-only ones; remove this mark with the fix")
 def test_too_many_positional_with_keyword_only_text(mod_worker, app):
     with pytest.raises(TypeError) as want:
         bind(1, 2, 3, c=3)

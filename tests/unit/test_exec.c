@@ -107,9 +107,12 @@ int main(void)
 	CHECK(!strncmp(events[2], "task-custom ", 12) && strstr(events[2], "\"x\":1"));
 
 	/* CPython's texts (3.11), keywords looked at before the positional count */
-	type_error("t.f", "[1, 2, 3]", "{\"c\": 1}",
+	type_error("t.f", "[1, 2, 3]", "{}",
 		   "f() takes from 1 to 2 positional arguments but 3 were given");
 	type_error("m.g", "[1, 2, 3, 4]", "{}", "g() takes 3 positional arguments but 4 were given");
+	type_error("t.f", "[1, 2, 3]", "{\"c\": 1}",
+		   "f() takes from 1 to 2 positional arguments but 3 positional arguments (and 1 "
+		   "keyword-only argument) were given");
 	type_error("t.f", "[1, 2, 3]", "{\"zz\": 1}", "f() got an unexpected keyword argument 'zz'");
 	type_error("t.f", "[1]", "{\"a\": 1, \"c\": 2}", "f() got multiple values for argument 'a'");
 	type_error("t.f", "[]", "{\"c\": 1}", "f() missing 1 required positional argument: 'a'");
