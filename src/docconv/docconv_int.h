@@ -184,6 +184,30 @@ void cw_doc_page_free(struct tpage *p);
  * figures.  false: out of memory. */
 bool cw_doc_page_model(fz_context *ctx, fz_stext_page *sp, const struct rulings *r, bool spans,
 		       struct tpage *p);
+/* Plain comparisons: fminf/fmaxf are library calls (NaN rules) in the per-character paths. */
+#define CW_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define CW_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* A character's box (fz_rect_from_quad, inlined: it runs for every character). */
+static inline fz_rect cw_doc_char_box(const fz_stext_char *c)
+{
+	const fz_quad *q = &c->quad;
+	fz_rect r = {CW_MIN(CW_MIN(q->ul.x, q->ur.x), CW_MIN(q->ll.x, q->lr.x)),
+		     CW_MIN(CW_MIN(q->ul.y, q->ur.y), CW_MIN(q->ll.y, q->lr.y)),
+		     CW_MAX(CW_MAX(q->ul.x, q->ur.x), CW_MAX(q->ll.x, q->lr.x)),
+		     CW_MAX(CW_MAX(q->ul.y, q->ur.y), CW_MAX(q->ll.y, q->lr.y))};
+	return r;
+}
+
+/* a grown to cover b (fz_union_rect without the checks for empty and infinite rects) */
+static inline void cw_doc_grow(fz_rect *a, fz_rect b)
+{
+	a->x0 = CW_MIN(a->x0, b.x0);
+	a->y0 = CW_MIN(a->y0, b.y0);
+	a->x1 = CW_MAX(a->x1, b.x1);
+	a->y1 = CW_MAX(a->y1, b.y1);
+}
+
 /* Append a block to the page; NULL: out of memory. */
 struct tblock *cw_doc_add_block(struct tpage *p);
 /* True when the character's centre is inside one of the page's tables. */

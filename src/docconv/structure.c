@@ -50,7 +50,9 @@ struct tblock *cw_doc_add_block(struct tpage *p)
 /* Tables are the page's first blocks (tables.c adds them before the text). */
 bool cw_doc_in_table(const struct tpage *p, const fz_stext_char *c)
 {
-	fz_rect r = fz_rect_from_quad(c->quad);
+	if (!p->n || p->blocks[0].kind != TB_TABLE)
+		return false;
+	fz_rect r = cw_doc_char_box(c);
 	fz_point m = fz_make_point((r.x0 + r.x1) / 2, (r.y0 + r.y1) / 2);
 	for (int i = 0; i < p->n && p->blocks[i].kind == TB_TABLE; i++)
 		if (fz_is_point_inside_rect(m, p->blocks[i].bbox))
@@ -111,7 +113,7 @@ static bool model_line(fz_context *ctx, struct tpage *p, fz_stext_line *l, bool 
 	struct sbuf s = {0};
 	float size_sum = 0;
 	int nchar = 0, nbold = 0;
-	fz_rect box = fz_empty_rect;
+	fz_rect box = {1e9f, 1e9f, -1e9f, -1e9f};
 	*kept = false;
 	for (fz_stext_char *c = l->first_char; c; c = c->next) {
 		if (cw_doc_in_table(p, c))
@@ -122,7 +124,7 @@ static bool model_line(fz_context *ctx, struct tpage *p, fz_stext_line *l, bool 
 			nchar++;
 			size_sum += c->size;
 			nbold += fz_font_is_bold(ctx, c->font);
-			box = fz_union_rect(box, fz_rect_from_quad(c->quad));
+			cw_doc_grow(&box, cw_doc_char_box(c));
 		}
 	}
 	if (s.oom) {
@@ -267,7 +269,7 @@ void cw_doc_find_styles(struct tpage *pages, int n, struct styles *st)
 			best = weight[i];
 			st->body = sizes[i];
 		}
-	float bigger[64];
+	float bigger[64] = {0};
 	int nb = 0;
 	for (int i = 0; i < ns; i++)
 		if (sizes[i] >= st->body * 1.15f)

@@ -359,7 +359,7 @@ static struct frag *frag_new(struct frags *f)
 		f->cap = nc;
 	}
 	struct frag *g = &f->v[f->n++];
-	*g = (struct frag){.box = fz_empty_rect, .words = 1};
+	*g = (struct frag){.box = {1e9f, 1e9f, -1e9f, -1e9f}, .words = 1};
 	return g;
 }
 
@@ -374,7 +374,7 @@ static float word_gap(fz_stext_line *l)
 			space = true;
 			continue;
 		}
-		fz_rect q = fz_rect_from_quad(c->quad);
+		fz_rect q = cw_doc_char_box(c);
 		if (seen && (space || q.x0 - right > 0.15f * c->size) && q.x0 - right < min)
 			min = q.x0 - right;
 		space = false;
@@ -384,9 +384,15 @@ static float word_gap(fz_stext_line *l)
 	return min;
 }
 
-/* The page's text outside ruled tables as pieces split at wide gaps. */
-static void split_frags(fz_stext_page *sp, const struct tpage *p, struct frags *f)
+/*
+ * The page's text outside ruled tables as pieces split at wide gaps.  false: no two pieces
+ * share a baseline (no line was split, no line continues the one before it to the right),
+ * so no row can have two cells.
+ */
+static bool split_frags(fz_stext_page *sp, const struct tpage *p, struct frags *f)
 {
+	bool rows = false;
+	float prev = -1e9f;
 	int bi = 0;
 	for (fz_stext_block *b = sp->first_block; b && !f->oom; b = b->next, bi++) {
 		if (b->type != FZ_STEXT_BLOCK_TEXT)
@@ -394,6 +400,11 @@ static void split_frags(fz_stext_page *sp, const struct tpage *p, struct frags *
 		for (fz_stext_line *l = b->u.t.first_line; l && !f->oom; l = l->next) {
 			struct frag *cur = NULL;
 			bool space = false;
+			int pieces = 0;
+			if (l->first_char && fabsf(l->first_char->origin.y - prev) <= 2)
+				rows = true;
+			if (l->first_char)
+				prev = l->first_char->origin.y;
 			float right = 0, gap = 1.6f * word_gap(l);
 			for (fz_stext_char *c = l->first_char; c && !f->oom; c = c->next) {
 				if (c->c == ' ' || c->c == '\t') {
@@ -404,12 +415,13 @@ static void split_frags(fz_stext_page *sp, const struct tpage *p, struct frags *
 					cur = NULL;
 					continue;
 				}
-				fz_rect q = fz_rect_from_quad(c->quad);
+				fz_rect q = cw_doc_char_box(c);
 				if (cur && q.x0 - right > GAP_EM * c->size && q.x0 - right > gap)
 					cur = NULL;
 				if (!cur) {
 					if (!(cur = frag_new(f)))
 						break;
+					rows |= ++pieces > 1;
 					cur->base = c->origin.y;
 					cur->size = c->size;
 					cur->block = bi;
@@ -420,11 +432,12 @@ static void split_frags(fz_stext_page *sp, const struct tpage *p, struct frags *
 				space = false;
 				cw_sb_rune(&cur->s, c->c);
 				f->oom |= cur->s.oom;
-				cur->box = fz_union_rect(cur->box, q);
+				cw_doc_grow(&cur->box, q);
 				right = q.x1;
 			}
 		}
 	}
+	return rows;
 }
 
 static int cmp_frag(const void *a, const void *b)
@@ -673,16 +686,50 @@ static int page_columns(fz_stext_page *sp, float *bnd)
 	return nb;
 }
 
+/*
+ * A cheap look before building pieces (which copies the page's text): can two pieces share
+ * a baseline at all?  A line with a gap wider than an em, or a line continuing the one
+ * before it on the same baseline.  Most pages of prose have neither.
+ */
+static bool rows_possible(fz_stext_page *sp)
+{
+	float prev = -1e9f;
+	for (fz_stext_block *b = sp->first_block; b; b = b->next) {
+		if (b->type != FZ_STEXT_BLOCK_TEXT)
+			continue;
+		for (fz_stext_line *l = b->u.t.first_line; l; l = l->next) {
+			fz_stext_char *c = l->first_char;
+			if (!c)
+				continue;
+			if (fabsf(c->origin.y - prev) <= 2)
+				return true;
+			prev = c->origin.y;
+			float right = 1e9f;
+			for (; c; c = c->next) {
+				if (c->c == ' ')
+					continue;
+				float x0 = CW_MIN(c->quad.ll.x, c->quad.ul.x);
+				if (x0 - right > GAP_EM * c->size)
+					return true;
+				right = CW_MAX(c->quad.lr.x, c->quad.ur.x);
+			}
+		}
+	}
+	return false;
+}
+
 static bool unruled_tables(fz_stext_page *sp, struct tpage *p)
 {
+	if (!rows_possible(sp))
+		return true;
 	struct frags f = {0};
 	struct row *rows = NULL;
 	int nr = 0;
 	bool ok;
 	float bnd[MAX_COLS];
-	split_frags(sp, p, &f);
+	bool rows_possible = split_frags(sp, p, &f);
 	ok = !f.oom;
-	if (ok && f.n >= 2 * MIN_ROWS) {
+	if (ok && f.n >= 2 * MIN_ROWS && rows_possible) {
 		int nb = page_columns(sp, bnd);
 		for (int i = 0; i < f.n; i++) {
 			float x = (f.v[i].box.x0 + f.v[i].box.x1) / 2;
