@@ -4,7 +4,7 @@ running PyMuPDF, on one throwaway redis-server and one generated corpus, in
 one run; then OCR seconds per page: cworker vs the tesseract CLI.
 
 Usage: /usr/bin/python3 bench/docconv_bench.py [--docs 40] [--pages 10]
-       [--cworker build/src/cworker] [--ocr-pages 3]
+       [--cworker build/src/cworker] [--ocr-pages 3] [--format text]
 
 Both workers: -c 2, prefetch multiplier 1, results in the same Redis. Each
 document is one docconv.convert(source, format="text", ocr="never") task;
@@ -88,9 +88,9 @@ def stop(proc):
         proc.wait()
 
 
-def run_batch(app, files):
+def run_batch(app, files, fmt="text"):
     t0 = time.monotonic()
-    rs = [app.send_task("docconv.convert", args=[f], kwargs={"format": "text", "ocr": "never"})
+    rs = [app.send_task("docconv.convert", args=[f], kwargs={"format": fmt, "ocr": "never"})
           for f in files]
     pages = sum(r.get(timeout=600)["pages"] for r in rs)
     return time.monotonic() - t0, pages
@@ -101,6 +101,8 @@ def main():
     ap.add_argument("--docs", type=int, default=40)
     ap.add_argument("--pages", type=int, default=10)
     ap.add_argument("--ocr-pages", type=int, default=3)
+    ap.add_argument("--format", default="text", help="cworker's output format (the Python "
+                    "worker always extracts text)")
     ap.add_argument("--cworker", default=os.path.join(HERE, "..", "build", "src", "cworker"))
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="cw-docbench-")
@@ -128,7 +130,7 @@ def main():
         procs.append(cw)
         wait_ready(log, cw, "ready.")
         run_batch(app, files[:2])  # warm both children
-        results["cworker"] = run_batch(app, files)
+        results["cworker"] = run_batch(app, files, a.format)
 
         scan = os.path.join(tmp, "scan.png")
         make_scan(scan)
@@ -164,7 +166,8 @@ def main():
                                check=True, capture_output=True)
                 t_cli.append(time.monotonic() - t0)
 
-        print(f"\n{a.docs} PDFs x {a.pages} pages, docconv.convert(format='text', ocr='never'), "
+        print(f"\n{a.docs} PDFs x {a.pages} pages, docconv.convert(format='{a.format}', "
+              "ocr='never'), "
               f"-c 2 --prefetch-multiplier 1, one redis-server")
         print(f"{'worker':<22}{'seconds':>9}{'pages':>8}{'pages/s':>10}")
         for k, label in (("cworker", "cworker (MuPDF, C)"), ("python", "celery + PyMuPDF")):

@@ -23,6 +23,8 @@ PACKAGES=(
 	python3-fitz python3-pil curl
 	# bench/docconv_bench.py compares OCR with the tesseract CLI
 	tesseract-ocr
+	# bench/layout_score.py scores pdftotext next to cworker
+	poppler-utils
 	# the db+postgresql:// result backend (libpq) and its tests: a real server, Python readers
 	libpq-dev postgresql python3-sqlalchemy python3-psycopg2
 	# the AMQP broker and rpc:// backend (rabbitmq-c) and their tests: a real RabbitMQ,

@@ -1,8 +1,9 @@
 /*
  * Document conversion entry points (see docconv.h): info, convert and render.
  * They open the document (engine.c), select pages, and per page build the
- * text model (structure.c) or OCR it (ocr.c), then hand the model to a
- * writer (writers.c).
+ * model (structure.c, tables.c, with the rulings from paths.c) or OCR it
+ * (ocr.c), then run the structure pass over all pages (furniture.c, flow.c)
+ * and hand the model to a writer (writers.c).
  */
 #include "docconv_int.h"
 
@@ -122,16 +123,17 @@ struct cw_doc_result cw_doc_convert(struct cw_doc_engine *e, const unsigned char
 	for (int i = 0; i < nsel && r.status == CW_DOC_OK; i++) {
 		fz_page *page = NULL;
 		fz_stext_page *sp = NULL;
-		fz_device *dev = NULL;
-		json_t *jb = NULL;
+		fz_device *dev = NULL, *rdev = NULL;
+		struct rulings rul = {0};
 		bool model_ok = true;
 		fz_var(i);
 		fz_var(page);
 		fz_var(sp);
 		fz_var(dev);
-		fz_var(jb);
+		fz_var(rdev);
 		fz_var(model_ok);
 		fz_var(r);
+		pages[i].number = sel[i] + 1;
 		fz_try(ctx) {
 			page = fz_load_page(ctx, od.doc, sel[i]);
 			fz_rect bounds = fz_bound_page(ctx, page);
@@ -140,15 +142,19 @@ struct cw_doc_result cw_doc_convert(struct cw_doc_engine *e, const unsigned char
 			sp = fz_new_stext_page(ctx, bounds);
 			fz_stext_options so = {.flags = FZ_STEXT_PRESERVE_IMAGES};
 			dev = fz_new_stext_device(ctx, sp, &so);
-			fz_run_page(ctx, page, dev, fz_identity, &e->cookie);
+			/* one run for text and the rulings tables are drawn with */
+			rdev = cw_doc_new_rulings_device(ctx, dev, &rul);
+			fz_run_page(ctx, page, rdev, fz_identity, &e->cookie);
+			fz_close_device(ctx, rdev);
 			fz_close_device(ctx, dev);
-			model_ok = cw_doc_page_model(ctx, sp, &pages[i]);
-			if (o->format == CW_FMT_JSON)
-				jb = cw_doc_json_blocks(ctx, sp);
+			model_ok = cw_doc_page_model(ctx, sp, &rul, o->format == CW_FMT_JSON,
+						     &pages[i]);
 		}
 		fz_always(ctx) {
+			fz_drop_device(ctx, rdev);
 			fz_drop_device(ctx, dev);
 			fz_drop_stext_page(ctx, sp);
+			cw_doc_rulings_free(&rul);
 		}
 		fz_catch(ctx) {
 			r = fz_caught(ctx) == FZ_ERROR_MEMORY || e->ca.refusals
@@ -174,21 +180,6 @@ struct cw_doc_result cw_doc_convert(struct cw_doc_engine *e, const unsigned char
 				json_array_append_new(ocr_pages, json_integer(sel[i] + 1));
 		}
 		fz_drop_page(ctx, page);
-		if (r.status == CW_DOC_OK && jpages) {
-			json_t *pj = json_pack("{s:i,s:f,s:f,s:b}", "number", sel[i] + 1,
-					       "width", pages[i].w, "height", pages[i].h,
-					       "ocr", pages[i].ocr);
-			if (pages[i].ocr) {
-				json_object_set_new(pj, "blocks", json_incref(pages[i].ocr_json));
-				json_object_set_new(pj, "confidence", json_real(pages[i].ocr_conf));
-				json_decref(jb);
-			} else {
-				json_object_set_new(pj, "blocks", jb ? jb : json_array());
-			}
-			json_array_append_new(jpages, pj);
-		} else {
-			json_decref(jb);
-		}
 		if (r.status == CW_DOC_OK)
 			cw_doc_progress(e, i + 1, nsel);
 	}
@@ -202,15 +193,33 @@ struct cw_doc_result cw_doc_convert(struct cw_doc_engine *e, const unsigned char
 		json_array_append_new(
 			warnings, json_pack("s+", "MuPDF warnings: ", e->last_warning));
 
+	/* the structure pass over the whole document: furniture, reading order, flow */
+	struct styles st;
+	struct layout_opts lo = {o->keep_furniture, o->page_separator};
+	cw_doc_mark_furniture(pages, nsel);
+	cw_doc_find_styles(pages, nsel, &st);
+	cw_doc_flow(pages, nsel, &st, o->keep_furniture);
+	for (int i = 0; jpages && i < nsel; i++) {
+		json_t *pj = json_pack("{s:i,s:f,s:f,s:b}", "number", sel[i] + 1, "width",
+				       pages[i].w, "height", pages[i].h, "ocr", pages[i].ocr);
+		if (pages[i].ocr) {
+			json_object_set_new(pj, "blocks", json_incref(pages[i].ocr_json));
+			json_object_set_new(pj, "confidence", json_real(pages[i].ocr_conf));
+		} else {
+			json_object_set_new(pj, "blocks", cw_doc_json_blocks(&pages[i]));
+		}
+		json_array_append_new(jpages, pj);
+	}
+
 	json_t *content;
 	if (o->format == CW_FMT_JSON) {
 		content = json_pack("{s:O}", "pages", jpages);
 	} else {
 		struct sbuf b = {0};
 		if (o->format == CW_FMT_TEXT)
-			cw_doc_write_text(&b, pages, nsel);
+			cw_doc_write_text(&b, pages, nsel, &lo);
 		else
-			cw_doc_write_rich(&b, pages, nsel, o->format == CW_FMT_HTML);
+			cw_doc_write_rich(&b, pages, nsel, o->format == CW_FMT_HTML, &st, &lo);
 		if (b.oom) {
 			free(b.p);
 			r = cw_doc_res(CW_DOC_LIMIT, "out of memory writing the output");

@@ -49,6 +49,8 @@ struct cw_doc_convert_opts {
 	int dpi;               /* OCR rendering */
 	const char *password;
 	json_t *pages;         /* NULL = all; else array of 1-based page numbers or [from, to] pairs */
+	bool keep_furniture;   /* keep running headers, footers, page numbers in text/markdown/html */
+	const char *page_separator;  /* between pages in text and markdown; NULL = \f or --- */
 };
 
 struct cw_doc_engine *cw_doc_engine_new(const struct cw_doc_limits *lim);

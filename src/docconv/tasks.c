@@ -55,7 +55,7 @@ static bool load(struct cw_task_ctx *ctx, const char *src, unsigned char **data,
 
 enum {
 	CV_SOURCE, CV_FORMAT, CV_OCR, CV_PAGES, CV_OCR_LANG, CV_DPI, CV_PASSWORD, CV_OUTPUT,
-	CV_DEDUP, CV_BATCH, CV_BATCH_TOTAL, CV_N
+	CV_DEDUP, CV_BATCH, CV_BATCH_TOTAL, CV_FURNITURE, CV_PAGE_SEPARATOR, CV_N
 };
 
 static const struct cw_param convert_params[] = {
@@ -70,8 +70,32 @@ static const struct cw_param convert_params[] = {
 	{"dedup", CW_PARAM_OPTIONAL},
 	{"batch", CW_PARAM_OPTIONAL},
 	{"batch_total", CW_PARAM_OPTIONAL},
+	{"furniture", CW_PARAM_OPTIONAL},
+	{"page_separator", CW_PARAM_OPTIONAL},
 	{NULL, 0},
 };
+
+/* furniture= and page_separator= into o; false with the task failed. */
+static bool layout_opts(struct cw_task_ctx *ctx, json_t *furniture, json_t *sep,
+			struct cw_doc_convert_opts *o)
+{
+	const char *f = str_or(furniture, "drop");
+	if (furniture && !json_is_string(furniture)) {
+		cw_task_fail(ctx, "TypeError", NULL, "furniture must be a string");
+		return false;
+	}
+	if (strcmp(f, "drop") && strcmp(f, "keep")) {
+		cw_task_fail(ctx, "ValueError", NULL, "furniture must be drop or keep, not '%s'", f);
+		return false;
+	}
+	o->keep_furniture = !strcmp(f, "keep");
+	if (sep && !json_is_string(sep)) {
+		cw_task_fail(ctx, "TypeError", NULL, "page_separator must be a string");
+		return false;
+	}
+	o->page_separator = sep ? json_string_value(sep) : NULL;
+	return true;
+}
 
 /* format= and ocr= into o; false with the task failed. */
 static bool convert_modes(struct cw_task_ctx *ctx, const char *fmt, const char *ocr,
@@ -165,7 +189,8 @@ static enum cw_task_status t_convert(struct cw_task_ctx *ctx, json_t *args, json
 					.password = str_or(v[CV_PASSWORD], NULL),
 					.pages = v[CV_PAGES]};
 	const char *fmt = str_or(v[CV_FORMAT], "markdown");
-	if (!convert_modes(ctx, fmt, str_or(v[CV_OCR], "auto"), &o))
+	if (!convert_modes(ctx, fmt, str_or(v[CV_OCR], "auto"), &o) ||
+	    !layout_opts(ctx, v[CV_FURNITURE], v[CV_PAGE_SEPARATOR], &o))
 		return CW_TASK_FAILURE;
 	json_t *dpi = v[CV_DPI];
 	if (dpi) {
@@ -344,9 +369,9 @@ static enum cw_task_status t_render(struct cw_task_ctx *ctx, json_t *args, json_
 const struct cw_task_def cw_docconv_convert_def = {
 	CW_ABI_VERSION, "docconv.convert", t_convert,
 	"convert(source, format='markdown', ocr='auto', pages=None, ocr_lang='eng', dpi=300, "
-	"password=None, output=None, dedup=False, batch=None, batch_total=None): "
-	"text/markdown/json/html with OCR of image-only pages; output='postgresql:TABLE' "
-	"stores a row",
+	"password=None, output=None, dedup=False, batch=None, batch_total=None, "
+	"furniture='drop', page_separator=None): text/markdown/json/html with tables, "
+	"reading order and OCR of image-only pages; output='postgresql:TABLE' stores a row",
 	false, convert_params,
 };
 
