@@ -497,7 +497,13 @@ static int rb_check_url(const char *url, const char *broker_url, struct cw_error
 static int rb_probe_target(const char *url, struct cw_probe_target *t)
 {
 	char first[1024];
-	snprintf(first, sizeof(first), "%.*s", (int)strcspn(url, ";"), url);
+	if (!url)
+		return CW_ENOTFOUND;
+	size_t n = strcspn(url, ";");
+	if (n >= sizeof(first))
+		n = sizeof(first) - 1;
+	memcpy(first, url, n);
+	first[n] = '\0';
 	bool sentinel = !strncmp(url, "sentinel://", 11);
 	int rc = cw_probe_target_from_url(first, sentinel ? "26379" : "6379", t);
 	if (rc == CW_OK && (sentinel || !strncmp(url, "redis://", 8))) {
