@@ -201,6 +201,8 @@ xmlNode *ox_child(const xmlNode *n, const char *local);
 xmlNode *ox_next(const xmlNode *n, const char *local);
 /* An attribute by local name, any namespace; NULL when absent.  Points into the tree. */
 const char *ox_attr(const xmlNode *n, const char *local);
+/* A relationship id attribute (r:id, r:embed): the attribute in the relationships namespace. */
+const char *ox_rid(const xmlNode *n, const char *local);
 /* All the text below n (depth bounded), appended to b. */
 void ox_text(const xmlNode *n, struct sbuf *b);
 /* The text of the first descendant element named local, as a malloc'd string (or NULL). */

@@ -188,9 +188,9 @@ static void drawing(struct docx *x, const xmlNode *dr, struct onode *para)
 				if (!alt || !*alt)
 					alt = ox_attr(c, "title");
 			} else if (ox_is(c, "blip") && !embed) {
-				embed = ox_attr(c, "embed");
+				embed = ox_rid(c, "embed");
 			} else if (ox_is(c, "imagedata") && !embed) {
-				embed = ox_attr(c, "id");
+				embed = ox_rid(c, "id");
 				if (!alt)
 					alt = ox_attr(c, "title");
 			}
@@ -252,7 +252,7 @@ static void runs(struct docx *x, const xmlNode *p, struct onode *para, int depth
 		if (ox_is(c, "r")) {
 			run(x, c, para);
 		} else if (ox_is(c, "hyperlink") && depth < 8) {
-			const struct orel *rel = opc_rel(&x->rels, ox_attr(c, "id"));
+			const struct orel *rel = opc_rel(&x->rels, ox_rid(c, "id"));
 			const char *anchor = ox_attr(c, "anchor");
 			struct onode *l = od_add(x->d, para, ON_LINK);
 			if (!l)

@@ -121,6 +121,20 @@ const char *ox_attr(const xmlNode *n, const char *local)
 	return NULL;
 }
 
+const char *ox_rid(const xmlNode *n, const char *local)
+{
+	if (!n || n->type != XML_ELEMENT_NODE)
+		return NULL;
+	for (const xmlAttr *a = n->properties; a; a = a->next)
+		if (!strcmp((const char *)a->name, local) && a->ns && a->ns->href &&
+		    strstr((const char *)a->ns->href, "/relationships")) {
+			const xmlNode *t = a->children;
+			return t && t->type == XML_TEXT_NODE && t->content
+				       ? (const char *)t->content : "";
+		}
+	return NULL;
+}
+
 long ox_long(const xmlNode *n, const char *local, long def)
 {
 	const char *v = ox_attr(n, local);
