@@ -74,9 +74,17 @@ struct cw_doc_result ox_parse_html(const unsigned char *buf, size_t len, xmlDoc 
 	*out = NULL;
 	if (len > (size_t)INT32_MAX)
 		return cw_doc_res(CW_DOC_LIMIT, "the HTML is too large");
+	xmlResetLastError();
 	htmlDocPtr doc = htmlReadMemory((const char *)buf, (int)len, NULL, NULL,
 					HTML_PARSE_NONET | HTML_PARSE_NOERROR |
 						HTML_PARSE_NOWARNING | HTML_PARSE_RECOVER);
+	/* recovering, the parser drops what lies past its depth limit: say so, not less text */
+	const xmlError *err = xmlGetLastError();
+	if (err && err->message && strstr(err->message, "Excessive depth")) {
+		xmlFreeDoc(doc);
+		return cw_doc_res(CW_DOC_LIMIT, "the HTML is nested too deeply (%.100s)",
+				  err->message);
+	}
 	if (!doc || !xmlDocGetRootElement(doc)) {
 		xmlFreeDoc(doc);
 		return cw_doc_res(CW_DOC_ERROR, "the HTML could not be parsed");
