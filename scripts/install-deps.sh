@@ -19,6 +19,12 @@ PACKAGES=(
 	# document conversion (src/docconv): static MuPDF and the libraries it needs, Tesseract + English
 	libmupdf-dev mupdf-tools libfreetype-dev libharfbuzz-dev libjbig2dec0-dev libopenjp2-7-dev
 	libmujs-dev libgumbo-dev libjpeg-dev zlib1g-dev libtesseract-dev tesseract-ocr-eng
+	# Office and web documents (src/docconv/office*.c) parse XML and HTML with libxml2
+	libxml2-dev
+	# their tests generate DOCX/XLSX with python3-docx/openpyxl and decks, ODT and ODS with
+	# LibreOffice headless; bench/office_bench.py compares with pandoc
+	python3-docx python3-openpyxl pandoc
+	libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
 	# docconv tests build their corpus with PyMuPDF; the S3 tests sign requests with curl
 	python3-fitz python3-pil curl
 	# bench/docconv_bench.py compares OCR with the tesseract CLI

@@ -8,7 +8,8 @@
 #
 # Usage: bash scripts/test.sh
 # Env:   FUZZ_SECONDS (default 60), DOCFUZZ_SECONDS (30), AMQPFUZZ_SECONDS (20),
-#        HTTPFUZZ_SECONDS (20), OUTBOXFUZZ_SECONDS (20), ASAN_FULL=1 (every test under ASan),
+#        HTTPFUZZ_SECONDS (20), OUTBOXFUZZ_SECONDS (20), OFFICEFUZZ_SECONDS (20),
+#        ASAN_FULL=1 (every test under ASan),
 #        SKIP_ASAN=1, SKIP_FUZZ=1, SKIP_DEPS=1
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -18,6 +19,7 @@ DOCFUZZ_SECONDS=${DOCFUZZ_SECONDS:-30}
 AMQPFUZZ_SECONDS=${AMQPFUZZ_SECONDS:-20}
 HTTPFUZZ_SECONDS=${HTTPFUZZ_SECONDS:-20}
 OUTBOXFUZZ_SECONDS=${OUTBOXFUZZ_SECONDS:-20}
+OFFICEFUZZ_SECONDS=${OFFICEFUZZ_SECONDS:-20}
 LOGDIR=$(mktemp -d -t cworker-test.XXXXXX)
 trap 'rm -rf "$LOGDIR"' EXIT
 summary=()
@@ -162,7 +164,7 @@ else
 		# the other targets (when their feature is built) run one after another in
 		# the background while fuzz_message runs: two cores, half the wall time
 		extras=()
-		for target in fuzz_docconv fuzz_amqp_table fuzz_http fuzz_outbox; do
+		for target in fuzz_docconv fuzz_office fuzz_amqp_table fuzz_http fuzz_outbox; do
 			meson compile -C build-fuzz "$target" >/dev/null 2>&1 && extras+=("$target")
 		done
 		(
@@ -171,6 +173,7 @@ else
 				# MuPDF 1.21 leaks parser pools on some malformed FB2/HTML inputs
 				# (bounded per document; children are recycled): leaks not checked
 				fuzz_docconv) extra_fuzz "$target" "$DOCFUZZ_SECONDS" tests/fuzz/corpus_docconv 0 ;;
+				fuzz_office) extra_fuzz "$target" "$OFFICEFUZZ_SECONDS" tests/fuzz/corpus_office 1 ;;
 				fuzz_amqp_table) extra_fuzz "$target" "$AMQPFUZZ_SECONDS" tests/fuzz/corpus_amqp_table 1 ;;
 				fuzz_http) extra_fuzz "$target" "$HTTPFUZZ_SECONDS" tests/fuzz/corpus_http 1 ;;
 				fuzz_outbox) extra_fuzz "$target" "$OUTBOXFUZZ_SECONDS" tests/fuzz/corpus_outbox 1 ;;

@@ -6,6 +6,7 @@
  * and hand the model to a writer (writers.c).
  */
 #include "docconv_int.h"
+#include "office.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,9 @@
 struct cw_doc_result cw_doc_info(struct cw_doc_engine *e, const unsigned char *data, size_t len,
 				 const char *name, const char *password, json_t **out)
 {
+	enum cw_office_kind kind = cw_office_sniff(e, data, len);
+	if (kind != CW_OFFICE_NONE) /* Office, web and text documents: office.c */
+		return cw_office_info(e, kind, data, len, out);
 	struct opened o;
 	struct cw_doc_result r = cw_doc_open(e, data, len, name, password, &o);
 	*out = NULL;
@@ -100,6 +104,9 @@ struct cw_doc_result cw_doc_convert(struct cw_doc_engine *e, const unsigned char
 				    size_t len, const char *name,
 				    const struct cw_doc_convert_opts *o, json_t **out)
 {
+	enum cw_office_kind kind = cw_office_sniff(e, data, len);
+	if (kind != CW_OFFICE_NONE) /* Office, web and text documents: office.c */
+		return cw_office_convert(e, kind, data, len, o, out);
 	fz_context *ctx = e->ctx;
 	struct opened od;
 	struct cw_doc_result r = cw_doc_open(e, data, len, name, o->password, &od);
