@@ -2,12 +2,16 @@
  * A tiny HTTP/1.x server for the master's event loop: GET (and HEAD) only,
  * one request per connection (Connection: close), bounded everything.
  *
- * Costs are capped so hostile clients cannot hurt the master: at most
- * CW_HTTP_MAX_CONNS connections (more are answered 503 and closed at
- * once), request heads of at most CW_HTTP_MAX_HEAD bytes (431), a head
- * must arrive within CW_HTTP_HEAD_TIMEOUT seconds (slowloris: closed), a
- * response must drain within CW_HTTP_WRITE_TIMEOUT seconds.  Nothing here
- * blocks: every socket is non-blocking and driven by the loop.
+ * Costs are capped so hostile clients cannot hurt the master, and floods
+ * cannot lock the probes out: at most CW_HTTP_MAX_CONNS connections (fewer
+ * when the process has under twice that many descriptors); at the cap the
+ * oldest connection still waiting for its head (or done with its response)
+ * is closed to admit the new one.  Request heads of at most CW_HTTP_MAX_HEAD
+ * bytes (431), a head must arrive within CW_HTTP_HEAD_TIMEOUT seconds of the
+ * accept (slowloris: closed), a response must drain within
+ * CW_HTTP_WRITE_TIMEOUT seconds.  An idle connection costs a small struct;
+ * a partial head a buffer grown as it arrives.  Nothing here blocks: every
+ * socket is non-blocking and driven by the loop.
  */
 #ifndef CW_HTTP_H
 #define CW_HTTP_H
@@ -17,7 +21,9 @@
 #include "http/metrics.h"
 #include "util/err.h"
 
-#define CW_HTTP_MAX_CONNS 32
+#define CW_HTTP_MAX_CONNS 4096
+#define CW_HTTP_MIN_CONNS 16      /* the cap never drops below this for a low fd limit */
+#define CW_HTTP_FD_WANT (2 * CW_HTTP_MAX_CONNS)  /* soft RLIMIT_NOFILE the full cap needs */
 #define CW_HTTP_MAX_HEAD 8192
 #define CW_HTTP_HEAD_TIMEOUT 2.0
 #define CW_HTTP_WRITE_TIMEOUT 10.0
@@ -54,6 +60,24 @@ struct cw_http *cw_http_new(struct cw_loop *loop, const char *listen, cw_http_ro
 			    void *arg, struct cw_error *err);
 /* The bound port (for PORT 0). */
 int cw_http_port(const struct cw_http *h);
+/*
+ * Change the connection cap (default: CW_HTTP_MAX_CONNS, or half the soft
+ * RLIMIT_NOFILE at cw_http_new when that is lower, at least
+ * CW_HTTP_MIN_CONNS); max < 1 means 1.  Connections over a lowered cap are
+ * closed at once, oldest idle first.
+ */
+void cw_http_set_max_conns(struct cw_http *h, int max);
+/* Connections open now. */
+int cw_http_conns(const struct cw_http *h);
 void cw_http_free(struct cw_http *h);
+
+/*
+ * Raise the soft RLIMIT_NOFILE to CW_HTTP_FD_WANT (or to the hard limit when
+ * that is lower) if it is below: call once at start, before cw_http_new and
+ * before the pool forks.  Never lowers it, never touches the hard limit.
+ * Returns the soft limit now in force (LONG_MAX for unlimited), -1 if it
+ * cannot be read.
+ */
+long cw_http_raise_fd_limit(void);
 
 #endif
