@@ -9,6 +9,7 @@
 #include "docconv/docstore.h"
 #endif
 #include "consumer/worker.h"
+#include "http/http.h"
 #include "tasks/registry.h"
 #include "tasks/setup.h"
 #include "util/log.h"
@@ -69,6 +70,9 @@ int main(int argc, char **argv)
 	}
 	cw_log_threshold = (enum cw_log_level)cfg.log_level;
 	cw_log_set_json(!strcmp(cfg.log_format, "json"));
+	/* --http sizes its connection cap from the open-files limit: raise it first */
+	if (cfg.http_listen && *cfg.http_listen)
+		(void)cw_http_raise_fd_limit();
 	if (cfg.list_tasks)
 		rc = list_tasks(&cfg);
 	else
