@@ -233,6 +233,13 @@ const struct orel *opc_rel_type(const struct orels *r, const char *suffix);
 bool opc_resolve(const char *part, const char *target, char *out, size_t outlen);
 /* docProps/core.xml and app.xml into d->meta. */
 void opc_meta(struct odoc *d, struct ozip *z);
+/*
+ * The start every OOXML reader shares: core properties into d, then the main
+ * part the package's officeDocument relation names (deflt when none) into
+ * main (mainsz bytes).
+ */
+struct cw_doc_result opc_main_part(struct odoc *d, struct ozip *z, const char *deflt, char *main,
+				   size_t mainsz);
 
 /* ---- readers ---------------------------------------------------------------------------- */
 

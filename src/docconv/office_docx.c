@@ -419,18 +419,12 @@ static struct cw_doc_result read_part(struct docx *x, const char *type, xmlDoc *
 struct cw_doc_result cw_office_docx(struct odoc *d, struct ozip *z)
 {
 	struct docx x = {.d = d, .z = z};
-	struct orels pkg;
 	xmlDoc *doc = NULL;
-	char main[1024] = "word/document.xml";
+	char main[1024];
 
-	opc_meta(d, z);
-	struct cw_doc_result r = opc_rels(z, "", &pkg);
+	struct cw_doc_result r = opc_main_part(d, z, "word/document.xml", main, sizeof(main));
 	if (r.status != CW_DOC_OK)
 		return r;
-	const struct orel *office = opc_rel_type(&pkg, "/officeDocument");
-	if (office && !office->external)
-		snprintf(main, sizeof(main), "%s", office->target);
-	opc_rels_free(&pkg);
 	if (d->meta_only)
 		return oz_has(z, main) ? r : cw_doc_res(CW_DOC_ERROR, "the DOCX has no %s", main);
 	r = opc_rels(z, main, &x.rels);

@@ -170,3 +170,19 @@ void opc_meta(struct odoc *d, struct ozip *z)
 		xmlFreeDoc(doc);
 	}
 }
+
+struct cw_doc_result opc_main_part(struct odoc *d, struct ozip *z, const char *deflt, char *main,
+				   size_t mainsz)
+{
+	struct orels pkg;
+	snprintf(main, mainsz, "%s", deflt);
+	opc_meta(d, z);
+	struct cw_doc_result r = opc_rels(z, "", &pkg);
+	if (r.status != CW_DOC_OK)
+		return r;
+	const struct orel *office = opc_rel_type(&pkg, "/officeDocument");
+	if (office && !office->external)
+		snprintf(main, mainsz, "%s", office->target);
+	opc_rels_free(&pkg);
+	return r;
+}

@@ -226,18 +226,13 @@ static struct cw_doc_result slide(struct pptx *p, const char *part, struct onode
 struct cw_doc_result cw_office_pptx(struct odoc *d, struct ozip *z)
 {
 	struct pptx p = {.d = d, .z = z};
-	struct orels pkg, pres;
+	struct orels pres;
 	xmlDoc *doc = NULL;
-	char main[1024] = "ppt/presentation.xml";
+	char main[1024];
 
-	opc_meta(d, z);
-	struct cw_doc_result r = opc_rels(z, "", &pkg);
+	struct cw_doc_result r = opc_main_part(d, z, "ppt/presentation.xml", main, sizeof(main));
 	if (r.status != CW_DOC_OK)
 		return r;
-	const struct orel *office = opc_rel_type(&pkg, "/officeDocument");
-	if (office && !office->external)
-		snprintf(main, sizeof(main), "%s", office->target);
-	opc_rels_free(&pkg);
 	r = opc_rels(z, main, &pres);
 	if (r.status == CW_DOC_OK)
 		r = ox_read(z, main, false, &doc);

@@ -503,18 +503,13 @@ static void reset_cells(struct xlsx *x)
 struct cw_doc_result cw_office_xlsx(struct odoc *d, struct ozip *z)
 {
 	struct xlsx x = {.d = d, .z = z};
-	struct orels pkg, wb;
+	struct orels wb;
 	xmlDoc *doc = NULL;
-	char main[1024] = "xl/workbook.xml";
+	char main[1024];
 
-	opc_meta(d, z);
-	struct cw_doc_result r = opc_rels(z, "", &pkg);
+	struct cw_doc_result r = opc_main_part(d, z, "xl/workbook.xml", main, sizeof(main));
 	if (r.status != CW_DOC_OK)
 		return r;
-	const struct orel *office = opc_rel_type(&pkg, "/officeDocument");
-	if (office && !office->external)
-		snprintf(main, sizeof(main), "%s", office->target);
-	opc_rels_free(&pkg);
 	r = opc_rels(z, main, &wb);
 	if (r.status == CW_DOC_OK)
 		r = ox_read(z, main, false, &doc);
