@@ -645,7 +645,8 @@ static int merge(struct cw_revoked *dst, const struct cw_revoked *r, const json_
 		items[n] = (struct item){s, len, n, hash_id(s, len), added};
 		n++;
 	}
-	qsort(items, n, sizeof(*items), item_cmp);
+	if (n > 1)
+		qsort(items, n, sizeof(*items), item_cmp);
 	for (size_t i = 0; i < n && rc == CW_OK; i++)
 		rc = insert(dst, items[i].id, items[i].len, items[i].hash, items[i].added);
 	free(items);

@@ -243,7 +243,8 @@ static json_t *c_registered(struct cw_worker *w, json_t *args)
 			names[k++] = name;
 	}
 	n = k;
-	qsort(names, n, sizeof(*names), cmp_str);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_str);
 	for (size_t i = 0; i < n; i++) {
 		double rate = cw_worker_rate(w, names[i]);
 		if (rate > 0) {

@@ -141,7 +141,8 @@ static bool reorder(struct tpage *p, struct okey *k)
 	struct tblock *nb = malloc((size_t)p->n * sizeof(*nb));
 	if (!nb)
 		return false;
-	qsort(k, (size_t)p->n, sizeof(*k), cmp_okey);
+	if (p->n > 1)
+		qsort(k, (size_t)p->n, sizeof(*k), cmp_okey);
 	for (int i = 0; i < p->n; i++)
 		nb[i] = p->blocks[k[i].orig];
 	free(p->blocks);

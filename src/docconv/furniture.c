@@ -144,7 +144,8 @@ void cw_doc_mark_furniture(struct tpage *pages, int n)
 	int need = (int)ceilf(SHARE * (float)ntext);
 	if (need < MIN_PAGES)
 		need = MIN_PAGES;
-	qsort(v, (size_t)nv, sizeof(*v), cmp_cand);
+	if (nv > 1)
+		qsort(v, (size_t)nv, sizeof(*v), cmp_cand);
 	for (int i = 0; i < nv;) {
 		int j = i + 1, pages_seen = 1, last = v[i].page;
 		while (j < nv && !strcmp(v[j].key, v[i].key) && v[j].y - v[i].y <= SAME_Y) {

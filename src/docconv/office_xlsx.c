@@ -452,7 +452,8 @@ static void sheet_table(struct xlsx *x, struct onode *sec, const char *name)
 		grid[(x->cells[i].row - r0) * cols + (x->cells[i].col - c0)] = i + 1;
 	/* merges clipped to the used range; overlapping ones cannot cost more than a pass */
 	long work = 0;
-	qsort(x->merges, (size_t)x->nmerges, sizeof(*x->merges), cmp_merge);
+	if (x->nmerges > 1)
+		qsort(x->merges, (size_t)x->nmerges, sizeof(*x->merges), cmp_merge);
 	for (long i = 0; i < x->nmerges && work <= 2 * OD_MAX_CELLS; i++) {
 		struct merge *m = &x->merges[i];
 		for (long r = m->r0 > r0 ? m->r0 : r0; r <= m->r1 && r <= r1; r++)

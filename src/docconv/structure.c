@@ -204,7 +204,8 @@ bool cw_doc_page_model(fz_context *ctx, fz_stext_page *sp, const struct rulings 
 			p->n--;
 			continue;
 		}
-		qsort(tb->lines, (size_t)tb->n, sizeof(struct tline), cmp_line);
+		if (tb->n > 1)
+			qsort(tb->lines, (size_t)tb->n, sizeof(struct tline), cmp_line);
 	}
 	return true;
 }
@@ -274,7 +275,8 @@ void cw_doc_find_styles(struct tpage *pages, int n, struct styles *st)
 	for (int i = 0; i < ns; i++)
 		if (sizes[i] >= st->body * 1.15f)
 			bigger[nb++] = sizes[i];
-	qsort(bigger, (size_t)nb, sizeof(float), cmp_float_desc);
+	if (nb > 1)
+		qsort(bigger, (size_t)nb, sizeof(float), cmp_float_desc);
 	for (int i = 0; i < nb && i < 3; i++)
 		st->heads[st->nheads++] = bigger[i];
 }

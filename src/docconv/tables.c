@@ -107,7 +107,8 @@ static bool cell_add(struct tcell *c, const char *s, size_t n)
 static bool fill_cells(struct ttable *t, struct piece *pc, int n)
 {
 	bool ok = true;
-	qsort(pc, (size_t)n, sizeof(*pc), cmp_piece);
+	if (n > 1)
+		qsort(pc, (size_t)n, sizeof(*pc), cmp_piece);
 	for (int i = 0; i < n; i++) {
 		if (pc[i].s.oom)
 			ok = false;
@@ -164,7 +165,8 @@ static int cmp_float(const void *a, const void *b)
 static int cluster(float *v, int n)
 {
 	int out = 0;
-	qsort(v, (size_t)n, sizeof(float), cmp_float);
+	if (n > 1)
+		qsort(v, (size_t)n, sizeof(float), cmp_float);
 	for (int i = 0; i < n;) {
 		int j = i;
 		float sum = 0;
@@ -738,7 +740,8 @@ static bool unruled_tables(fz_stext_page *sp, struct tpage *p)
 				c++;
 			f.v[i].col = c;
 		}
-		qsort(f.v, (size_t)f.n, sizeof(*f.v), cmp_frag);
+		if (f.n > 1)
+			qsort(f.v, (size_t)f.n, sizeof(*f.v), cmp_frag);
 		rows = malloc((size_t)f.n * sizeof(*rows));
 		ok = rows != NULL;
 		for (int i = 0; ok && i < f.n;) {

@@ -253,7 +253,8 @@ static int load_dir(struct cw_registry *r, const struct cw_config *cfg, bool con
 	}
 	closedir(d);
 	if (rc == CW_OK)
-		qsort(names, n, sizeof(*names), cmp_str);
+		if (n > 1)
+			qsort(names, n, sizeof(*names), cmp_str);
 	for (size_t i = 0; i < n; i++) {
 		if (rc == CW_OK && !loaded_path(names[i]))
 			rc = load_path(r, cfg, conf, names[i], err);
