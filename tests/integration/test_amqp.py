@@ -56,6 +56,7 @@ def test_topology_is_celerys(amqp_broker, cworker_factory, pyworker_factory, pyt
         "arguments": {"x-expires": 10000, "x-message-ttl": 300000}}
 
 
+@pytest.mark.slow
 def test_rabbitmq_restart_loses_nothing(rabbit_factory, redis_factory, cworker_factory,
                                         app_factory):
     srv = rabbit_factory()
@@ -118,6 +119,7 @@ def make_ca(d, name):
             "key": os.path.join(d, "server.key")}
 
 
+@pytest.mark.slow
 def test_amqps_with_a_generated_ca(tmp_path, rabbit_factory, redis_factory, cworker_factory,
                                    app_factory):
     tls = make_ca(str(tmp_path / "ca"), "cworker")

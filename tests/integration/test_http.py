@@ -191,6 +191,7 @@ def test_recycles_by_max_tasks_and_max_memory(redis_server, cworker_factory, app
     assert val(m, "cworker_child_recycles_total", reason="max_tasks") == 0
 
 
+@pytest.mark.slow
 def test_queue_depth_is_sampled(redis_server, cworker_factory, app):
     w = start_http_worker(cworker_factory, redis_server,
                           ["-c", "1", "--prefetch-multiplier", "1", "-Q", "celery,other"])

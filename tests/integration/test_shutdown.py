@@ -77,6 +77,7 @@ def test_cold_shutdown_early_acked_running_task_is_lost_as_retry(redis_server, c
     assert ready_and_unacked(redis_server) == (0, 0)
 
 
+@pytest.mark.slow
 def test_soft_shutdown_expiry_gives_messages_back(broker, cworker_factory, app_factory,
                                                   pyworker_factory):
     w = cworker_factory(["-c", "2", "--acks-late", "--soft-shutdown-timeout", "1"], redis=broker)
@@ -118,6 +119,7 @@ def test_soft_shutdown_tasks_finish_in_time(broker, cworker_factory, app_factory
     finish_elsewhere(broker, cworker_factory, waiting, [1, 2, 3])
 
 
+@pytest.mark.slow
 def test_remap_sigterm_makes_sigterm_cold(redis_server, cworker_factory, app):
     w = cworker_factory(["-c", "1", "--acks-late"], redis=redis_server,
                         env={"REMAP_SIGTERM": "SIGQUIT"})
