@@ -31,6 +31,15 @@ static bool next_line(const char **p, const char *end, struct line *l)
 	return true;
 }
 
+/* a code fence: "```" after optional spaces (lines are not NUL-terminated) */
+static bool fence(const struct line *l)
+{
+	size_t i = 0;
+	while (i < l->n && l->s[i] == ' ')
+		i++;
+	return l->n - i >= 3 && !memcmp(l->s + i, "```", 3);
+}
+
 static bool blank(const struct line *l)
 {
 	for (size_t i = 0; i < l->n; i++)
@@ -164,8 +173,7 @@ static void markdown(struct odoc *d, const char *p, const char *end)
 			struct sbuf code = {0};
 			od_items_end(&lists);
 			para = NULL;
-			while (next_line(&p, end, &l) &&
-			       !(l.n >= 3 && !memcmp(l.s + strspn(l.s, " "), "```", 3))) {
+			while (next_line(&p, end, &l) && !fence(&l)) {
 				cw_sb_put(&code, l.s, l.n);
 				cw_sb_str(&code, "\n");
 			}

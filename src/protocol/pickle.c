@@ -887,6 +887,8 @@ static int line_index(struct um *u, uint64_t *key)
 
 static int kids_add(struct um *u, struct node *c, const uint32_t *v, size_t n)
 {
+	if (n == 0)
+		return CW_OK;
 	if (n > c->kids.cap - c->kids.n) {
 		size_t cap = c->kids.cap ? c->kids.cap : 8;
 		while (cap - c->kids.n < n)

@@ -506,6 +506,20 @@ def run_cworker(args, timeout=10, env=None):
 # Python side: producer app and stock Celery workers
 # ---------------------------------------------------------------------------
 
+class BrokerUrls:
+    """Broker and result backend URLs in the shape pyworker_factory takes (for
+    setups no broker fixture describes: TLS, Sentinel, cluster URL lists)."""
+
+    def __init__(self, broker, backend):
+        self.broker, self.backend = broker, backend
+
+    def url(self, db=0):
+        return self.broker
+
+    def result_url(self, db=0):
+        return self.backend
+
+
 def make_app(broker_url, backend_url=None, protocol=2, **conf):
     app = Celery("cw_producer", broker=broker_url, backend=backend_url or broker_url,
                  set_as_current=False)

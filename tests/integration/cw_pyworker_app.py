@@ -9,6 +9,13 @@ bench/noop_bench.py. Configured from the environment:
   CW_TEST_RESULT_EXPIRES       result_expires (seconds)
   CW_TEST_RESULT_EXTENDED      result_extended (1 = on)
   CW_TEST_QUEUE_MAX_PRIORITY   task_queue_max_priority (AMQP x-max-priority)
+  CW_TEST_ACKS_LATE            task_acks_late (1 = on)
+  CW_TEST_MASTER_NAME          Sentinel master_name for the broker and the result backend
+  CW_TEST_SSL_CA               CA file: broker_use_ssl / redis_backend_use_ssl with
+                               ssl_cert_reqs = required (rediss:// URLs)
+  CW_TEST_QUORUM_QUEUES        comma-separated queue names declared as quorum queues, with
+                               per-consumer QoS as Celery 5.5 applies to them (5.2 always asks
+                               RabbitMQ for global QoS, which quorum queues refuse)
 
 Run: PYTHONPATH=tests/integration /usr/bin/python3 -m celery -A cw_pyworker_app worker ...
 """
@@ -35,6 +42,25 @@ if os.environ.get("CW_TEST_QUEUE_MAX_PRIORITY"):
     app.conf.task_queue_max_priority = int(os.environ["CW_TEST_QUEUE_MAX_PRIORITY"])
 if os.environ.get("CW_TEST_RESULT_EXTENDED") == "1":
     app.conf.result_extended = True
+if os.environ.get("CW_TEST_ACKS_LATE") == "1":
+    app.conf.task_acks_late = True
+if os.environ.get("CW_TEST_MASTER_NAME"):
+    _opts = {"master_name": os.environ["CW_TEST_MASTER_NAME"]}
+    app.conf.broker_transport_options = {**(app.conf.broker_transport_options or {}), **_opts}
+    app.conf.result_backend_transport_options = _opts
+if os.environ.get("CW_TEST_SSL_CA"):
+    import ssl
+    _ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": os.environ["CW_TEST_SSL_CA"]}
+    app.conf.broker_use_ssl = _ssl
+    app.conf.redis_backend_use_ssl = _ssl
+if os.environ.get("CW_TEST_QUORUM_QUEUES"):
+    from kombu import Exchange, Queue
+    from kombu.transport import pyamqp
+    app.conf.task_queues = [Queue(q, Exchange(q), routing_key=q,
+                                  queue_arguments={"x-queue-type": "quorum"})
+                            for q in os.environ["CW_TEST_QUORUM_QUEUES"].split(",")]
+    # Celery 5.5 (worker_detect_quorum_queues) turns global QoS off for quorum queues
+    pyamqp.Transport.qos_semantics_matches_spec = lambda self, connection: True
 
 
 @app.task(name="cworker.noop")
