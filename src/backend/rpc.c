@@ -8,7 +8,9 @@
  * reply_to get no result.
  *
  * It talks to the broker of broker_url over its own blocking connection
- * (one per pool child, opened on first use, dropped after fork).
+ * (one per pool child, opened on first use, dropped after fork).  With a URL
+ * list ("amqp://a;amqp://b") a connection that cannot be made moves on to the
+ * next URL, in the list's order, as the broker connection fails over.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +22,12 @@
 #include "broker/broker.h"
 #include "loop/loop.h"
 
+#define RPC_MAX_URLS 16
+
 struct rpc_backend {
 	struct cw_backend base;
-	struct cw_amqp_target t;
+	struct cw_amqp_target t[RPC_MAX_URLS];
+	int nt, cur;                /* targets of the broker URL list; the one in use */
 	char *ca, *cert, *key;
 	double retry_for;
 	amqp_connection_state_t conn;
@@ -41,16 +46,25 @@ static int ensure(struct rpc_backend *b, struct cw_error *err)
 
 	if (b->conn)
 		return CW_OK;
-	b->conn = cw_amqp_connect(&b->t, 131072, 10.0, &cerr);
+	/* the current URL first, then each other one once */
+	for (int k = 0; k < b->nt && !b->conn; k++) {
+		int i = (b->cur + k) % b->nt;
+		b->conn = cw_amqp_connect(&b->t[i], 131072, 10.0, &cerr);
+		if (b->conn)
+			b->cur = i;
+	}
 	if (!b->conn) {
-		cw_error_set(err, CW_EIO, "rpc result backend: cannot connect to %s: %s",
-			     b->t.redacted, cerr.msg);
+		cw_error_set(err, CW_EIO, "rpc result backend: cannot connect to %s%s: %s",
+			     b->t[b->cur].redacted, b->nt > 1 ? " (nor the other URLs)" : "",
+			     cerr.msg);
 		return CW_EIO;
 	}
 	amqp_channel_open(b->conn, 1);
 	if (amqp_get_rpc_reply(b->conn).reply_type != AMQP_RESPONSE_NORMAL) {
-		cw_error_set(err, CW_EIO, "rpc result backend: %s refused a channel", b->t.redacted);
+		cw_error_set(err, CW_EIO, "rpc result backend: %s refused a channel",
+			     b->t[b->cur].redacted);
 		drop(b);
+		b->cur = (b->cur + 1) % b->nt;
 		return CW_EIO;
 	}
 	return CW_OK;
@@ -84,7 +98,27 @@ static struct cw_backend *rpc_open(const struct cw_backend_opts *o, struct cw_er
 		cw_error_set(err, CW_ENOMEM, "out of memory");
 		return NULL;
 	}
-	if (cw_amqp_target_parse(burl, o->ssl, &b->t, err) != CW_OK) {
+	/* every URL of the broker's list (Celery's ';' separator) */
+	for (const char *p = burl; *p && b->nt < RPC_MAX_URLS;) {
+		while (*p == ' ' || *p == ';')
+			p++;
+		size_t n = strcspn(p, ";");
+		if (!n)
+			break;
+		char *one = strndup(p, n);
+		int rc = one ? cw_amqp_target_parse(one, o->ssl, &b->t[b->nt], err) : CW_ENOMEM;
+		free(one);
+		if (rc != CW_OK) {
+			if (rc == CW_ENOMEM)
+				cw_error_set(err, CW_ENOMEM, "out of memory");
+			free(b);
+			return NULL;
+		}
+		b->nt++;
+		p += n;
+	}
+	if (!b->nt) {
+		cw_error_set(err, CW_EINVAL, "the rpc:// result backend needs an amqp:// broker URL");
 		free(b);
 		return NULL;
 	}
@@ -95,11 +129,14 @@ static struct cw_backend *rpc_open(const struct cw_backend_opts *o, struct cw_er
 		cw_error_set(err, CW_ENOMEM, "out of memory");
 		return NULL;
 	}
-	b->t.verify = o->ssl_verify;
-	b->t.ca = b->ca;
-	b->t.cert = b->cert;
-	b->t.key = b->key;
-	b->t.heartbeat = 0; /* short publishes between tasks: no heartbeats to keep */
+	for (int i = 0; i < b->nt; i++) {
+		struct cw_amqp_target *t = &b->t[i];
+		t->verify = o->ssl_verify;
+		t->ca = b->ca;
+		t->cert = b->cert;
+		t->key = b->key;
+		t->heartbeat = 0; /* short publishes between tasks: no heartbeats to keep */
+	}
 	b->retry_for = o->retry_for > 0 ? o->retry_for : 60;
 	return &b->base;
 }
@@ -136,8 +173,8 @@ static int rpc_store(struct cw_backend *base, const struct cw_result_meta *m, st
 				rc = CW_OK;
 				break;
 			}
-			cw_error_set(err, CW_EIO, "rpc result backend %s: %s", b->t.redacted,
-				     amqp_error_string2(st));
+			cw_error_set(err, CW_EIO, "rpc result backend %s: %s",
+				     b->t[b->cur].redacted, amqp_error_string2(st));
 			drop(b);
 		}
 		if (!cw_backend_backoff(attempt, &delay, deadline, b->retry_for, err->msg))

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import SLOW, AmqpBroker, make_app, close_app, wait_for
+from conftest import SLOW, AmqpBroker, free_port, make_app, close_app, wait_for
 
 
 def queue_decl(b, name):
@@ -94,6 +94,21 @@ def test_rpc_result_backend(amqp_broker, cworker_factory, pyworker_factory):
         pyworker_factory(b, backend="rpc://")
         rs = [app.send_task("cworker.add", args=[i, 1]) for i in range(40)]
         assert [r.get(timeout=30) for r in rs] == [i + 1 for i in range(40)]
+    finally:
+        close_app(app)
+
+
+def test_rpc_result_backend_follows_the_url_list(amqp_broker, cworker_factory):
+    """Broker URL list whose first node is down: the broker connection moves on to
+    the second URL and so does the rpc:// result backend."""
+    b = amqp_broker
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/{b.vhost}"
+    w = cworker_factory(["-c", "1", "--result-backend", "rpc://", "-b", f"{dead};{b.url()}"],
+                        redis=b)
+    app = make_app(b.url(), "rpc://")
+    try:
+        assert app.send_task("cworker.add", args=[40, 2]).get(timeout=20) == 42
+        assert "rpc result backend" not in w.log()
     finally:
         close_app(app)
 
