@@ -224,3 +224,20 @@ def test_cluster_failover_with_a_quorum_queue(rabbit_cluster, redis_factory, cwo
         print(f"cluster of 3 formed in {t_cluster:.1f}s, test {time.monotonic() - t0:.1f}s")
     finally:
         close_app(app)
+
+
+def test_exclusive_mailbox_queue_answers_control(amqp_broker, cworker_factory):
+    """--control-queue-exclusive (Celery 5.6's control_queue_exclusive, what RabbitMQ
+    4.x needs: it refuses transient non-exclusive queues) declares the mailbox queue
+    exclusive to the worker's connection, and remote control still answers."""
+    b = amqp_broker
+    cworker_factory(["-c", "1", "-n", "excl@amqp", "--control-queue-exclusive"], redis=b)
+    assert queue_decl(b, "excl@amqp.celery.pidbox") == {
+        "durable": False, "auto_delete": True, "exclusive": True,
+        "arguments": {"x-expires": 10000, "x-message-ttl": 300000}}
+    app = make_app(b.url(), b.result_url())
+    try:
+        assert app.control.ping(destination=["excl@amqp"], timeout=3 * SLOW) == [
+            {"excl@amqp": {"ok": "pong"}}]
+    finally:
+        close_app(app)
