@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -738,17 +739,27 @@ static long pf_rss_kib(const void *self, int slot)
 	return cw_proc_rss_kib(p->c[slot].pid);
 }
 
+/*
+ * Cold shutdown: SIGKILL every child, then read what each wrote before it
+ * died.  A task that finished in the same instant has its outcome in the
+ * socket: it is reported (result stored, message acknowledged) instead of the
+ * message going back to the queue and the task running a second time.
+ */
 static void pf_kill(void *self)
 {
 	struct prefork *p = self;
 	p->stopping = true;
 	for (int i = 0; i < p->n; i++) {
-		if (p->c[i].pid <= 0)
+		struct child *c = &p->c[i];
+		if (c->pid <= 0)
 			continue;
-		kill(p->c[i].pid, SIGKILL);
-		waitpid(p->c[i].pid, NULL, 0);
-		p->c[i].pid = 0;
-		child_close(p, &p->c[i]);
+		kill(c->pid, SIGKILL);
+		waitpid(c->pid, NULL, 0);
+		c->pid = 0;
+		int avail = 0;
+		while (c->fd >= 0 && ioctl(c->fd, FIONREAD, &avail) == 0 && avail > 0)
+			on_child_io(p->loop, c->fd, CW_READ, p);
+		child_close(p, c);
 	}
 }
 

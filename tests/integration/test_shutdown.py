@@ -64,6 +64,31 @@ def test_sigquit_gives_running_acks_late_messages_back(broker, cworker_factory, 
     finish_elsewhere(broker, cworker_factory, rs, [0, 1])
 
 
+def test_cold_shutdown_keeps_an_outcome_already_sent(redis_server, cworker_factory, app):
+    """A task that ends in the instant of a cold shutdown: its child stored the result
+    and wrote its outcome, which the master has not read yet when SIGQUIT is handled.
+    The outcome is read after the children are killed: the message is acknowledged,
+    not given back to run a second time. (The master is stopped with SIGSTOP so the
+    signal is queued before the outcome: its loop sees them in that order.)"""
+    w = cworker_factory(["-c", "1", "--acks-late"], redis=redis_server)
+    r, = start_running(w, app, 1, 1.5)
+    c = redis_server.client()
+    w.send_signal(signal.SIGSTOP)
+    try:
+        w.send_signal(signal.SIGQUIT)
+        wait_for(lambda: (meta(c, r.id) or {}).get("status") == "SUCCESS", 10 * SLOW,
+                 what="the child storing its result")
+        time.sleep(0.3)                    # and writing its outcome to the master
+    finally:
+        w.send_signal(signal.SIGCONT)
+    assert w.wait(5) == 1
+    log = w.log()
+    assert "worker: Cold shutdown (MainProcess)" in log
+    assert f"Task cworker.sleep[{r.id}] succeeded" in log
+    assert "Restoring" not in log
+    assert ready_and_unacked(redis_server) == (0, 0), "given back though it had finished"
+
+
 def test_cold_shutdown_early_acked_running_task_is_lost_as_retry(redis_server, cworker_factory,
                                                                 app):
     """Without acks_late the message was acked when the task started: Celery marks the
