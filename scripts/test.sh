@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build cworker and run every test suite:
 #   1. build/       meson test: unit, fuzz (corpus replay), integration (pytest)
-#   2. build-asan/  ASan+UBSan build: unit + integration suites
-#   3. build-fuzz/  a short libFuzzer run of fuzz_message (clang only)
+#   2. bench/soak.py and bench/chaos.py in their short forms (build/, Redis)
+#   3. build-asan/  ASan+UBSan build: unit + integration suites
+#   4. build-fuzz/  short libFuzzer runs of every target (clang only)
 # then print one summary block (meson's Ok/Fail counts and pytest's summary
 # line for each run). Exit status 0 only when every phase passed.
 #
@@ -10,7 +11,7 @@
 # Env:   FUZZ_SECONDS (default 45), DOCFUZZ_SECONDS (20), AMQPFUZZ_SECONDS (10),
 #        HTTPFUZZ_SECONDS (10), OUTBOXFUZZ_SECONDS (10), OFFICEFUZZ_SECONDS (20),
 #        ASAN_FULL=1 (every test under ASan),
-#        SKIP_ASAN=1, SKIP_FUZZ=1, SKIP_DEPS=1
+#        SKIP_ASAN=1, SKIP_FUZZ=1, SKIP_DEPS=1, SKIP_LONGRUN=1
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -106,6 +107,27 @@ fi
 
 say "meson test -C build (unit, fuzz corpus, integration)"
 run_meson_test build "test"
+
+# ---------------------------------------------------------------------------
+# short forms of the long runs (bench/README.md has the hour-long ones)
+if [[ ${SKIP_LONGRUN:-0} == 1 ]]; then
+	record "soak/chaos" skip "SKIP_LONGRUN=1"
+else
+	for run in "soak.py --short" "chaos.py --short"; do
+		say "bench/$run"
+		t=$SECONDS
+		log="$LOGDIR/${run%% *}.log"
+		# shellcheck disable=SC2086
+		CWORKER_EXE=build/src/cworker /usr/bin/python3 bench/$run 2>&1 | tee "$log"
+		rc=${PIPESTATUS[0]}
+		line=$(grep -aE '^(sent|soak on)' "$log" | tail -n 1)
+		if ((rc == 0)); then
+			record "${run%% *}" ok "$((SECONDS - t))s: $line"
+		else
+			record "${run%% *}" FAIL "exit $rc: $line"
+		fi
+	done
+fi
 
 # ---------------------------------------------------------------------------
 if [[ ${SKIP_ASAN:-0} == 1 ]]; then

@@ -121,7 +121,7 @@ def test_x_delivery_count_drives_the_redelivery_cap(amqp_broker, cworker_factory
                              "--max-redeliveries", "2"], redis=b)
         wait_for(lambda: r.ready(), 20, what="the task's state")
         assert r.state == "FAILURE"
-        assert "RedeliveryLimitExceeded" in str(r.result) or "Redelivery" in repr(r.result)
+        assert type(r.result).__name__ == "RedeliveryLimitExceeded", repr(r.result)
         assert re.search(r"delivered 4 times", w.log()), w.log()
     finally:
         close_app(app)
