@@ -75,10 +75,12 @@ for t in "${targets[@]}"; do
 		ASAN_OPTIONS=detect_leaks=0 "$FB/tests/fuzz/$t" -merge=1 -timeout=20 \
 			-rss_limit_mb=2048 "$min" "tests/fuzz/${CORPUS[$t]}" "$OUT/$t/new" \
 			>"$OUT/$t/merge.log" 2>&1
-		# the minimized union replaces the committed corpus (a crash input kept
-		# as a regression test stays: those are named crash-*)
-		find "tests/fuzz/${CORPUS[$t]}" -type f ! -name 'crash-*' -delete
-		cp "$min"/* "tests/fuzz/${CORPUS[$t]}/"
+		# the minimized union replaces the generated part of the committed corpus
+		# (files named by their SHA-1, as libFuzzer names them); hand-written seeds
+		# and crash inputs kept as regression tests stay
+		find "tests/fuzz/${CORPUS[$t]}" -type f -regextype posix-extended \
+			-regex '.*/[0-9a-f]{40}' -delete
+		cp -n "$min"/* "tests/fuzz/${CORPUS[$t]}/"
 	fi
 	# coverage of the sources the target is for, from the corpus now committed
 	prof="$OUT/$t/cov.profraw"
