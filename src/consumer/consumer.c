@@ -87,8 +87,10 @@ void cw_consumer_dispatch(struct cw_worker *w)
 			continue;
 		}
 		/* early ack, as Celery's default: just before the task starts */
-		if (!h->acks_late)
+		if (!h->acks_late) {
 			w->broker->ops->ack(w->broker, h->d);
+			h->acked = true;
+		}
 		h->time_start = cw_wall();
 		cw_reserve_run(w->reserve, slot, h);
 		accepted(w, h);

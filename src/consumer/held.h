@@ -22,6 +22,7 @@ struct held {
 	double eta;                /* wall clock; 0 = none */
 	double expires;            /* wall clock; 0 = none */
 	bool acks_late, reject_on_worker_lost;
+	bool acked;                /* the broker has its ack: never twice (AMQP closes the channel) */
 	bool terminated;           /* revoke(terminate=True) signalled its child */
 	bool soft_fired;           /* the soft time limit was signalled */
 	bool counted;              /* counts against the prefetch limit */

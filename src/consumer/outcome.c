@@ -94,8 +94,12 @@ static void revoked_event(struct cw_worker *w, const struct held *h, bool termin
 				   signum ? json_integer(signum) : json_null(), "expired", expired));
 }
 
+/* Acknowledge once: an early-acked task that is killed or times out is not acked again. */
 static void ack(struct cw_worker *w, struct held *h)
 {
+	if (h->acked)
+		return;
+	h->acked = true;
 	w->broker->ops->ack(w->broker, h->d);
 }
 

@@ -113,6 +113,26 @@ def test_rpc_result_backend_follows_the_url_list(amqp_broker, cworker_factory):
         close_app(app)
 
 
+def test_killed_early_acked_task_is_not_acked_twice(amqp_broker, cworker_factory):
+    """An early-acked task killed at its hard time limit is stored FAILURE without a
+    second basic.ack: RabbitMQ closes the channel on an unknown delivery tag (406),
+    which would redeliver every other unacknowledged message."""
+    b = amqp_broker
+    w = cworker_factory(["-c", "1", "--diagnostic-tasks"], redis=b)
+    app = make_app(b.url(), b.result_url())
+    try:
+        r = app.send_task("cworker.spin", args=[5], time_limit=0.5)
+        with pytest.raises(Exception) as ei:
+            r.get(timeout=20)
+        assert type(ei.value).__name__ == "TimeLimitExceeded"
+        assert app.send_task("cworker.add", args=[1, 2]).get(timeout=20) == 3
+        time.sleep(0.5)
+        assert "PRECONDITION_FAILED" not in w.log(), w.log()
+        assert "Connection to broker lost" not in w.log()
+    finally:
+        close_app(app)
+
+
 def _openssl(*args, cwd):
     subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True)
 
