@@ -257,3 +257,16 @@ def runs_in_log(text, task):
 def tmpdir(prefix):
     d = tempfile.mkdtemp(prefix=prefix)
     return d, lambda: shutil.rmtree(d, ignore_errors=True)
+
+
+def close_app(app):
+    """Close a producer's connections and its result consumer's pub/sub, so that
+    AsyncResult finalizers do not reach for a Redis that is already stopped."""
+    rc = getattr(app.backend, "result_consumer", None)
+    if rc is not None and getattr(rc, "_pubsub", None) is not None:
+        try:
+            rc._pubsub.close()
+        except Exception:
+            pass
+        rc._pubsub = None
+    app.close()
