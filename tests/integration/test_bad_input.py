@@ -40,8 +40,10 @@ def test_unregistered_task(worker, redis_server, app):
     lines = [l for l in worker.log_since(since).splitlines()
              if "Received unregistered task" in l]
     assert lines, "no 'Received unregistered task' line"
-    assert any("no.such.task" in l or r.id in l for l in lines), lines
-    assert any("ERROR" in l for l in lines), lines
+    assert len(lines) == 1, lines
+    assert "ERROR" in lines[0], lines
+    assert "Received unregistered task of type 'no.such.task'" in lines[0], lines
+    assert f"(id {r.id}, queue celery)" in lines[0], lines
     assert_dropped_and_alive(worker, redis_server, app, since)
 
 
