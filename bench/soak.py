@@ -109,13 +109,19 @@ def main():
                     "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=99",
                     "--child-silent-after-fork=yes", "--trace-children=no",
                     f"--log-file={d}/valgrind.log"] + argv
-        w = h.Proc(argv, os.path.join(d, "cworker.log"))
+        # under valgrind /proc/self/exe is valgrind's tool: no OpenMP re-exec (main.c)
+        env = dict(os.environ, OMP_THREAD_LIMIT="1") if a.valgrind else None
+        w = h.Proc(argv, os.path.join(d, "cworker.log"), env=env)
         rc = results.client()
         h.wait_for(lambda: broker.client().client_list() and len(
-            broker.client().client_list()) >= 2 if a.broker == "redis" else True, 60,
-            "worker connected")
+            broker.client().client_list()) >= 2 if a.broker == "redis" else True,
+            240 if a.valgrind else 60, "worker connected")
         time.sleep(3 if a.valgrind else 1)
         app = h.producer(broker.url(), results.url())
+        # revokes are broadcasts: one sent before the worker's pidbox queue exists is
+        # lost (as with Celery), so the load starts once the worker answers a ping
+        h.wait_for(lambda: app.control.ping(timeout=1.0), 240 if a.valgrind else 60,
+                   "worker answering ping")
         expect, samples = {}, []
         t0 = time.monotonic()
         next_sample, k = t0, 0
