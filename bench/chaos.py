@@ -128,10 +128,7 @@ def main():
         dup = sum(1 for t in ids if runs.get(t, 0) > 1)
         left = None
         if a.broker == "redis":
-            c = broker.client()
-            h.wait_for(lambda: c.llen("celery") == 0 and c.hlen("unacked") == 0, 30,
-                       "queue and unacked empty")
-            left = c.llen("celery") + c.hlen("unacked")
+            left = h.redis_leftovers(broker.client())
         print(f"\nchaos on {a.broker}: {took:.0f}s, " +
               ", ".join(f"{v} {k}" for k, v in counts.items()))
         print(f"sent {n}  succeeded {ok}  failed/other {wrong}  lost {lost}  "
@@ -140,14 +137,7 @@ def main():
         print("RESULT:", "FAIL" if bad else "OK")
         return 1 if bad else 0
     finally:
-        if w:
-            w.stop()
-        for s in servers:
-            s.stop()
-        if a.keep:
-            print("logs in", d)
-        else:
-            cleanup()
+        h.teardown([w] + servers, a.keep, d, cleanup)
 
 
 if __name__ == "__main__":

@@ -270,3 +270,26 @@ def close_app(app):
             pass
         rc._pubsub = None
     app.close()
+
+
+def teardown(things, keep, d, cleanup):
+    """Stop each process or server (None skipped), then keep or remove the temp dir."""
+    for t in things:
+        if t is not None:
+            t.stop()
+    if keep:
+        print("logs in", d)
+    else:
+        cleanup()
+
+
+def redis_leftovers(c, queue="celery", within=30):
+    """Messages still in a Redis broker's queue or `unacked` hash once it had `within`
+    seconds to drain (0 = nothing lost in the broker, nothing stuck unacknowledged)."""
+    def left():
+        return c.llen(queue) + c.hlen("unacked")
+    try:
+        wait_for(lambda: left() == 0, within, "queue and unacked empty")
+    except RuntimeError:
+        pass
+    return left()

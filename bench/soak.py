@@ -146,10 +146,7 @@ def main():
         bad = check(metas, expect)
         left = 0
         if a.broker == "redis":
-            c = broker.client()
-            h.wait_for(lambda: c.llen("celery") == 0 and c.hlen("unacked") == 0, 30,
-                       "queue and unacked empty")
-            left = c.llen("celery") + c.hlen("unacked")
+            left = h.redis_leftovers(broker.client())
         warm = [s for s in samples if s[0] >= a.seconds / 5]
         grew_rss = grew_fd = 0
         if len(warm) >= 2:
@@ -185,14 +182,7 @@ def main():
         print("RESULT:", "OK" if ok else "FAIL")
         return 0 if ok else 1
     finally:
-        if w:
-            w.stop()
-        for s in servers:
-            s.stop()
-        if a.keep:
-            print("logs in", d)
-        else:
-            cleanup()
+        h.teardown([w] + servers, a.keep, d, cleanup)
 
 
 if __name__ == "__main__":
