@@ -73,7 +73,9 @@ def test_prefetch_window(broker, cworker_factory, app_factory, acks_late):
     args = ["-c", "2", "--prefetch-multiplier", "1"] + (["--acks-late"] if acks_late else [])
     w = cworker_factory(args, redis=broker)
     app = app_factory(broker)
-    rs = [app.send_task("cworker.sleep", args=[2.0 * SLOW, i]) for i in range(8)]
+    # long enough that the first two are still running when the window is read,
+    # on a busy machine too (RabbitMQ's counts come from stats sampled every 0.5 s)
+    rs = [app.send_task("cworker.sleep", args=[6.0 * SLOW, i]) for i in range(8)]
     wait_for(lambda: len(re.findall(r"received", w.log())) >= 2, 10, what="two tasks taken")
     time.sleep(0.8 * SLOW)
     if broker.kind == "redis":
@@ -133,9 +135,13 @@ def test_python_and_c_workers_share_a_queue(broker, cworker_factory, pyworker_fa
     rs = [app.send_task("cworker.sleep", args=[0.05, i], queue="docs" if i % 2 else "celery")
           for i in range(40)]
     assert [r.get(timeout=60) for r in rs] == list(range(40))
-    ran_c = len(re.findall(r"succeeded", cw.log()))
-    ran_py = len(re.findall(r"succeeded in", py.log()))
-    assert ran_c > 0 and ran_py > 0 and ran_c + ran_py >= 40
+    # each worker logs a task after storing its result: wait for the last lines
+    def ran():
+        return (len(re.findall(r"succeeded", cw.log())),
+                len(re.findall(r"succeeded in", py.log())))
+    wait_for(lambda: sum(ran()) >= 40, 10 * SLOW, what="every task in a worker's log")
+    ran_c, ran_py = ran()
+    assert ran_c > 0 and ran_py > 0 and ran_c + ran_py == 40, (ran_c, ran_py)
     for log in (cw.log(), py.log()):
         assert "PRECONDITION_FAILED" not in log and "inequivalent" not in log
 
