@@ -27,30 +27,12 @@
 #include "loop/loop.h"
 #include "util/log.h"
 #include "util/url.h"
-#include "util/uuid.h"
 
-#define BRPOP_TIMEOUT "1"
-
-static const int priority_steps[] = {0, 3, 6, 9};
-#define NPRI (int)(sizeof(priority_steps) / sizeof(priority_steps[0]))
-
-/*
- * Record a delivery and count it: KEYS unacked_index, unacked,
- * cworker.deliveries; ARGV time, tag, [env, ex, rk].  Returns how many
- * times this message has been delivered (the count survives requeues and
- * visibility restores; an ack deletes it).
- */
-static const char lua_deliver[] =
-	"redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) "
-	"redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) "
-	"return redis.call('HINCRBY', KEYS[3], ARGV[2], 1)";
-#define DELIVERIES_KEY "cworker.deliveries"
 /* Refresh a held message's timestamp, only if it is still recorded. */
 static const char lua_touch[] =
 	"if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then "
 	"redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[2]) end return 1";
-/* Ack / reject without requeue: KEYS unacked_index, unacked, cworker.deliveries; ARGV tag. */
-static const char lua_ack[] =
+const char rb_lua_ack[] =
 	"redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) "
 	"redis.call('HDEL', KEYS[3], ARGV[1]) return 1";
 /*
@@ -84,164 +66,6 @@ static const char lua_publish_direct[] =
 	"      if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', q, ARGV[3]) end end "
 	"  end "
 	"end return n";
-
-/* ---- consuming ---------------------------------------------------------- */
-
-static void rotate(struct redis_broker *b, const char *queue)
-{
-	for (int i = 0; i < b->nqueues; i++) {
-		if (strcmp(b->queues[i], queue) != 0)
-			continue;
-		char *q = b->queues[i];
-		memmove(&b->queues[i], &b->queues[i + 1], (size_t)(b->nqueues - i - 1) * sizeof(char *));
-		b->queues[b->nqueues - 1] = q;
-		return;
-	}
-}
-
-static char *json_str(const char *s)
-{
-	json_t *j = json_string(s);
-	char *out = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-	json_decref(j);
-	return out;
-}
-
-static void on_recorded(struct redis_broker *b, redisReply *r, void *arg)
-{
-	struct cw_delivery *d = arg;
-	d->deliveries = r->type == REDIS_REPLY_INTEGER ? (long)r->integer : 1;
-	b->recording--;
-	b->h.on_delivery(b->h.arg, d);
-}
-
-static void deliver(struct redis_broker *b, const char *key, const char *item, size_t len)
-{
-	struct cw_delivery *d = calloc(1, sizeof(*d));
-	struct cw_error err = {0};
-	char tagbuf[37];
-	const char *sep;
-
-	if (!d)
-		return;
-	/* strip the priority suffix: dest.rsplit(sep, 1)[0] */
-	sep = NULL;
-	for (const char *p = strstr(key, SEP); p; p = strstr(p + 1, SEP))
-		sep = p;
-	d->queue = sep ? strndup(key, (size_t)(sep - key)) : strdup(key);
-	d->raw = malloc(len + 1);
-	if (!d->queue || !d->raw)
-		goto drop;
-	memcpy(d->raw, item, len);
-	d->raw[len] = '\0';
-	d->raw_len = len;
-	if (cw_proto_decode_envelope(item, len, &b->limits, &d->env, &err) != CW_OK) {
-		cw_log(CW_LOG_ERROR, "consumer",
-		       "Received and deleted unknown message from queue %s (%zu bytes): %s",
-		       d->queue, len, err.msg);
-		goto drop;
-	}
-	if (d->env.delivery_tag) {
-		d->tag = strdup(d->env.delivery_tag);
-	} else {
-		cw_uuid4(tagbuf);
-		d->tag = strdup(tagbuf);
-	}
-	if (!d->tag)
-		goto drop;
-
-	/* unacked value: [envelope, exchange, routing_key] */
-	char *ex = json_str(d->env.exchange), *rk = json_str(d->env.routing_key);
-	size_t vlen = len + (ex ? strlen(ex) : 0) + (rk ? strlen(rk) : 0) + 8;
-	char *val = malloc(vlen);
-	if (!ex || !rk || !val) {
-		free(ex);
-		free(rk);
-		free(val);
-		goto drop;
-	}
-	vlen = (size_t)snprintf(val, vlen, "[%s, %s, %s]", d->raw, ex, rk);
-	free(ex);
-	free(rk);
-	char score[32];
-	snprintf(score, sizeof(score), "%.6f", cw_wall());
-	const char *argv[] = {"EVAL", lua_deliver, "3", "unacked_index", "unacked", DELIVERIES_KEY,
-			      score, d->tag, val};
-	size_t lens[] = {4, strlen(lua_deliver), 1, 13, 7, strlen(DELIVERIES_KEY), strlen(score),
-			 strlen(d->tag), vlen};
-	/* the consumer sees the message only once Redis has it recorded as unacked */
-	rb_cmd(b, on_recorded, d, 9, argv, lens);
-	free(val);
-	b->recording++;
-
-	rotate(b, d->queue);
-	if (b->credit > 0)
-		b->credit--;
-	return;
-drop:
-	cw_delivery_free(d);
-}
-
-static void on_brpop(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct redis_broker *b = priv;
-	redisReply *reply = r;
-	(void)ac;
-
-	b->brpop_inflight = false;
-	if (!reply || b->closing)
-		return;
-	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-	    reply->element[0]->type == REDIS_REPLY_STRING &&
-	    reply->element[1]->type == REDIS_REPLY_STRING) {
-		deliver(b, reply->element[0]->str, reply->element[1]->str, reply->element[1]->len);
-	} else if (reply->type == REDIS_REPLY_ERROR) {
-		cw_log(CW_LOG_ERROR, "broker", "BRPOP failed: %s", reply->str);
-		if (b->sentinel && (!strncmp(reply->str, "READONLY", 8) ||
-				    !strncmp(reply->str, "UNBLOCKED", 9))) {
-			/* the master was demoted under us: ask the sentinels for the new one */
-			b->blk.ops->disconnect(&b->blk);
-			return;
-		}
-	}
-	rb_fetch(b);
-}
-
-void rb_fetch(struct redis_broker *b)
-{
-	if (b->closing || b->brpop_inflight || b->credit <= 0 || !b->blk.up || !b->cmd.up ||
-	    b->nqueues == 0)
-		return;
-	int argc = 2 + b->nqueues * NPRI;
-	const char **argv = calloc((size_t)argc, sizeof(char *));
-	char **keys = calloc((size_t)b->nqueues * NPRI, sizeof(char *));
-	if (!argv || !keys)
-		goto out;
-	argv[0] = "BRPOP";
-	int k = 0;
-	for (int p = 0; p < NPRI; p++)
-		for (int i = 0; i < b->nqueues; i++) {
-			size_t n = strlen(b->queues[i]) + 8;
-			keys[k] = malloc(n);
-			if (!keys[k])
-				goto out;
-			if (priority_steps[p])
-				snprintf(keys[k], n, "%s" SEP "%d", b->queues[i], priority_steps[p]);
-			else
-				snprintf(keys[k], n, "%s", b->queues[i]);
-			argv[1 + k] = keys[k];
-			k++;
-		}
-	argv[argc - 1] = BRPOP_TIMEOUT;
-	if (b->blk.ops->command(&b->blk, on_brpop, b, argc, argv, NULL) == CW_OK)
-		b->brpop_inflight = true;
-out:
-	if (keys)
-		for (int i = 0; i < b->nqueues * NPRI; i++)
-			free(keys[i]);
-	free(keys);
-	free(argv);
-}
 
 /* ---- vtable --------------------------------------------------------------- */
 
@@ -319,8 +143,7 @@ static struct cw_broker *rb_open(struct cw_loop *loop, const struct cw_broker_op
 			b->nbroadcast = i;
 	rb_conn_start(b, &b->blk);
 	rb_conn_start(b, &b->cmd);
-	if (b->nbroadcast)
-		rb_conn_start(b, &b->sub);
+	rb_conn_start(b, &b->sub); /* broadcasts, and the notices that wake an idle consumer */
 	if (rb_scan_schedule(b) != CW_OK) {
 		rb_close(&b->base);
 		cw_error_set(err, CW_ENOMEM, "out of memory");
@@ -358,7 +181,7 @@ static void rb_set_credit(struct cw_broker *base, int n)
 static void rb_ack(struct cw_broker *base, struct cw_delivery *d)
 {
 	struct redis_broker *b = (struct redis_broker *)base;
-	const char *argv[] = {"EVAL", lua_ack, "3", "unacked_index", "unacked", DELIVERIES_KEY, d->tag};
+	const char *argv[] = {"EVAL", rb_lua_ack, "3", "unacked_index", "unacked", DELIVERIES_KEY, d->tag};
 	rb_cmd(b, NULL, NULL, 7, argv, NULL);
 }
 
@@ -367,8 +190,8 @@ static void queue_key(char *out, size_t n, const char *queue, int priority)
 {
 	int step = 0;
 	for (int i = 0; i < NPRI; i++)
-		if (priority >= priority_steps[i])
-			step = priority_steps[i];
+		if (priority >= rb_priority_steps[i])
+			step = rb_priority_steps[i];
 	if (step)
 		snprintf(out, n, "%s" SEP "%d", queue, step);
 	else
@@ -444,6 +267,7 @@ static int rb_add_queue(struct cw_broker *base, const char *queue)
 		return CW_ENOMEM;
 	b->nqueues++;
 	bind_queue(b, queue);
+	rb_track_renew(b);
 	rb_fetch(b);
 	return CW_OK;
 }
@@ -457,6 +281,7 @@ static int rb_cancel_queue(struct cw_broker *base, const char *queue)
 			memmove(b->queues + i, b->queues + i + 1,
 				(size_t)(b->nqueues - i - 1) * sizeof(char *));
 			b->nqueues--;
+			rb_track_renew(b);
 			return CW_OK;
 		}
 	return CW_ENOTFOUND;
@@ -505,7 +330,7 @@ static void rb_restore(struct cw_broker *base, struct cw_delivery *d)
 static bool rb_busy(struct cw_broker *base)
 {
 	struct redis_broker *b = (struct redis_broker *)base;
-	return b->head != NULL || b->brpop_inflight;
+	return b->head != NULL || b->fetch_inflight;
 }
 
 /* Queue depth for metrics: LLEN of the queue's list at every priority step. */
@@ -552,8 +377,8 @@ static void rb_queue_depth(struct cw_broker *base, const char *queue,
 	snprintf(nkeys, sizeof(nkeys), "%d", NPRI);
 	argv[2] = nkeys;
 	for (int p = 0; p < NPRI; p++) {
-		if (priority_steps[p])
-			snprintf(keys[p], sizeof(keys[p]), "%s" SEP "%d", queue, priority_steps[p]);
+		if (rb_priority_steps[p])
+			snprintf(keys[p], sizeof(keys[p]), "%s" SEP "%d", queue, rb_priority_steps[p]);
 		else
 			snprintf(keys[p], sizeof(keys[p]), "%s", queue);
 		argv[3 + p] = keys[p];
@@ -576,6 +401,8 @@ static void rb_close(struct cw_broker *base)
 	b->closing = true;
 	if (b->scan_timer)
 		cw_loop_timer_cancel(b->loop, b->scan_timer);
+	if (b->poll_timer)
+		cw_loop_timer_cancel(b->loop, b->poll_timer);
 	struct rconn *cs[] = {&b->blk, &b->cmd, &b->sub};
 	for (int i = 0; i < 3; i++) {
 		if (cs[i]->retry_timer)
@@ -586,7 +413,7 @@ static void rb_close(struct cw_broker *base)
 	while (b->head) {
 		struct rcmd *q = b->head;
 		b->head = q->next;
-		if (q->done == on_recorded) /* never handed to the consumer: ours to free */
+		if (q->done == rb_recorded) /* never handed to the consumer: ours to free */
 			cw_delivery_free(q->arg);
 		rb_rcmd_free(q);
 	}

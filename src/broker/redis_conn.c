@@ -77,8 +77,12 @@ void rb_conn_lost(struct rconn *c, const char *why)
 		rb_sentinel_conn_gone(b, why);
 		return;
 	}
-	if (c == &b->blk)
-		b->brpop_inflight = false;
+	if (c == &b->blk) {
+		b->fetch_inflight = false;
+		b->tracking = false;
+	} else if (c == &b->sub) {
+		b->sub_id = 0;
+	}
 	if (was)
 		cw_log(CW_LOG_WARNING, "broker", "Connection to broker lost (%s): %s; reconnecting",
 		       c->name, why && why[0] ? why : "closed");
@@ -113,7 +117,11 @@ static void conn_cmd(struct rconn *c, redisCallbackFn *fn, void *priv, int argc,
 		c->ops->command(c, fn, priv, argc, argv, NULL);
 }
 
-static void on_pmessage(redisAsyncContext *ac, void *r, void *priv)
+/*
+ * Everything the broadcast connection receives: tracking notices (a list we
+ * consume from changed: wake the consumer) and the fanout messages.
+ */
+static void on_sub_message(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct redis_broker *b = priv;
 	redisReply *reply = r;
@@ -121,6 +129,14 @@ static void on_pmessage(redisAsyncContext *ac, void *r, void *priv)
 	struct cw_error err = {0};
 	(void)ac;
 
+	if (reply && !b->closing && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING &&
+	    !strcmp(reply->element[0]->str, "message") &&
+	    reply->element[1]->type == REDIS_REPLY_STRING &&
+	    !strcmp(reply->element[1]->str, "__redis__:invalidate")) {
+		rb_wake(b);
+		return;
+	}
 	if (!reply || b->closing || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 ||
 	    reply->element[0]->type != REDIS_REPLY_STRING || strcmp(reply->element[0]->str, "pmessage") ||
 	    reply->element[2]->type != REDIS_REPLY_STRING ||
@@ -140,6 +156,26 @@ static void on_pmessage(redisAsyncContext *ac, void *r, void *priv)
 	if (b->h.on_broadcast)
 		b->h.on_broadcast(b->h.arg, exchange, &env);
 	cw_envelope_clear(&env);
+}
+
+/* The broadcast connection's id: tracking notices are redirected to it. */
+static void on_sub_id(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct redis_broker *b = priv;
+	redisReply *reply = r;
+	(void)ac;
+
+	if (!reply || b->closing)
+		return;
+	if (reply->type != REDIS_REPLY_INTEGER) {
+		rb_no_tracking(b, reply->type == REDIS_REPLY_ERROR ? reply->str : "CLIENT ID");
+		return;
+	}
+	b->sub_id = reply->integer;
+	if (b->tracking)
+		rb_track_renew(b); /* notices went to the old connection */
+	else
+		rb_wake(b);
 }
 
 static void on_ready(redisAsyncContext *ac, void *r, void *priv)
@@ -163,13 +199,18 @@ static void on_ready(redisAsyncContext *ac, void *r, void *priv)
 	c->up = true;
 	c->backoff = 0;
 	if (c == &b->sub) {
+		/* its id first: a subscribed connection answers nothing else */
+		const char *id[] = {"CLIENT", "ID"};
+		conn_cmd(c, on_sub_id, b, 2, id);
+		const char *inv[] = {"SUBSCRIBE", "__redis__:invalidate"};
+		conn_cmd(c, on_sub_message, b, 2, inv);
 		/* kombu fanout: channel "/<db>.<exchange>" (plus "/<routing key>" when one is set) */
 		for (int i = 0; i < b->nbroadcast; i++) {
 			char plain[600], keyed[600];
 			snprintf(plain, sizeof(plain), "/%d.%s", b->url.db, b->broadcast[i]);
 			snprintf(keyed, sizeof(keyed), "/%d.%s/*", b->url.db, b->broadcast[i]);
 			const char *argv[] = {"PSUBSCRIBE", plain, keyed};
-			conn_cmd(c, on_pmessage, b, 3, argv);
+			conn_cmd(c, on_sub_message, b, 3, argv);
 		}
 		return;
 	}

@@ -21,6 +21,13 @@
 
 /* kombu's separator between a queue's name and its priority step, and in binding members */
 #define SEP "\x06\x16"
+/* kombu's priority steps: a queue is NPRI lists, the step appended to all but the first */
+#define NPRI 4
+extern const int rb_priority_steps[NPRI];
+/* per-message delivery counts (survive requeues and restores; an ack deletes them) */
+#define DELIVERIES_KEY "cworker.deliveries"
+/* Ack / reject without requeue: KEYS unacked_index, unacked, cworker.deliveries; ARGV tag. */
+extern const char rb_lua_ack[];
 
 struct redis_broker;
 struct rconn;
@@ -110,7 +117,12 @@ struct redis_broker {
 	struct rcmd *head, *tail;
 	int credit;
 	int recording;          /* taken off a queue, bookkeeping not yet confirmed */
-	bool brpop_inflight;
+	bool fetch_inflight;    /* a take (or BRPOP) is out on blk */
+	bool wake;              /* a push was announced while it was out: take again */
+	bool tracking;          /* CLIENT TRACKING asked on blk (redis_fetch.c) */
+	bool no_tracking;       /* the server refused it: wait with BRPOP */
+	long long sub_id;       /* CLIENT ID of `sub`, where the notices go; 0 = unknown */
+	uint64_t poll_timer;    /* idle: take again in a second in case a notice was lost */
 	bool closing;
 	bool was_up;
 	uint64_t scan_timer;
@@ -152,8 +164,16 @@ void rb_sentinel_conn_gone(struct redis_broker *b, const char *why);
 void rb_cmd(struct redis_broker *b, void (*done)(struct redis_broker *, redisReply *, void *),
 	    void *arg, int argc, const char *const *argv, const size_t *lens);
 void rb_rcmd_free(struct rcmd *q);
-/* Start a BRPOP when credit, connections and queues allow one. */
+/* Start a take (or BRPOP) when credit, connections and queues allow one. */
 void rb_fetch(struct redis_broker *b);
+/* A push may have come (a tracking notice): take now, or again after the take that is out. */
+void rb_wake(struct redis_broker *b);
+/* The queues or the notice connection changed: ask for tracking again if it is on. */
+void rb_track_renew(struct redis_broker *b);
+/* The server cannot notify (no CLIENT TRACKING, or the ACL forbids it): use BRPOP. */
+void rb_no_tracking(struct redis_broker *b, const char *why);
+/* rb_cmd's done for a delivery recorded from here: hands it to the consumer. */
+void rb_recorded(struct redis_broker *b, redisReply *r, void *arg);
 /*
  * Start the periodic visibility-timeout scan (once, at open; the same tick
  * runs rb_conn_recheck).  CW_OK, or CW_ENOMEM (logged): the open must fail.

@@ -4,7 +4,10 @@ restores in both directions between cworker and stock Python workers."""
 
 import json
 import signal
+import socket
+import threading
 import time
+import uuid
 
 import pytest
 
@@ -204,3 +207,122 @@ def test_mixed_python_and_c_workers(redis_server, cworker_factory, pyworker_fact
     rs = [app.send_task("cworker.echo", args=[i], queue="py") for i in range(100)]
     assert [r.get(timeout=60) for r in rs] == list(range(100))
     assert cw2.alive() and py.alive()
+
+
+class ReplyDropProxy:
+    """A TCP relay in front of Redis that, the first time a reply from Redis
+    carries `marker`, closes that connection on both sides without passing the
+    reply on: the message was taken by Redis and its answer never arrived."""
+
+    def __init__(self, port, marker):
+        self.port, self.marker = port, marker
+        self.dropped = threading.Event()
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.lport = self.lsock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                cli, _ = self.lsock.accept()
+            except OSError:
+                return
+            srv = socket.create_connection(("127.0.0.1", self.port))
+            self.conns += [cli, srv]
+            threading.Thread(target=self._pump, args=(cli, srv, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(srv, cli, True), daemon=True).start()
+
+    def _pump(self, src, dst, from_redis):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if from_redis and self.marker in data and not self.dropped.is_set():
+                    self.dropped.set()
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.lsock.close()
+        for s in self.conns:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def test_taken_message_survives_a_lost_reply(redis_server, cworker_factory, app):
+    """Redis takes a message for the worker and the connection drops before the
+    answer arrives. The take recorded it in `unacked` in the same step, so the
+    visibility scan gives it back and it runs; with BRPOP it would be gone."""
+    c = redis_server.client()
+    tid = "lost-reply-" + uuid.uuid4().hex
+    proxy = ReplyDropProxy(redis_server.port, tid.encode())
+    try:
+        cworker_factory(["-c", "1", "--visibility-timeout", "2",
+                         "-b", f"redis://127.0.0.1:{proxy.lport}/0",
+                         "--result-backend", redis_server.url()], redis=None)
+        app.send_task("cworker.echo", args=["after the lost reply"], task_id=tid)
+        assert proxy.dropped.wait(20), "the worker never took the message"
+        held = [json.loads(v)[0]["headers"]["id"] for v in c.hvals("unacked")]
+        assert held == [tid], f"not recorded as unacked when taken: {held}"
+        wait_for(lambda: meta(c, tid), 30, what="the restored task's result")
+        m = meta(c, tid)
+        assert (m["status"], m["result"]) == ("SUCCESS", "after the lost reply")
+        wait_for(lambda: unacked_count(c) == 0 and queue_len(c) == 0, 10,
+                 what="bookkeeping emptied")
+    finally:
+        proxy.close()
+
+
+def _clients(c):
+    return {int(x["id"]): x for x in c.client_list()}
+
+
+def test_idle_worker_waits_on_tracking_notices(redis_server, cworker_factory, app):
+    """An idle worker holds no BRPOP: its consumer connection has broadcast tracking on,
+    redirected to its broadcast connection, and a push wakes it."""
+    c = redis_server.client()
+    w = cworker_factory(["-c", "1"], redis=redis_server)
+
+    def tracking():
+        cl = [x for x in c.client_list() if "t" in x["flags"]]
+        return cl[0] if len(cl) == 1 else None
+    wait_for(tracking, 10, what="a connection with tracking on")
+    trk = tracking()
+    target = int(trk.get("redir", -1))
+    clients = _clients(c)
+    assert target in clients, f"notices redirected to no live connection: {trk}"
+    assert int(clients[target]["sub"]) >= 1, \
+        f"the redirect target is not subscribed to the notices: {clients[target]}"
+    assert not any(x["cmd"] in ("brpop", "blpop") for x in c.client_list()), \
+        "an idle worker is blocked in BRPOP"
+    assert app.send_task("cworker.add", args=[2, 3]).get(timeout=20) == 5
+    assert w.alive()
+
+
+def test_without_client_tracking_falls_back_to_brpop(redis_server, cworker_factory, app):
+    """A user whose ACL forbids CLIENT (a managed Redis may) still gets served, with
+    kombu's BRPOP, and the worker says so."""
+    c = redis_server.client()
+    c.execute_command("ACL", "SETUSER", "limited", "on", ">s3cret", "~*", "&*", "+@all",
+                      "-client")
+    w = cworker_factory(["-c", "1", "-b", f"redis://limited:s3cret@127.0.0.1:{redis_server.port}/0"],
+                        redis=redis_server)
+    w.wait_log(r"refused CLIENT TRACKING", timeout=10)
+    assert app.send_task("cworker.add", args=[20, 22]).get(timeout=20) == 42
+    wait_for(lambda: any(x["cmd"] == "brpop" for x in c.client_list()), 10,
+             what="the worker waiting in BRPOP")
