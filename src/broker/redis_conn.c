@@ -134,7 +134,8 @@ static void on_sub_message(redisAsyncContext *ac, void *r, void *priv)
 	    !strcmp(reply->element[0]->str, "message") &&
 	    reply->element[1]->type == REDIS_REPLY_STRING &&
 	    !strcmp(reply->element[1]->str, "__redis__:invalidate")) {
-		rb_wake(b);
+		if (rb_notice_concerns_us(b, reply->element[2]))
+			rb_wake(b);
 		return;
 	}
 	if (!reply || b->closing || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 ||

@@ -234,8 +234,10 @@ static void on_track(redisAsyncContext *ac, void *r, void *priv)
 	if (!reply || b->closing || reply->type != REDIS_REPLY_ERROR)
 		return;
 	b->tracking = false;
-	if (strstr(reply->str, "does not exist"))
-		return; /* the broadcast connection went meanwhile: its return re-arms */
+	if (strstr(reply->str, "does not exist")) {
+		b->sub_id = 0; /* the broadcast connection went meanwhile: its return re-arms */
+		return;
+	}
 	rb_no_tracking(b, reply->str);
 }
 
@@ -288,6 +290,29 @@ static void track(struct redis_broker *b, bool on)
 	if (b->blk.ops->command(&b->blk, on_track, b, argc, argv, NULL) == CW_OK)
 		b->tracking = on;
 	free(argv);
+}
+
+/*
+ * A notice names the keys that changed under our prefixes (nil: everything
+ * was flushed).  Result keys ("celery-task-meta-...") share the "celery"
+ * prefix: only a list we consume from is worth a take.
+ */
+bool rb_notice_concerns_us(struct redis_broker *b, const redisReply *keys)
+{
+	if (keys->type != REDIS_REPLY_ARRAY)
+		return true;
+	for (size_t k = 0; k < keys->elements; k++) {
+		const redisReply *e = keys->element[k];
+		if (e->type != REDIS_REPLY_STRING)
+			continue;
+		for (int i = 0; i < b->nqueues; i++) {
+			size_t n = strlen(b->queues[i]);
+			if (e->len >= n && !memcmp(e->str, b->queues[i], n) &&
+			    (e->len == n || (e->len > n + 1 && !memcmp(e->str + n, SEP, 2))))
+				return true;
+		}
+	}
+	return false;
 }
 
 void rb_track_renew(struct redis_broker *b)
@@ -348,10 +373,8 @@ static void on_take(redisAsyncContext *ac, void *r, void *priv)
 	if (n) {
 		if (b->tracking)
 			track(b, false); /* messages flow: no notices needed until the lists run dry */
+		/* not the consumer's yet: a set_credit from inside on_delivery must count them */
 		b->recording += (int)n;
-		b->credit -= (int)n;
-		if (b->credit < 0)
-			b->credit = 0;
 	}
 	for (size_t i = 0; i < n; i++) {
 		redisReply **e = reply->element + 4 * i;
@@ -363,10 +386,12 @@ static void on_take(redisAsyncContext *ac, void *r, void *priv)
 		struct cw_delivery *d = make_delivery(b, e[0]->str, e[1]->str, e[1]->len);
 		if (!e[2]->len) {
 			/* no tag the script could read: recorded from here, as after a BRPOP */
-			if (d)
+			if (d) {
+				b->credit--;
 				record(b, d);
-			else
+			} else {
 				b->recording--;
+			}
 			continue;
 		}
 		if (!d || !(d->tag = strdup(e[2]->str))) {
@@ -380,9 +405,8 @@ static void on_take(redisAsyncContext *ac, void *r, void *priv)
 		}
 		d->deliveries = e[3]->type == REDIS_REPLY_INTEGER ? (long)e[3]->integer : 1;
 		b->recording--;
+		b->credit--;
 		b->h.on_delivery(b->h.arg, d);
-		if (b->closing)
-			return;
 	}
 	if (n == 0 && !b->wake) {
 		if (!b->tracking && !b->no_tracking && b->sub_id) {

@@ -170,6 +170,8 @@ void rb_fetch(struct redis_broker *b);
 void rb_wake(struct redis_broker *b);
 /* The queues or the notice connection changed: ask for tracking again if it is on. */
 void rb_track_renew(struct redis_broker *b);
+/* Does a tracking notice (its list of keys) name a list we consume from? */
+bool rb_notice_concerns_us(struct redis_broker *b, const redisReply *keys);
 /* The server cannot notify (no CLIENT TRACKING, or the ACL forbids it): use BRPOP. */
 void rb_no_tracking(struct redis_broker *b, const char *why);
 /* rb_cmd's done for a delivery recorded from here: hands it to the consumer. */
