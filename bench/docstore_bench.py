@@ -14,7 +14,7 @@ messages are published onto a held list first and RENAMEd onto the worker's
 queue at once (as noop_bench.py does), so the clock covers only fetch,
 convert, INSERT, result and ack: from the RENAME until every result key
 exists; then the table must hold one row per document. Both workers run at once on their own queues; rounds
-alternate between them (the idle one waits in BRPOP) and the best round of
+alternate between them (the idle one waits on an empty queue) and the best round of
 each is reported, which evens out a noisy shared machine.
 """
 
@@ -145,8 +145,8 @@ def main():
         # warm up: both children of each worker connected, tables created, statements prepared
         for q in ("cw", "py"):
             run_batch(app, r, warm, f"{q}_warm", q)
-        # rounds alternate between the workers (the idle one blocks in BRPOP on its own
-        # queue); each round writes a fresh table; the best round of each is reported
+        # rounds alternate between the workers (the idle one waits on its own
+        # empty queue); each round writes a fresh table; the best round of each is reported
         rounds = {"cworker": [], "python": []}
         for i in range(a.rounds):
             for k, q in (("cworker", "cw"), ("python", "py")):

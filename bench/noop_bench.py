@@ -6,7 +6,7 @@ no persistence), each worker in turn (same settings: 2 children, prefetch multip
 1, results stored in the same Redis, log level warning):
 
   1. N messages are published by a stock Celery producer into a held list, the worker
-     is started and waits on an empty queue (ready = its BRPOP is blocked in Redis);
+     is started and waits on an empty queue (ready = blocked in BRPOP, or waiting for tracking notices);
   2. the held list is RENAMEd onto the queue (all N appear at once) -> t0;
   3. t1 = when all N result keys exist. tasks/s = N / (t1 - t0);
   4. RSS of the master + all children (VmRSS from /proc) is sampled every 20 ms;
@@ -126,8 +126,11 @@ class Sampler(threading.Thread):
             time.sleep(0.02)
 
 
-def blocked_brpop_clients(r):
-    return sum(1 for c in r.client_list() if c.get("cmd") in ("brpop", "blpop", "bzpopmin"))
+def waiting_consumers(r):
+    """Consumers idle on an empty queue: blocked in BRPOP (kombu), or waiting for
+    CLIENT TRACKING notices (cworker: flag t)."""
+    return sum(1 for c in r.client_list()
+               if c.get("cmd") in ("brpop", "blpop", "bzpopmin") or "t" in c.get("flags", ""))
 
 
 def run_one(kind, argv, env, cwd, r, url, n, queue, tmp, timeout):
@@ -143,7 +146,7 @@ def run_one(kind, argv, env, cwd, r, url, n, queue, tmp, timeout):
     proc = Proc(argv, os.path.join(tmp, f"{kind}.log"), env=env, cwd=cwd)
     try:
         deadline = time.monotonic() + 60
-        while blocked_brpop_clients(r) == 0:
+        while waiting_consumers(r) == 0:
             if proc.p.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{kind} did not start consuming:\n{proc.tail()}")
             time.sleep(0.05)

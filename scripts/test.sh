@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build cworker and run every test suite:
 #   1. build/       meson test: unit, fuzz (corpus replay), integration (pytest)
-#   2. bench/soak.py in its short form (build/, Redis)
+#   2. bench/soak.py and bench/chaos.py in their short forms (build/, Redis)
 #   3. build-asan/  ASan+UBSan build: unit + integration suites
 #   4. build-fuzz/  short libFuzzer runs of every target (clang only)
 # then print one summary block (meson's Ok/Fail counts and pytest's summary
@@ -113,9 +113,7 @@ run_meson_test build "test"
 if [[ ${SKIP_LONGRUN:-0} == 1 ]]; then
 	record "soak/chaos" skip "SKIP_LONGRUN=1"
 else
-	# chaos.py --short is not here yet: one CI run lost 1 of 1,000 tasks on Redis
-	# (cause open, issue 20); it runs by hand until that is found
-	for run in "soak.py --short"; do
+	for run in "soak.py --short" "chaos.py --short"; do
 		say "bench/$run"
 		t=$SECONDS
 		log="$LOGDIR/${run%% *}.log"
