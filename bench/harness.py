@@ -66,6 +66,29 @@ def rss_kib(pid):
     return 0
 
 
+def cpu_ticks(pid):
+    """utime + stime of a process and all its descendants, in clock ticks."""
+    total = 0
+    for p in [pid] + descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        fields = s[s.rfind(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        for c in children_of(todo.pop()):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
 def nfds(pid):
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -121,19 +144,22 @@ class Proc:
 
 
 class Redis:
-    """redis-server with an fsync-always AOF: a clean restart loses no write."""
+    """redis-server with an fsync-always AOF (a clean restart loses no write), or
+    with no persistence at all (aof=False, for throughput runs)."""
 
-    def __init__(self, d, name):
+    def __init__(self, d, name, aof=True):
         self.dir = os.path.join(d, name)
         os.makedirs(self.dir)
         self.port = free_port()
+        self.aof = aof
         self.proc = None
         self.start()
 
     def start(self):
         argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", self.dir, "--save", "", "--appendonly", "yes",
-                "--appendfsync", "always", "--protected-mode", "no"]
+                "--dir", self.dir, "--save", "", "--protected-mode", "no"]
+        argv += (["--appendonly", "yes", "--appendfsync", "always"] if self.aof
+                 else ["--appendonly", "no"])
         if self.proc:
             self.proc.argv = argv
             self.proc.start()

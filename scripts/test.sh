@@ -113,18 +113,20 @@ run_meson_test build "test"
 if [[ ${SKIP_LONGRUN:-0} == 1 ]]; then
 	record "soak/chaos" skip "SKIP_LONGRUN=1"
 else
-	for run in "soak.py --short" "chaos.py --short"; do
+	for run in "soak.py --short" "chaos.py --short" "chaos.py --short --broker amqp"; do
 		say "bench/$run"
 		t=$SECONDS
-		log="$LOGDIR/${run%% *}.log"
+		name=${run%% *}
+		[[ $run == *amqp* ]] && name+="/amqp"
+		log="$LOGDIR/${name//\//_}.log"
 		# shellcheck disable=SC2086
 		CWORKER_EXE=build/src/cworker /usr/bin/python3 bench/$run 2>&1 | tee "$log"
 		rc=${PIPESTATUS[0]}
 		line=$(grep -aE '^(sent|soak on)' "$log" | tail -n 1)
 		if ((rc == 0)); then
-			record "${run%% *}" ok "$((SECONDS - t))s: $line"
+			record "$name" ok "$((SECONDS - t))s: $line"
 		else
-			record "${run%% *}" FAIL "exit $rc: $line"
+			record "$name" FAIL "exit $rc: $line"
 		fi
 	done
 fi

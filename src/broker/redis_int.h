@@ -66,6 +66,9 @@ struct rconn {
 	double backoff;
 	uint64_t retry_timer;
 	bool retry_lost;   /* arming retry_timer failed: rb_conn_recheck reconnects */
+	bool dirty;        /* commands queued: written by the before-sleep flush */
+	bool flushing;     /* inside that flush: a full socket needs EPOLLOUT */
+	bool hooked;       /* the flush hook is registered */
 };
 
 /* A queued command for the command connection. */

@@ -1,7 +1,12 @@
 /*
  * Redis transport, the plain link (redis://, and sentinel:// without TLS):
- * hiredis's async client on the event loop, exactly as the transport has
- * always used it; redis_tls.c is the other link behind the same ops.
+ * hiredis's async client on the event loop; redis_tls.c is the other link
+ * behind the same ops.
+ *
+ * Writes wait for the end of the loop iteration (a before-sleep hook, as
+ * redis's server does with its replies): the commands queued in one
+ * iteration (a take, several acks, a publish) leave in one write(), and
+ * EPOLLOUT is watched only while connecting or when the socket is full.
  */
 #include <stdlib.h>
 
@@ -30,8 +35,30 @@ static void set_mask(struct rconn *c, unsigned m)
 
 static void ev_add_read(void *p) { struct rconn *c = p; set_mask(c, c->mask | CW_READ); }
 static void ev_del_read(void *p) { struct rconn *c = p; set_mask(c, c->mask & ~CW_READ); }
-static void ev_add_write(void *p) { struct rconn *c = p; set_mask(c, c->mask | CW_WRITE); }
+static void ev_add_write(void *p)
+{
+	struct rconn *c = p;
+	redisAsyncContext *ac = c->link;
+	if (c->flushing || !c->hooked || !ac || !(ac->c.flags & REDIS_CONNECTED))
+		set_mask(c, c->mask | CW_WRITE);
+	else
+		c->dirty = true;
+}
 static void ev_del_write(void *p) { struct rconn *c = p; set_mask(c, c->mask & ~CW_WRITE); }
+
+static void flush_hook(struct cw_loop *loop, void *arg)
+{
+	struct rconn *c = arg;
+	(void)loop;
+	if (!c->dirty)
+		return;
+	c->dirty = false;
+	if (!c->link)
+		return;
+	c->flushing = true;
+	redisAsyncHandleWrite(c->link); /* may drop the link: on_disconnect runs */
+	c->flushing = false;
+}
 static void ev_cleanup(void *p)
 {
 	struct rconn *c = p;
@@ -72,6 +99,9 @@ static int hi_open(struct rconn *c, const char *host, int port)
 	ac->data = c;
 	c->fd = ac->c.fd;
 	c->mask = 0;
+	c->dirty = false;
+	if (!c->hooked && cw_loop_before_sleep(c->b->loop, flush_hook, c) == 0)
+		c->hooked = true; /* else every write waits for EPOLLOUT, as before */
 	ac->ev.data = c;
 	ac->ev.addRead = ev_add_read;
 	ac->ev.delRead = ev_del_read;
@@ -101,6 +131,11 @@ static void hi_disconnect(struct rconn *c)
 static void hi_free(struct rconn *c)
 {
 	redisAsyncContext *ac = c->link;
+	if (c->hooked) {
+		cw_loop_before_sleep_remove(c->b->loop, flush_hook, c);
+		c->hooked = false;
+	}
+	c->dirty = false;
 	if (!ac)
 		return;
 	c->link = NULL;

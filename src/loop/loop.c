@@ -148,6 +148,8 @@ int cw_loop_watch(struct cw_loop *l, int fd, unsigned mask, cw_io_cb cb, void *a
 		w->cb = NULL;
 		return 0;
 	}
+	if (mask == w->mask && cb == w->cb && arg == w->arg)
+		return 0; /* unchanged: no syscall (callers re-assert their mask after every write) */
 	op = w->mask ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 	ev.events = ((mask & CW_READ) ? EPOLLIN : 0) | ((mask & CW_WRITE) ? EPOLLOUT : 0);
 	ev.data.fd = fd;
