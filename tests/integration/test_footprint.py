@@ -32,7 +32,11 @@ def mapped(pid):
 
 
 def heavy(pid):
-    return sorted(m for m in mapped(pid) if any(m.startswith(h) for h in HEAVY))
+    maps = mapped(pid)
+    # the sanitizers' runtime (ASan/UBSan builds) brings libstdc++ itself
+    sanitized = any(m.startswith(("libasan", "libubsan")) for m in maps)
+    return sorted(m for m in maps if any(m.startswith(h) for h in HEAVY)
+                  and not (sanitized and m.startswith("libstdc++")))
 
 
 def children(pid, n, timeout=10):
