@@ -435,12 +435,20 @@ def test_deb_install_run_remove_purge(installed_deb, tmp_path):
         worker = helpers.ManagedProcess(
             "installed-cworker",
             [exe, "--config", str(conf), "--result-backend", redis.url(1), "-c", "2",
-             "-n", "deb-test@%h"],
+             "-n", "deb-test@%h", "--docconv-roots", str(tmp_path)],
             str(tmp_path / "cworker.log"), env=helpers.clean_env())
         worker.wait_log(r"ready\.", timeout=20)
         app = helpers.make_app(redis.url(), redis.url(1))
         assert app.send_task("cworker.add", args=(2, 3)).get(timeout=20) == 5
         assert app.send_task("cworker.echo", args=({"ü": [1, 2]},)).get(timeout=20) == {"ü": [1, 2]}
+        # the conversion code, loaded by a child from /usr/lib/cworker/cworker-docconv.so
+        pdf = tmp_path / "tiny.pdf"
+        pdf.write_bytes(b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+                        b"2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+                        b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\n"
+                        b"trailer<</Root 1 0 R>>\n%%EOF\n")
+        info = app.send_task("docconv.info", args=[str(pdf)]).get(timeout=30)
+        assert info["page_count"] == 1, info
         assert worker.stop(signal.SIGTERM, timeout=20) == 0
     finally:
         if app is not None:
