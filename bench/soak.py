@@ -110,7 +110,8 @@ def main():
                     "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=99",
                     "--child-silent-after-fork=yes", "--trace-children=no",
                     f"--log-file={d}/valgrind.log"] + argv
-        # under valgrind /proc/self/exe is valgrind's tool: no OpenMP re-exec (main.c)
+        # the worker sets OMP_THREAD_LIMIT=1 itself before it loads cworker-docconv.so; set
+        # here too so a valgrind run reads the same value from its first instruction
         env = dict(os.environ, OMP_THREAD_LIMIT="1") if a.valgrind else None
         w = h.Proc(argv, os.path.join(d, "cworker.log"), env=env)
         rc = results.client()

@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include "config/config.h"
-#if defined(CW_HAVE_DOCCONV) && defined(CW_HAVE_POSTGRES)
-#include "docconv/docstore.h"
+#ifdef CW_HAVE_DOCCONV
+#include "docconv/module.h"
 #endif
 #include "consumer/worker.h"
 #include "http/http.h"
@@ -40,20 +40,15 @@ static int list_tasks(const struct cw_config *cfg)
 
 int main(int argc, char **argv)
 {
-#ifdef CW_HAVE_DOCCONV
 	/*
-	 * Tesseract's OpenMP runtime sizes its thread pool when the library
-	 * loads, before main(): more than one thread per child only adds
-	 * contention (and a forked child would hang on the parent's pool).
-	 * Set the limit and start again once, unless the caller chose one.
+	 * No OpenMP set-up here: Tesseract is not linked into the executable;
+	 * cworker-docconv.so sets OMP_THREAD_LIMIT=1 (unless the caller chose)
+	 * before it loads it (docconv/module.c).
 	 */
-	if (!getenv("OMP_THREAD_LIMIT") && setenv("OMP_THREAD_LIMIT", "1", 1) == 0)
-		execv("/proc/self/exe", argv);
-#endif
 #if defined(CW_HAVE_DOCCONV) && defined(CW_HAVE_POSTGRES)
-	/* `cworker batch status ID`: document store progress, no worker */
+	/* `cworker batch status ID`: document store progress, no worker (cworker-docconv.so) */
 	if (argc > 1 && !strcmp(argv[1], "batch"))
-		return cw_docstore_batch_main(argc - 1, argv + 1);
+		return cw_docconv_batch_main(argc - 1, argv + 1);
 #endif
 	struct cw_config cfg;
 	struct cw_error err = {0};

@@ -21,8 +21,37 @@
 
 #include "backend/backend.h"
 #include "loop/loop.h"
+#include "util/lazylib.h"
 #include "util/log.h"
 #include "util/url.h"
+
+/*
+ * libpq is opened on first use (util/lazylib.h), when a db+postgresql://
+ * backend is opened: a worker storing its results elsewhere never maps it
+ * nor what it pulls in (Kerberos, LDAP, SASL).  Calls go through pq.NAME,
+ * typed by libpq-fe.h's own declarations.
+ */
+#define PQ_SYMBOLS(X) X(PQclear) X(PQconnectdb) X(PQerrorMessage) X(PQexec) X(PQexecParams) \
+	X(PQfinish) X(PQgetvalue) X(PQntuples) X(PQresultStatus) X(PQsetNoticeReceiver) X(PQstatus)
+#define PQ_NAME(f) #f,
+#define PQ_SLOT(f) __typeof__(f) *f;
+static const char *const pq_names[] = {PQ_SYMBOLS(PQ_NAME) NULL};
+static void *pq_addr[sizeof(pq_names) / sizeof(pq_names[0]) - 1];
+static struct cw_lazylib libpq = {.soname = "libpq.so.5", .names = pq_names, .addr = pq_addr};
+static struct {
+	PQ_SYMBOLS(PQ_SLOT)
+} pq;
+
+/* libpq, loaded (once) into pq; CW_OK or CW_EIO with the reason. */
+static int pq_load(struct cw_error *err)
+{
+	if (cw_lazylib_open(&libpq, err) != CW_OK)
+		return CW_EIO;
+	size_t i = 0;
+#define PQ_SET(f) memcpy(&pq.f, &pq_addr[i++], sizeof(pq.f));
+	PQ_SYMBOLS(PQ_SET)
+	return CW_OK;
+}
 
 struct pg_backend {
 	struct cw_backend base;
@@ -157,7 +186,7 @@ static void pg_close(struct cw_backend *base);
 static void drop(struct pg_backend *b)
 {
 	if (b->c)
-		PQfinish(b->c);
+		pq.PQfinish(b->c);
 	b->c = NULL;
 	b->ready = false;
 }
@@ -170,44 +199,46 @@ static void quiet(void *arg, const PGresult *res)
 
 static int ensure(struct pg_backend *b, struct cw_error *err)
 {
-	if (b->c && PQstatus(b->c) != CONNECTION_OK)
+	if (b->c && pq.PQstatus(b->c) != CONNECTION_OK)
 		drop(b);
 	if (!b->c) {
-		b->c = PQconnectdb(b->conninfo);
-		if (!b->c || PQstatus(b->c) != CONNECTION_OK) {
+		b->c = pq.PQconnectdb(b->conninfo);
+		if (!b->c || pq.PQstatus(b->c) != CONNECTION_OK) {
 			char msg[200];
-			snprintf(msg, sizeof(msg), "%s", b->c ? PQerrorMessage(b->c) : "out of memory");
+			snprintf(msg, sizeof(msg), "%s", b->c ? pq.PQerrorMessage(b->c) : "out of memory");
 			msg[strcspn(msg, "\n")] = '\0';
 			cw_error_set(err, CW_EIO, "cannot connect to result backend %s: %s",
 				     b->redacted, msg);
 			drop(b);
 			return CW_EIO;
 		}
-		PQsetNoticeReceiver(b->c, quiet, NULL);
+		pq.PQsetNoticeReceiver(b->c, quiet, NULL);
 	}
 	if (b->ready)
 		return CW_OK;
-	PGresult *r = PQexec(b->c, b->ddl);
-	int st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+	PGresult *r = pq.PQexec(b->c, b->ddl);
+	int st = r ? pq.PQresultStatus(r) : PGRES_FATAL_ERROR;
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
 		cw_error_set(err, CW_EIO, "result backend %s: cannot create the tables: %s",
-			     b->redacted, b->c ? PQerrorMessage(b->c) : "?");
-		PQclear(r);
+			     b->redacted, b->c ? pq.PQerrorMessage(b->c) : "?");
+		pq.PQclear(r);
 		/* the transaction (and its advisory lock) ended with the error */
 		drop(b);
 		return CW_EIO;
 	}
-	PQclear(r);
+	pq.PQclear(r);
 	const char *pv[2] = {b->task_table, b->task_schema};
-	r = PQexecParams(b->c, b->has_ext, 2, NULL, pv, NULL, NULL, 0);
-	b->ext_cols = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0;
-	PQclear(r);
+	r = pq.PQexecParams(b->c, b->has_ext, 2, NULL, pv, NULL, NULL, 0);
+	b->ext_cols = r && pq.PQresultStatus(r) == PGRES_TUPLES_OK && pq.PQntuples(r) > 0;
+	pq.PQclear(r);
 	b->ready = true;
 	return CW_OK;
 }
 
 static struct cw_backend *pg_open(const struct cw_backend_opts *o, struct cw_error *err)
 {
+	if (pq_load(err) != CW_OK)
+		return NULL;
 	struct pg_backend *b = calloc(1, sizeof(*b));
 	if (!b) {
 		cw_error_set(err, CW_ENOMEM, "out of memory");
@@ -284,18 +315,18 @@ static int pg_store(struct cw_backend *base, const struct cw_result_meta *m, str
 						kwargs, m->worker, retries, m->queue};
 			int lens[11] = {0, 0, (int)plen, 0, 0, 0, (int)alen, (int)klen, 0, 0, 0};
 			int fmts[11] = {0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0};
-			PGresult *r = PQexecParams(b->c, ext ? b->upsert_ext : b->upsert, ext ? 11 : 5, NULL,
+			PGresult *r = pq.PQexecParams(b->c, ext ? b->upsert_ext : b->upsert, ext ? 11 : 5, NULL,
 						   vals, lens, fmts, 0);
-			if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
-				PQclear(r);
+			if (r && pq.PQresultStatus(r) == PGRES_COMMAND_OK) {
+				pq.PQclear(r);
 				rc = CW_OK;
 				break;
 			}
 			cw_error_set(err, CW_EIO, "result backend %s: %s", b->redacted,
-				     PQerrorMessage(b->c));
+				     pq.PQerrorMessage(b->c));
 			err->msg[strcspn(err->msg, "\n")] = '\0';
-			PQclear(r);
-			if (PQstatus(b->c) == CONNECTION_OK)
+			pq.PQclear(r);
+			if (pq.PQstatus(b->c) == CONNECTION_OK)
 				break; /* the server refused the statement: retrying will not help */
 			drop(b);
 		}
@@ -363,16 +394,16 @@ static int pg_cleanup(struct cw_backend *base, long *deleted, struct cw_error *e
 		return CW_EIO;
 	snprintf(secs, sizeof(secs), "%.3f", b->expires);
 	const char *v[1] = {secs};
-	PGresult *r = PQexecParams(b->c, b->cleanup, 1, NULL, v, NULL, NULL, 0);
+	PGresult *r = pq.PQexecParams(b->c, b->cleanup, 1, NULL, v, NULL, NULL, 0);
 	int rc = CW_OK;
-	if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-		*deleted = atol(PQgetvalue(r, 0, 0));
+	if (r && pq.PQresultStatus(r) == PGRES_TUPLES_OK && pq.PQntuples(r) == 1) {
+		*deleted = atol(pq.PQgetvalue(r, 0, 0));
 	} else {
 		cw_error_set(err, CW_EIO, "result backend %s: cleanup failed: %s", b->redacted,
-			     PQerrorMessage(b->c));
+			     pq.PQerrorMessage(b->c));
 		rc = CW_EIO;
 	}
-	PQclear(r);
+	pq.PQclear(r);
 	return rc;
 }
 

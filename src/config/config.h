@@ -82,6 +82,7 @@ struct cw_config {
 	char *docconv_roots;         /* comma-separated allowed directories */
 	long docconv_memory_mib, docconv_max_pages, docconv_inline_max, docconv_max_download;
 	double docconv_timeout;
+	char *docconv_library;       /* cworker-docconv.so; NULL = beside the executable or libdir */
 	char *s3_endpoint, *s3_region;
 	bool s3_path_style;
 	char *database_url;          /* docconv document store (output="postgresql:TABLE") */

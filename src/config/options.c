@@ -167,6 +167,10 @@ const struct opt cw_config_opts[] = {
 	 "256", 1, 1048576, false, "MiB of one http(s)/s3 input"},
 	{"docconv_timeout", "docconv-timeout", 0, NULL, T_SECONDS, OFF(docconv_timeout), "60", 0, 0,
 	 false, "Seconds for one http(s)/s3 transfer"},
+	{"docconv_library", "docconv-library", 0, "CWORKER_DOCCONV_LIBRARY", T_STR,
+	 OFF(docconv_library), NULL, 0, 0, false,
+	 "The docconv conversion code (cworker-docconv.so) a process loads on its first docconv "
+	 "task; unset = docconv/ beside the executable (a build tree), else the install directory"},
 	{"database_url", "database-url", 0, "CWORKER_DATABASE_URL", T_STR, OFF(database_url), NULL,
 	 0, 0, true, "PostgreSQL URL of the docconv document store (output=\"postgresql:TABLE\")"},
 	{"s3_endpoint_url", "s3-endpoint-url", 0, NULL, T_STR, OFF(s3_endpoint), NULL, 0, 0, false,

@@ -30,8 +30,6 @@ static char tables[DS_MAX_TABLES][140];
 static int ntables;
 static bool batch_ready;
 
-static void redact(const char *url, char *out, size_t outsz);
-
 static void __attribute__((format(printf, 3, 4)))
 ds_error(struct cw_docstore_error *err, int code, const char *fmt, ...)
 {
@@ -65,37 +63,6 @@ int cw_docstore_check_table(const char *table, struct cw_docstore_error *err)
 			     "digits and '_' (not starting with a digit, at most 63 each)", table);
 		return CW_DOCSTORE_EINVAL;
 	}
-	return CW_DOCSTORE_OK;
-}
-
-/* postgresql://rest for libpq from the accepted spellings; NULL when not one of them. */
-static char *libpq_url(const char *url)
-{
-	static const char *const forms[] = {"db+postgresql://", "db+postgresql+", "postgresql://",
-					    "postgres://"};
-	char *out = NULL;
-	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
-		if (strncmp(url, forms[i], strlen(forms[i])))
-			continue;
-		const char *rest = strstr(url, "://");
-		if (!rest || asprintf(&out, "postgresql%s", rest) < 0)
-			return NULL;
-		return out;
-	}
-	return NULL;
-}
-
-int cw_docstore_check_url(const char *url, struct cw_docstore_error *err)
-{
-	char *u = url ? libpq_url(url) : NULL;
-	if (!u) {
-		char red[512];
-		redact(url ? url : "", red, sizeof(red));
-		ds_error(err, CW_DOCSTORE_EINVAL,
-			     "database_url '%.200s' is not a postgresql:// or db+postgresql:// URL", red);
-		return CW_DOCSTORE_EINVAL;
-	}
-	free(u);
 	return CW_DOCSTORE_OK;
 }
 
@@ -137,45 +104,6 @@ void cw_docstore_close(void)
 	batch_ready = false;
 }
 
-/*
- * The URL for messages, passwords masked: the userinfo's (scheme://user:**@host)
- * and libpq's ?password=... / &password=... query parameter.
- */
-static void redact(const char *url, char *out, size_t outsz)
-{
-	const char *auth = strstr(url, "://");
-	const char *at = NULL, *colon = NULL, *query = strchr(url, '?');
-	size_t n = 0;
-
-	if (auth) {
-		auth += 3;
-		/* up to the path: a password may hold '?', '#' or '@' (the last '@' ends it) */
-		size_t hostlen = strcspn(auth, "/");
-		for (const char *p = auth; p < auth + hostlen; p++)
-			if (*p == '@')
-				at = p;
-		if (at)
-			colon = memchr(auth, ':', (size_t)(at - auth));
-	}
-	if (query && at && query < at)
-		query = strchr(at, '?');
-	for (const char *p = url; *p && n + 1 < outsz;) {
-		if (p == colon) {
-			n += (size_t)snprintf(out + n, outsz - n, ":**");
-			p = at;
-			continue;
-		}
-		if (query && p > query && (p[-1] == '?' || p[-1] == '&') &&
-		    !strncmp(p, "password=", 9)) {
-			n += (size_t)snprintf(out + n, outsz - n, "password=**");
-			p += strcspn(p, "&");
-			continue;
-		}
-		out[n++] = *p++;
-	}
-	out[n < outsz ? n : outsz - 1] = '\0';
-}
-
 /* libpq's message, first line only, after prefix. */
 static int db_fail(struct cw_docstore_error *err, int code, const char *what)
 {
@@ -192,8 +120,8 @@ static int connect_db(const char *url, struct cw_docstore_error *err)
 		cw_docstore_close();
 	if (conn)
 		return CW_DOCSTORE_OK;
-	redact(url, redacted, sizeof(redacted));
-	char *pq = libpq_url(url);
+	cw_docstore_redact(url, redacted, sizeof(redacted));
+	char *pq = cw_docstore_libpq_url(url);
 	if (!pq)
 		return cw_docstore_check_url(url, err);
 	/* defaults first: parameters in the URL (?connect_timeout=...) override them */

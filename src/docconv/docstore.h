@@ -67,6 +67,12 @@ int cw_docstore_check_table(const char *table,
 /* db+postgresql://, postgresql:// or postgres:// URL; CW_DOCSTORE_EINVAL otherwise. */
 int cw_docstore_check_url(const char *url,
 			  struct cw_docstore_error *err) CW_DOCSTORE_MUST_CHECK;
+/*
+ * postgresql://... for libpq from any accepted spelling (malloc'd; NULL when
+ * not one of them), and the URL for messages with its passwords masked.
+ */
+char *cw_docstore_libpq_url(const char *url);
+void cw_docstore_redact(const char *url, char *out, size_t outsz);
 /* Hex SHA-256 of data into hex[65]. */
 void cw_docstore_sha256(const unsigned char *data, size_t len, char hex[65]);
 

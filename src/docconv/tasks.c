@@ -1,7 +1,9 @@
 /*
  * The docconv.* Celery tasks: declared parameters (the worker binds each
  * call the way Python would), sources and outputs through the worker's
- * storage, the work done by the engine each process keeps warm (module.c).
+ * storage, the work done by the engine each process keeps warm (impl.c).
+ * Their names, parameters and documentation are the descriptor's (module.c),
+ * linked into the worker; these functions live in cworker-docconv.so.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 
 #include "cworker/task.h"
 #include "docconv.h"
+#include "taskdefs.h"
 #include "tasks_int.h"
 
 /* Argument i; None counts as not given, as it always has for these tasks. */
@@ -53,27 +56,6 @@ static bool load(struct cw_task_ctx *ctx, const char *src, unsigned char **data,
 
 /* ---- docconv.convert ---------------------------------------------------------- */
 
-enum {
-	CV_SOURCE, CV_FORMAT, CV_OCR, CV_PAGES, CV_OCR_LANG, CV_DPI, CV_PASSWORD, CV_OUTPUT,
-	CV_DEDUP, CV_BATCH, CV_BATCH_TOTAL, CV_FURNITURE, CV_PAGE_SEPARATOR, CV_N
-};
-
-static const struct cw_param convert_params[] = {
-	{"source", 0},
-	{"format", CW_PARAM_OPTIONAL},
-	{"ocr", CW_PARAM_OPTIONAL},
-	{"pages", CW_PARAM_OPTIONAL},
-	{"ocr_lang", CW_PARAM_OPTIONAL},
-	{"dpi", CW_PARAM_OPTIONAL},
-	{"password", CW_PARAM_OPTIONAL},
-	{"output", CW_PARAM_OPTIONAL},
-	{"dedup", CW_PARAM_OPTIONAL},
-	{"batch", CW_PARAM_OPTIONAL},
-	{"batch_total", CW_PARAM_OPTIONAL},
-	{"furniture", CW_PARAM_OPTIONAL},
-	{"page_separator", CW_PARAM_OPTIONAL},
-	{NULL, 0},
-};
 
 /* furniture= and page_separator= into o; false with the task failed. */
 static bool layout_opts(struct cw_task_ctx *ctx, json_t *furniture, json_t *sep,
@@ -171,8 +153,8 @@ static enum cw_task_status deliver(struct cw_task_ctx *ctx, const struct cw_doc_
 	return CW_TASK_SUCCESS;
 }
 
-static enum cw_task_status t_convert(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
-				     json_t **result)
+enum cw_task_status cw_docconv_convert(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
+				       json_t **result)
 {
 	enum cw_task_status st = CW_TASK_FAILURE;
 	json_t *v[CV_N];
@@ -240,17 +222,12 @@ static enum cw_task_status t_convert(struct cw_task_ctx *ctx, json_t *args, json
 
 /* ---- docconv.info ------------------------------------------------------------- */
 
-static const struct cw_param info_params[] = {
-	{"source", 0},
-	{"password", CW_PARAM_OPTIONAL},
-	{NULL, 0},
-};
 
-static enum cw_task_status t_info(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
-				  json_t **result)
+enum cw_task_status cw_docconv_info(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
+				    json_t **result)
 {
 	enum cw_task_status st = CW_TASK_FAILURE;
-	json_t *src = arg(ctx, 0), *pw = arg(ctx, 1);
+	json_t *src = arg(ctx, INFO_SOURCE), *pw = arg(ctx, INFO_PASSWORD);
 	(void)args;
 	(void)kwargs;
 	if (!json_is_string(src))
@@ -275,21 +252,7 @@ static enum cw_task_status t_info(struct cw_task_ctx *ctx, json_t *args, json_t 
 
 /* ---- docconv.render ----------------------------------------------------------- */
 
-enum { RD_SOURCE, RD_PAGES, RD_DPI, RD_FORMAT, RD_OUTPUT, RD_PASSWORD, RD_N };
 
-/*
- * output has no default but comes after parameters that have one, which a
- * Python signature cannot say: it is declared optional and checked here.
- */
-static const struct cw_param render_params[] = {
-	{"source", 0},
-	{"pages", CW_PARAM_OPTIONAL},
-	{"dpi", CW_PARAM_OPTIONAL},
-	{"format", CW_PARAM_OPTIONAL},
-	{"output", CW_PARAM_OPTIONAL},
-	{"password", CW_PARAM_OPTIONAL},
-	{NULL, 0},
-};
 
 /* Write the page images under base; *list gets one entry per page. */
 static enum cw_task_status write_pages(struct cw_task_ctx *ctx, const char *base,
@@ -314,8 +277,8 @@ static enum cw_task_status write_pages(struct cw_task_ctx *ctx, const char *base
 	return CW_TASK_SUCCESS;
 }
 
-static enum cw_task_status t_render(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
-				    json_t **result)
+enum cw_task_status cw_docconv_render(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
+				      json_t **result)
 {
 	enum cw_task_status st = CW_TASK_FAILURE;
 	json_t *v[RD_N];
@@ -363,26 +326,3 @@ static enum cw_task_status t_render(struct cw_task_ctx *ctx, json_t *args, json_
 	*result = json_pack("{s:o,s:i}", "pages", list, "dpi", dpi);
 	return CW_TASK_SUCCESS;
 }
-
-/* ---- definitions ------------------------------------------------------------- */
-
-const struct cw_task_def cw_docconv_convert_def = {
-	CW_ABI_VERSION, "docconv.convert", t_convert,
-	"convert(source, format='markdown', ocr='auto', pages=None, ocr_lang='eng', dpi=300, "
-	"password=None, output=None, dedup=False, batch=None, batch_total=None, "
-	"furniture='drop', page_separator=None): text/markdown/json/html with tables, "
-	"reading order and OCR of image-only pages; output='postgresql:TABLE' stores a row",
-	false, convert_params,
-};
-
-const struct cw_task_def cw_docconv_info_def = {
-	CW_ABI_VERSION, "docconv.info", t_info,
-	"info(source, password=None): metadata and page count", false, info_params,
-};
-
-const struct cw_task_def cw_docconv_render_def = {
-	CW_ABI_VERSION, "docconv.render", t_render,
-	"render(source, pages=None, dpi=150, format='png', output, password=None): page "
-	"images written under output",
-	false, render_params,
-};

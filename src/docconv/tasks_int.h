@@ -1,8 +1,9 @@
 /*
  * What the docconv task files share, private to src/docconv:
  *
- *   module.c   the descriptor, the settings read by the configure hook, the
- *              engine each process keeps warm, engine work under the soft limit
+ *   impl.c     the entry points of cworker-docconv.so (impl.h), the settings
+ *              the descriptor passed, the engine each process keeps warm,
+ *              engine work under the soft limit
  *   tasks.c    docconv.convert, docconv.info and docconv.render
  *   store.c    convert(output="postgresql:TABLE"): the row and the batch
  *              record in the document store (docstore.c), with libpq only
@@ -15,15 +16,9 @@
 
 #include "cworker/task.h"
 #include "docconv.h"
+#include "impl.h"
 
-/* The settings, fixed by the configure hook in the master before the pool forks. */
-struct cw_docconv_settings {
-	size_t memory_mib;        /* docconv_memory_limit: MuPDF memory cap per document */
-	int max_pages;            /* docconv_max_pages */
-	size_t inline_max;        /* docconv_inline_max: bytes returned inline; 0 = no limit */
-	const char *database_url; /* document store for output="postgresql:TABLE"; NULL = none */
-};
-
+/* This process's settings (impl.h), as the descriptor's configure hook read them. */
 const struct cw_docconv_settings *cw_docconv_settings(void);
 
 /* This process's engine, started on first use; NULL with the task failed (MemoryError). */
@@ -38,8 +33,13 @@ void cw_docconv_work_end(struct cw_task_ctx *ctx, struct cw_doc_engine *e);
 /* The exception a failed engine call raises. */
 void cw_docconv_doc_exc(const struct cw_doc_result *r, struct cw_exc *e);
 
-extern const struct cw_task_def cw_docconv_convert_def, cw_docconv_info_def,
-	cw_docconv_render_def;
+/* The task functions; the descriptor (module.c) declares their parameters. */
+enum cw_task_status cw_docconv_convert(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
+				       json_t **result);
+enum cw_task_status cw_docconv_info(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
+				    json_t **result);
+enum cw_task_status cw_docconv_render(struct cw_task_ctx *ctx, json_t *args, json_t *kwargs,
+				      json_t **result);
 
 #ifdef DOCCONV_HAVE_DOCSTORE
 /* One convert(output="postgresql:TABLE") call. */

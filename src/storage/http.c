@@ -42,8 +42,8 @@ static int http_get(const struct cw_storage_conf *c, const char *url, unsigned c
 	rc = cw_xfer_init(&x, c, url, cw_storage_max(c), err);
 	if (rc)
 		goto out;
-	if (curl_easy_setopt(x.h, CURLOPT_FOLLOWLOCATION, redirs ? 1L : 0L) ||
-	    curl_easy_setopt(x.h, CURLOPT_MAXREDIRS, redirs)) {
+	if (cw_curl.easy_setopt(x.h, CURLOPT_FOLLOWLOCATION, redirs ? 1L : 0L) ||
+	    cw_curl.easy_setopt(x.h, CURLOPT_MAXREDIRS, redirs)) {
 		cw_error_set(err, CW_ENOMEM, "cannot set curl options");
 		rc = CW_ENOMEM;
 		goto out;

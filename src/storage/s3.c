@@ -27,7 +27,8 @@ struct s3_req {
 static void s3_req_free(struct s3_req *r)
 {
 	free(r->url);
-	curl_slist_free_all(r->headers);
+	if (r->headers)   /* libcurl is loaded */
+		cw_curl.slist_free_all(r->headers);
 }
 
 static bool s3_unreserved(unsigned char ch)
@@ -42,7 +43,7 @@ static int add_header(struct curl_slist **l, const char *name, const char *value
 
 	if (!h)
 		return CW_ENOMEM;
-	n = curl_slist_append(*l, h);
+	n = cw_curl.slist_append(*l, h);
 	free(h);
 	if (!n)
 		return CW_ENOMEM;
@@ -78,6 +79,8 @@ static int s3_prepare(const struct cw_storage_conf *c, const char *spec, const c
 	struct cw_storage_buf u = { 0 };
 
 	memset(r, 0, sizeof(*r));
+	if (cw_curl_load(err) != CW_OK)   /* the headers are a curl_slist */
+		return CW_EIO;
 	key = strchr(bucket, '/');
 	blen = key ? (size_t)(key - bucket) : strlen(bucket);
 	snprintf(r->what, sizeof(r->what), "S3 %s s3://%.*s/%.100s%s", method,

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cw_build.h"
+#include "util/lazylib.h"
 
 #if LIBCURL_VERSION_NUM < 0x074b00
 #error "libcurl >= 7.75 is needed (CURLOPT_AWS_SIGV4)"
@@ -20,14 +21,42 @@
 
 #define USER_AGENT "cworker/" CW_VERSION
 
+struct cw_curl_fns cw_curl;
+
+#define CURL_NAME(f) "curl_" #f,
+static const char *const curl_names[] = {CW_CURL_SYMBOLS(CURL_NAME) NULL};
+static void *curl_addr[sizeof(curl_names) / sizeof(curl_names[0]) - 1];
+static struct cw_lazylib libcurl = {.soname = "libcurl.so.4", .names = curl_names,
+				    .addr = curl_addr};
+
+int cw_curl_load(struct cw_error *err)
+{
+	bool first = !libcurl.tried;
+	if (cw_lazylib_open(&libcurl, err) != CW_OK)
+		return CW_EIO;
+	if (first) {
+		size_t i = 0;
+#define CURL_SET(f) memcpy(&cw_curl.f, &curl_addr[i++], sizeof(cw_curl.f));
+		CW_CURL_SYMBOLS(CURL_SET)
+	}
+	return CW_OK;
+}
+
+/*
+ * libcurl's process-wide init, for callers that want it before any
+ * transfer (otherwise the first curl_easy_init does it): loads libcurl.
+ */
 int cw_storage_global_init(void)
 {
-	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? CW_OK : CW_EIO;
+	if (cw_curl_load(NULL) != CW_OK)
+		return CW_EIO;
+	return cw_curl.global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? CW_OK : CW_EIO;
 }
 
 void cw_storage_global_cleanup(void)
 {
-	curl_global_cleanup();
+	if (libcurl.handle)
+		cw_curl.global_cleanup();
 }
 
 /* Replace every occurrence of secret in msg by "**" (secrets of 3+ bytes only). */
@@ -51,7 +80,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *arg)
 	size_t n = size * nmemb;
 	long status = 0;
 
-	curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
+	cw_curl.easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
 	if (status >= 300) {           /* followed redirects deliver no body */
 		size_t room = CW_XFER_ERRBODY_MAX - x->errbody.len;
 
@@ -77,7 +106,10 @@ int cw_xfer_init(struct cw_xfer *x, const struct cw_storage_conf *c, const char 
 {
 	memset(x, 0, sizeof(*x));
 	x->max = max;
-	x->h = curl_easy_init();
+	int rc = cw_curl_load(err);
+	if (rc != CW_OK)
+		return rc;
+	x->h = cw_curl.easy_init();
 	if (!x->h) {
 		cw_error_set(err, CW_ENOMEM, "cannot create a curl handle");
 		return CW_ENOMEM;
@@ -99,7 +131,7 @@ int cw_xfer_init(struct cw_xfer *x, const struct cw_storage_conf *c, const char 
 #endif
 	return CW_OK;
 setopt_fail:
-	curl_easy_cleanup(x->h);
+	cw_curl.easy_cleanup(x->h);
 	x->h = NULL;
 	cw_error_set(err, CW_ENOMEM, "cannot set curl options");
 	return CW_ENOMEM;
@@ -108,7 +140,7 @@ setopt_fail:
 void cw_xfer_free(struct cw_xfer *x)
 {
 	if (x->h)
-		curl_easy_cleanup(x->h);
+		cw_curl.easy_cleanup(x->h);
 	free(x->body.p);
 	free(x->errbody.p);
 	memset(x, 0, sizeof(*x));
@@ -132,12 +164,12 @@ static void s3_error_code(const struct cw_storage_buf *b, char *out, size_t outs
 int cw_xfer_run(struct cw_xfer *x, const struct cw_storage_conf *c, const char *what, bool s3,
 		const char *secret1, const char *secret2, struct cw_error *err)
 {
-	CURLcode cc = curl_easy_perform(x->h);
+	CURLcode cc = cw_curl.easy_perform(x->h);
 	long status = 0;
 	char code[64], detail[CURL_ERROR_SIZE];
 	int rc;
 
-	curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
+	cw_curl.easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status);
 	if (x->nomem || cc == CURLE_OUT_OF_MEMORY) {
 		cw_error_set(err, CW_ENOMEM, "%s: out of memory", what);
 		return CW_ENOMEM;
@@ -155,7 +187,7 @@ int cw_xfer_run(struct cw_xfer *x, const struct cw_storage_conf *c, const char *
 	}
 	if (cc != CURLE_OK) {
 		snprintf(detail, sizeof(detail), "%s",
-			 x->errbuf[0] ? x->errbuf : curl_easy_strerror(cc));
+			 x->errbuf[0] ? x->errbuf : cw_curl.easy_strerror(cc));
 		scrub(detail, secret1);
 		scrub(detail, secret2);
 		switch (cc) {

@@ -11,6 +11,22 @@
 
 #include "storage/storage_int.h"
 
+/*
+ * libcurl is opened on first use (util/lazylib.h), by the first http(s):// or
+ * s3:// transfer: a worker that only reads local files never maps it nor what
+ * it pulls in (GnuTLS, Kerberos, LDAP, SSH, ...).  Calls go through
+ * cw_curl.NAME for curl_NAME, typed by curl.h's own declarations.
+ */
+#define CW_CURL_SYMBOLS(X) X(easy_cleanup) X(easy_getinfo) X(easy_init) X(easy_perform) \
+	X(easy_setopt) X(easy_strerror) X(global_cleanup) X(global_init) X(slist_append) X(slist_free_all)
+#define CW_CURL_SLOT(f) __typeof__(curl_##f) *f;
+struct cw_curl_fns {
+	CW_CURL_SYMBOLS(CW_CURL_SLOT)
+};
+extern struct cw_curl_fns cw_curl;
+/* Load libcurl (once per process) into cw_curl: CW_OK, or CW_EIO with the reason. */
+int cw_curl_load(struct cw_error *err) CW_MUST_CHECK;
+
 #define CW_XFER_ERRBODY_MAX 16384 /* bytes of an error response kept to find the S3 Code */
 
 struct cw_xfer {
@@ -25,7 +41,7 @@ struct cw_xfer {
 /* curl_easy_setopt or goto setopt_fail (every option is set the same way) */
 #define SETOPT(h, opt, val)                                           \
 	do {                                                          \
-		if (curl_easy_setopt((h), (opt), (val)) != CURLE_OK) \
+		if (cw_curl.easy_setopt((h), (opt), (val)) != CURLE_OK) \
 			goto setopt_fail;                             \
 	} while (0)
 

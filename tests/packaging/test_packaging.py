@@ -364,7 +364,8 @@ def deb(tmp_path_factory):
 def test_deb_contents(deb):
     files = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True,
                            check=True).stdout
-    for p in ["./usr/bin/cworker", "./usr/share/man/man1/cworker.1.gz",
+    for p in ["./usr/bin/cworker", "./usr/lib/cworker/cworker-docconv.so",
+              "./usr/share/man/man1/cworker.1.gz",
               "./etc/cworker/cworker.conf", "./etc/cworker/cworker.env",
               "./lib/systemd/system/cworker.service", "./lib/systemd/system/cworker@.service"]:
         assert re.search(r"\s" + re.escape(p) + r"$", files, re.M), f"{p} missing:\n{files}"
@@ -374,7 +375,9 @@ def test_deb_contents(deb):
     fields = subprocess.run(["dpkg-deb", "-f", deb, "Package", "Version", "Depends"],
                             capture_output=True, text=True, check=True).stdout
     assert f"Version: {meson_version()}" in fields
-    for lib in ("libhiredis", "libjansson4", "adduser"):
+    # libtesseract and libpq5 come from cworker-docconv.so's own needs; libcurl4 and libpq5
+    # are opened with dlopen() by the worker, so the package names them itself
+    for lib in ("libhiredis", "libjansson4", "adduser", "libtesseract5", "libcurl4", "libpq5"):
         assert lib in fields, fields
 
 
@@ -432,12 +435,20 @@ def test_deb_install_run_remove_purge(installed_deb, tmp_path):
         worker = helpers.ManagedProcess(
             "installed-cworker",
             [exe, "--config", str(conf), "--result-backend", redis.url(1), "-c", "2",
-             "-n", "deb-test@%h"],
+             "-n", "deb-test@%h", "--docconv-roots", str(tmp_path)],
             str(tmp_path / "cworker.log"), env=helpers.clean_env())
         worker.wait_log(r"ready\.", timeout=20)
         app = helpers.make_app(redis.url(), redis.url(1))
         assert app.send_task("cworker.add", args=(2, 3)).get(timeout=20) == 5
         assert app.send_task("cworker.echo", args=({"ü": [1, 2]},)).get(timeout=20) == {"ü": [1, 2]}
+        # the conversion code, loaded by a child from /usr/lib/cworker/cworker-docconv.so
+        pdf = tmp_path / "tiny.pdf"
+        pdf.write_bytes(b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+                        b"2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+                        b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\n"
+                        b"trailer<</Root 1 0 R>>\n%%EOF\n")
+        info = app.send_task("docconv.info", args=[str(pdf)]).get(timeout=30)
+        assert info["page_count"] == 1, info
         assert worker.stop(signal.SIGTERM, timeout=20) == 0
     finally:
         if app is not None:
