@@ -30,6 +30,7 @@
 #include "loop/loop.h"
 #include "util/log.h"
 #include "util/redisurl.h"
+#include "util/script.h"
 #include "util/tls.h"
 #include "util/url.h"
 
@@ -56,6 +57,7 @@ static const char lua_store[] =
 	"if tonumber(ARGV[2]) > 0 then redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1]) "
 	"else redis.call('SET', KEYS[1], ARGV[1]) end "
 	"redis.call('PUBLISH', KEYS[1], ARGV[1]) return 1";
+static struct cw_script store_script = CW_SCRIPT(lua_store);
 
 /*
  * on_chord_part_return with result_chord_ordered (the default): ZADD the
@@ -353,9 +355,21 @@ static int rb_store(struct cw_backend *base, const struct cw_result_meta *m, str
 	snprintf(exp, sizeof(exp), "%lld", (long long)ceil(b->expires));
 	for (int attempt = 0;; attempt++) {
 		if (ensure(b, err) == CW_OK) {
-			const char *argv[] = {"EVAL", lua_store, "1", key, val, exp};
-			size_t lens[] = {4, strlen(lua_store), 1, strlen(key), len, strlen(exp)};
+			/* by its SHA1; the text when the server does not have it (changes nothing) */
+			const char *sha = cw_script_sha(&store_script);
+			const char *argv[] = {sha ? "EVALSHA" : "EVAL", sha ? sha : lua_store, "1", key,
+					      val, exp};
+			size_t lens[] = {strlen(argv[0]), strlen(argv[1]), 1, strlen(key), len,
+					 strlen(exp)};
 			redisReply *r = command(b, 6, argv, lens);
+			if (r && r->type == REDIS_REPLY_ERROR && cw_script_missing(r->str)) {
+				freeReplyObject(r);
+				argv[0] = "EVAL";
+				argv[1] = lua_store;
+				lens[0] = 4;
+				lens[1] = strlen(lua_store);
+				r = command(b, 6, argv, lens);
+			}
 			if (r && r->type != REDIS_REPLY_ERROR) {
 				freeReplyObject(r);
 				rc = CW_OK;

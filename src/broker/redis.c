@@ -32,9 +32,9 @@
 static const char lua_touch[] =
 	"if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then "
 	"redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[2]) end return 1";
-const char rb_lua_ack[] =
+struct cw_script rb_ack_script = CW_SCRIPT(
 	"redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) "
-	"redis.call('HDEL', KEYS[3], ARGV[1]) return 1";
+	"redis.call('HDEL', KEYS[3], ARGV[1]) return 1");
 /*
  * Give back a message we hold: only if it is still ours (present in
  * `unacked`), so a message another worker already restored is not doubled.
@@ -181,8 +181,8 @@ static void rb_set_credit(struct cw_broker *base, int n)
 static void rb_ack(struct cw_broker *base, struct cw_delivery *d)
 {
 	struct redis_broker *b = (struct redis_broker *)base;
-	const char *argv[] = {"EVAL", rb_lua_ack, "3", "unacked_index", "unacked", DELIVERIES_KEY, d->tag};
-	rb_cmd(b, NULL, NULL, 7, argv, NULL);
+	const char *argv[] = {"3", "unacked_index", "unacked", DELIVERIES_KEY, d->tag};
+	rb_cmd_script(b, NULL, NULL, &rb_ack_script, 5, argv, NULL);
 }
 
 /* kombu's _q_for_pri: the list for a priority, by its step (0 = the queue itself). */

@@ -319,6 +319,24 @@ static void on_cmd_reply(redisAsyncContext *ac, void *r, void *priv)
 		b->cmd.ops->disconnect(&b->cmd);
 		return;
 	}
+	if (reply->type == REDIS_REPLY_ERROR && q->script && cw_script_missing(reply->str)) {
+		/* the server does not have the script (restart, SCRIPT FLUSH): send its text */
+		char *text = strdup(q->script->text), *eval = strdup("EVAL");
+		if (text && eval) {
+			free(q->argv[0]);
+			free(q->argv[1]);
+			q->argv[0] = eval;
+			q->argv[1] = text;
+			q->argvlen[0] = 4;
+			q->argvlen[1] = strlen(text);
+			q->script = NULL;
+			q->sent = false;
+			flush_cmds(b);
+			return;
+		}
+		free(text);
+		free(eval);
+	}
 	if (reply->type == REDIS_REPLY_ERROR)
 		cw_log(CW_LOG_ERROR, "broker", "command %s failed: %s", q->argc > 0 ? q->argv[0] : "?",
 		       reply->str);
@@ -348,9 +366,45 @@ static void flush_cmds(struct redis_broker *b)
 	}
 }
 
-/* Queue a command; strings are copied (len < 0 means strlen). */
+static struct rcmd *queue_cmd(struct redis_broker *b,
+			      void (*done)(struct redis_broker *, redisReply *, void *), void *arg,
+			      int argc, const char *const *argv, const size_t *lens);
+
 void rb_cmd(struct redis_broker *b, void (*done)(struct redis_broker *, redisReply *, void *),
 	    void *arg, int argc, const char *const *argv, const size_t *lens)
+{
+	if (queue_cmd(b, done, arg, argc, argv, lens))
+		flush_cmds(b);
+}
+
+void rb_cmd_script(struct redis_broker *b, void (*done)(struct redis_broker *, redisReply *, void *),
+		   void *arg, struct cw_script *script, int argc, const char *const *argv,
+		   const size_t *lens)
+{
+	const char *v[16];
+	size_t l[16];
+	const char *sha = cw_script_sha(script);
+
+	if (argc + 2 > 16)
+		return;
+	v[0] = sha ? "EVALSHA" : "EVAL";
+	v[1] = sha ? sha : script->text;
+	l[0] = l[1] = (size_t)-1;
+	for (int i = 0; i < argc; i++) {
+		v[i + 2] = argv[i];
+		l[i + 2] = lens ? lens[i] : (size_t)-1;
+	}
+	struct rcmd *q = queue_cmd(b, done, arg, argc + 2, v, l);
+	if (q) {
+		q->script = sha ? script : NULL;
+		flush_cmds(b);
+	}
+}
+
+/* Queue a command (not yet sent); strings are copied (len (size_t)-1 means strlen). */
+static struct rcmd *queue_cmd(struct redis_broker *b,
+			      void (*done)(struct redis_broker *, redisReply *, void *), void *arg,
+			      int argc, const char *const *argv, const size_t *lens)
 {
 	struct rcmd *q = calloc(1, sizeof(*q));
 	if (!q)
@@ -378,10 +432,10 @@ void rb_cmd(struct redis_broker *b, void (*done)(struct redis_broker *, redisRep
 	else
 		b->head = q;
 	b->tail = q;
-	flush_cmds(b);
-	return;
+	return q;
 oom:
 	cw_log(CW_LOG_ERROR, "broker", "out of memory queueing a command");
 	if (q)
 		rb_rcmd_free(q);
+	return NULL;
 }

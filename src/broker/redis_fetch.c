@@ -23,6 +23,7 @@
 #include "broker/redis_int.h"
 #include "loop/loop.h"
 #include "util/log.h"
+#include "util/script.h"
 #include "util/uuid.h"
 
 #define BRPOP_TIMEOUT "1"
@@ -87,6 +88,8 @@ static const char lua_take[] =
 	"  want = want - 1 "
 	"end "
 	"return out";
+
+static struct cw_script take_script = CW_SCRIPT(lua_take);
 
 static void rotate(struct redis_broker *b, const char *queue)
 {
@@ -364,6 +367,12 @@ static void on_take(redisAsyncContext *ac, void *r, void *priv)
 	if (!reply || b->closing)
 		return;
 	if (reply->type == REDIS_REPLY_ERROR) {
+		if (cw_script_missing(reply->str) && !b->take_eval) {
+			/* the server lost the script (restart, SCRIPT FLUSH): once with its text */
+			b->take_eval = true;
+			rb_fetch(b);
+			return;
+		}
 		cw_log(CW_LOG_ERROR, "broker", "taking messages failed: %s", reply->str);
 		if (!readonly(b, reply->str) && !b->poll_timer)
 			b->poll_timer = cw_loop_timer(b->loop, IDLE_POLL, poll_cb, b);
@@ -396,9 +405,9 @@ static void on_take(redisAsyncContext *ac, void *r, void *priv)
 		}
 		if (!d || !(d->tag = strdup(e[2]->str))) {
 			/* recorded but unusable: drop it from `unacked` (logged by make_delivery) */
-			const char *argv[] = {"EVAL", rb_lua_ack, "3", "unacked_index", "unacked",
-					      DELIVERIES_KEY, e[2]->str};
-			rb_cmd(b, NULL, NULL, 7, argv, NULL);
+			const char *argv[] = {"3", "unacked_index", "unacked", DELIVERIES_KEY,
+					      e[2]->str};
+			rb_cmd_script(b, NULL, NULL, &rb_ack_script, 5, argv, NULL);
 			cw_delivery_free(d);
 			b->recording--;
 			continue;
@@ -478,8 +487,10 @@ void rb_fetch(struct redis_broker *b)
 		snprintf(want, sizeof(want), "%d", b->credit);
 		snprintf(nq, sizeof(nq), "%d", b->nqueues);
 		snprintf(nk, sizeof(nk), "%d", nkeys + 3);
-		argv[argc++] = "EVAL";
-		argv[argc++] = lua_take;
+		const char *sha = cw_script_sha(&take_script);
+		bool text = b->take_eval || !sha;
+		argv[argc++] = text ? "EVAL" : "EVALSHA";
+		argv[argc++] = text ? lua_take : sha;
 		argv[argc++] = nk;
 		argv[argc++] = "unacked_index";
 		argv[argc++] = "unacked";
@@ -490,8 +501,11 @@ void rb_fetch(struct redis_broker *b)
 		argv[argc++] = want;
 		argv[argc++] = nq;
 	}
-	if (b->blk.ops->command(&b->blk, done, b, argc, argv, NULL) == CW_OK)
+	if (b->blk.ops->command(&b->blk, done, b, argc, argv, NULL) == CW_OK) {
 		b->fetch_inflight = true;
+		if (done == on_take)
+			b->take_eval = false; /* Redis keeps what EVAL ran: EVALSHA again next time */
+	}
 out:
 	free_keys(b, keys);
 	free(argv);

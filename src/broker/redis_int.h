@@ -16,6 +16,7 @@
 
 #include "broker/broker.h"
 #include "util/redisurl.h"
+#include "util/script.h"
 #include "util/tls.h"
 #include "util/url.h"
 
@@ -27,7 +28,7 @@ extern const int rb_priority_steps[NPRI];
 /* per-message delivery counts (survive requeues and restores; an ack deletes them) */
 #define DELIVERIES_KEY "cworker.deliveries"
 /* Ack / reject without requeue: KEYS unacked_index, unacked, cworker.deliveries; ARGV tag. */
-extern const char rb_lua_ack[];
+extern struct cw_script rb_ack_script;
 
 struct redis_broker;
 struct rconn;
@@ -79,6 +80,7 @@ struct rcmd {
 	char **argv;
 	size_t *argvlen;
 	bool sent;
+	struct cw_script *script; /* sent as EVALSHA: on NOSCRIPT, sent again as EVAL */
 	void (*done)(struct redis_broker *b, redisReply *r, void *arg);
 	void *arg;
 };
@@ -121,6 +123,7 @@ struct redis_broker {
 	int credit;
 	int recording;          /* taken off a queue, bookkeeping not yet confirmed */
 	bool fetch_inflight;    /* a take (or BRPOP) is out on blk */
+	bool take_eval;         /* the server answered NOSCRIPT: send the take's text once */
 	bool wake;              /* a push was announced while it was out: take again */
 	bool tracking;          /* CLIENT TRACKING asked on blk (redis_fetch.c) */
 	bool no_tracking;       /* the server refused it: wait with BRPOP */
@@ -166,6 +169,15 @@ void rb_sentinel_conn_gone(struct redis_broker *b, const char *why);
  */
 void rb_cmd(struct redis_broker *b, void (*done)(struct redis_broker *, redisReply *, void *),
 	    void *arg, int argc, const char *const *argv, const size_t *lens);
+/*
+ * rb_cmd for a Lua script by its SHA1: argv/lens are what follows the
+ * script (numkeys, keys, args).  A NOSCRIPT answer sends it again as EVAL,
+ * after the commands queued behind it: only for scripts whose order
+ * against later commands does not matter (the ack).
+ */
+void rb_cmd_script(struct redis_broker *b, void (*done)(struct redis_broker *, redisReply *, void *),
+		   void *arg, struct cw_script *script, int argc, const char *const *argv,
+		   const size_t *lens);
 void rb_rcmd_free(struct rcmd *q);
 /* Start a take (or BRPOP) when credit, connections and queues allow one. */
 void rb_fetch(struct redis_broker *b);

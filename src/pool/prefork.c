@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -177,20 +178,65 @@ static int read_full(int fd, void *p, size_t n)
 	return 1;
 }
 
-static int write_full(int fd, const void *p, size_t n)
+/* All of iov[0..n) in one writev() when the socket takes it, as it does for a frame. */
+static int writev_full(int fd, struct iovec *iov, int n)
 {
-	const char *q = p;
-	while (n) {
-		ssize_t w = write(fd, q, n);
+	while (n > 0) {
+		ssize_t w = writev(fd, iov, n);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
 			return -1;
 		}
-		q += w;
-		n -= (size_t)w;
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
 	}
 	return 0;
+}
+
+/*
+ * The child's reads from the master: what one read() brings is kept, so a
+ * frame's header and body (sent in one write) cost one system call.
+ */
+static struct {
+	char buf[16384];
+	size_t off, len;
+} cin;
+
+/* n bytes into p: 1, 0 on end of file, -1 on error. */
+static int child_read(int fd, void *p, size_t n)
+{
+	char *q = p;
+	while (n) {
+		if (cin.off < cin.len) {
+			size_t k = cin.len - cin.off < n ? cin.len - cin.off : n;
+			memcpy(q, cin.buf + cin.off, k);
+			cin.off += k;
+			q += k;
+			n -= k;
+			continue;
+		}
+		if (n >= sizeof(cin.buf))
+			return read_full(fd, q, n); /* a large body goes straight to its buffer */
+		ssize_t r = read(fd, cin.buf, sizeof(cin.buf));
+		if (r == 0)
+			return 0;
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		cin.off = 0;
+		cin.len = (size_t)r;
+	}
+	return 1;
 }
 
 static void close_other_fds(int keep)
@@ -220,8 +266,9 @@ static void child_emit(void *arg, const char *type, const char *fields, size_t l
 		return;
 	}
 	struct frame_hdr h = {FRAME_EVENT, (uint32_t)(4 + tlen + len)};
-	if (write_full(child_fd, &h, sizeof(h)) < 0 || write_full(child_fd, &tlen, 4) < 0 ||
-	    write_full(child_fd, type, tlen) < 0 || write_full(child_fd, fields, len) < 0)
+	struct iovec iov[] = {{&h, sizeof(h)}, {&tlen, 4}, {(void *)type, tlen},
+			      {(void *)fields, len}};
+	if (writev_full(child_fd, iov, 4) < 0)
 		cw_log(CW_LOG_WARNING, "pool", "event %s not sent: the master is gone", type);
 }
 
@@ -257,13 +304,13 @@ static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int 
 		_exit(1);   /* reported by the reaper; the pool replaces it after a pause */
 	for (;;) {
 		struct frame_hdr h;
-		int r = read_full(fd, &h, sizeof(h));
+		int r = child_read(fd, &h, sizeof(h));
 		if (r <= 0)
 			break; /* master closed the socket: exit quietly */
 		if (h.type != FRAME_JOB || h.len > MAX_FRAME || h.len < 4)
 			break;
 		char *msg = malloc(h.len + 1);
-		if (!msg || read_full(fd, msg, h.len) <= 0) {
+		if (!msg || child_read(fd, msg, h.len) <= 0) {
 			free(msg);
 			break;
 		}
@@ -298,8 +345,8 @@ static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int 
 			o.publish_len = 0;
 		}
 		struct frame_hdr d = {FRAME_DONE, (uint32_t)(sizeof(o) + o.publish_len)};
-		int wr = write_full(fd, &d, sizeof(d)) < 0 || write_full(fd, &o, sizeof(o)) < 0 ||
-			 (o.publish_len && write_full(fd, ob.buf, o.publish_len) < 0);
+		struct iovec iov[] = {{&d, sizeof(d)}, {&o, sizeof(o)}, {ob.buf, o.publish_len}};
+		int wr = writev_full(fd, iov, o.publish_len ? 3 : 2) < 0;
 		cw_outbox_free(&ob);
 		if (wr)
 			break;

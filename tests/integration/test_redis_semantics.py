@@ -326,3 +326,29 @@ def test_without_client_tracking_falls_back_to_brpop(redis_server, cworker_facto
     assert app.send_task("cworker.add", args=[20, 22]).get(timeout=20) == 42
     wait_for(lambda: any(x["cmd"] == "brpop" for x in c.client_list()), 10,
              what="the worker waiting in BRPOP")
+
+
+def test_hot_scripts_go_by_sha_and_survive_script_flush(redis_server, cworker_factory, app):
+    """The per-task scripts (take, ack, result store) are sent with EVALSHA, not their text;
+    after SCRIPT FLUSH (or a restart) the server answers NOSCRIPT, and each is sent once
+    with its text: every task still runs, its result is stored and its message acked."""
+    c = redis_server.client()
+    w = cworker_factory(["-c", "2"], redis=redis_server)
+    n = 20
+    c.config_resetstat()
+    assert [r.get(timeout=20) for r in [app.send_task("cworker.add", args=[i, 1])
+                                        for i in range(n)]] == [i + 1 for i in range(n)]
+    wait_for(lambda: unacked_count(c) == 0, 10, what="every message acked")
+    stats = c.info("commandstats")
+    by_sha = stats.get("cmdstat_evalsha", {}).get("calls", 0)
+    as_text = stats.get("cmdstat_eval", {}).get("calls", 0)
+    # take + ack + store per task; the text goes only where the server lacked the script
+    assert by_sha >= 3 * n - 3, stats
+    assert as_text <= 6, f"per-task scripts sent as text: {as_text} EVAL for {n} tasks"
+    mark = w.log_size()
+    c.script_flush()
+    assert [r.get(timeout=20) for r in [app.send_task("cworker.add", args=[i, 2])
+                                        for i in range(n)]] == [i + 2 for i in range(n)]
+    wait_for(lambda: unacked_count(c) == 0, 10, what="every message acked after the flush")
+    assert "failed" not in w.log_since(mark), w.log_since(mark)
+    assert w.alive()
