@@ -94,7 +94,13 @@ void cw_consumer_dispatch(struct cw_worker *w)
 		h->time_start = cw_wall();
 		cw_reserve_run(w->reserve, slot, h);
 		accepted(w, h);
-		int rc = cw_pool_submit(w->pool, slot, h->d->queue, h->d->raw, h->d->raw_len);
+		/*
+		 * Nothing reserved behind it: have the child say when the task returns, so the
+		 * next message is fetched while the result is stored (early ack only: an
+		 * acks_late message stays unacknowledged, and counted, until the very end).
+		 */
+		bool report = !h->acks_late && cw_reserve_nready(w->reserve) == 0;
+		int rc = cw_pool_submit(w->pool, slot, h->d->queue, h->d->raw, h->d->raw_len, report);
 		if (rc != CW_OK) {
 			cw_log(CW_LOG_ERROR, "consumer", "Task %s[%s]: cannot hand to the pool: %s",
 			       h->req.task, h->req.id, cw_strerror(rc));
@@ -109,6 +115,17 @@ void cw_consumer_dispatch(struct cw_worker *w)
 		}
 		cw_timelimit_start(w->timelimit, h);
 	}
+	cw_consumer_update_credit(w);
+}
+
+void cw_consumer_on_returned(void *arg, int slot)
+{
+	struct cw_worker *w = arg;
+	struct held *h = cw_reserve_running(w->reserve, slot);
+
+	if (!h || h->acks_late || !h->counted)
+		return;
+	cw_reserve_uncount(w->reserve, h);
 	cw_consumer_update_credit(w);
 }
 

@@ -232,7 +232,8 @@ static int build_parts(struct cw_worker *w)
 		nslots = cfg->autoscale_min > 0 ? (int)cfg->autoscale_min : 1;
 	}
 	struct cw_pool_handler ph = {.on_done = cw_outcome_on_done, .on_lost = cw_outcome_on_lost,
-				     .on_idle = on_idle, .on_event = cw_outcome_on_event, .arg = w};
+				     .on_returned = cw_consumer_on_returned, .on_idle = on_idle,
+				     .on_event = cw_outcome_on_event, .arg = w};
 	w->pool = cw_pool_new(w->loop, cfg->pool, nslots, &w->env, &ph);
 	w->reserve = cw_reserve_new(nslots);
 	w->ratelimit = cw_ratelimit_new(w->loop, cw_consumer_on_ready, w);

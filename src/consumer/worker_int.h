@@ -70,6 +70,12 @@ void cw_consumer_on_ready(void *arg, struct held **hs, size_t n);
 /* Hand reserved messages to idle slots, then tell the broker the credit left. */
 void cw_consumer_dispatch(struct cw_worker *w);
 void cw_consumer_update_credit(struct cw_worker *w);
+/*
+ * Pool: the early-acked task in slot returned (its result is being stored):
+ * it leaves the prefetch budget now, so the next message is on its way
+ * while the store is out.  It stays in its slot until on_done.
+ */
+void cw_consumer_on_returned(void *arg, int slot);
 /* Shutdown began: stop fetching, give back every message not started. */
 void cw_consumer_stop(struct cw_worker *w, enum cw_phase phase);
 bool cw_consumer_running(const struct cw_worker *w);

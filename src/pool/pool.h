@@ -42,6 +42,12 @@ struct cw_pool_handler {
 	void (*on_done)(void *arg, int slot, const struct cw_outcome *o, const char *publish);
 	/* the process in slot died while running a task (wstatus from waitpid) */
 	void (*on_lost)(void *arg, int slot, pid_t pid, int wstatus, enum cw_lost_reason why);
+	/*
+	 * the task in slot returned and its result is being stored (only for a
+	 * submission that asked for it): its place in the prefetch budget can go
+	 * to the next message while the store is out.  NULL = not wanted.
+	 */
+	void (*on_returned)(void *arg, int slot);
 	/* a slot became free for work (new child, or finished task) */
 	void (*on_idle)(void *arg);
 	/* the task in slot sent an event (update_state); fields: JSON object text. NULL = drop */
@@ -74,9 +80,11 @@ pid_t cw_pool_pid(const struct cw_pool *p, int slot);
 /*
  * Give an idle slot one message (envelope text) to run; CW_OK, CW_ELIMIT,
  * CW_ENOMEM or CW_EINVAL (slot not idle).  on_done/on_lost report its end
- * later, from the loop.
+ * later, from the loop; with report_return (prefork), on_returned comes
+ * first, when the task has returned and its result store begins.
  */
-int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *raw, size_t len);
+int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *raw, size_t len,
+		   bool report_return);
 /*
  * Replace children after max_tasks tasks / when RSS passed max_kib after a task
  * (0 = off; prefork only).

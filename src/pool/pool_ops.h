@@ -22,7 +22,8 @@ struct cw_pool_ops {
 	int (*processes)(const void *self, pid_t *pids, int max);
 	pid_t (*pid)(const void *self, int slot);
 	long (*rss_kib)(const void *self, int slot);
-	int (*submit)(void *self, int slot, const char *queue, const char *raw, size_t len);
+	int (*submit)(void *self, int slot, const char *queue, const char *raw, size_t len,
+		      bool report_return);
 	void (*reap)(void *self);
 	void (*stop)(void *self, double wait);
 	void (*kill)(void *self);

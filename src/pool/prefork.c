@@ -35,7 +35,11 @@
  * child -> master: EVENT [u32 type length, type, JSON fields] (any number, while running),
  *                  then DONE [struct cw_outcome, outbox bytes]
  */
-enum { FRAME_JOB = 1, FRAME_DONE = 2, FRAME_EVENT = 3 };
+/*
+ * FRAME_JOB_REPORT is a job whose child sends FRAME_RETURNED (no body) when
+ * the task has returned, before its result is stored.
+ */
+enum { FRAME_JOB = 1, FRAME_DONE = 2, FRAME_EVENT = 3, FRAME_JOB_REPORT = 4, FRAME_RETURNED = 5 };
 #define MAX_EVENT_FRAME (1u << 20)
 
 /* seconds before an empty slot is refilled (a child dying at start must not fork in a loop) */
@@ -272,6 +276,15 @@ static void child_emit(void *arg, const char *type, const char *fields, size_t l
 		cw_log(CW_LOG_WARNING, "pool", "event %s not sent: the master is gone", type);
 }
 
+static void child_returned(void *arg)
+{
+	(void)arg;
+	struct frame_hdr h = {FRAME_RETURNED, 0};
+	struct iovec iov[] = {{&h, sizeof(h)}};
+	if (child_fd >= 0)
+		(void)writev_full(child_fd, iov, 1);
+}
+
 static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int index)
 {
 	sigset_t all;
@@ -307,8 +320,10 @@ static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int 
 		int r = child_read(fd, &h, sizeof(h));
 		if (r <= 0)
 			break; /* master closed the socket: exit quietly */
-		if (h.type != FRAME_JOB || h.len > MAX_FRAME || h.len < 4)
+		if ((h.type != FRAME_JOB && h.type != FRAME_JOB_REPORT) || h.len > MAX_FRAME ||
+		    h.len < 4)
 			break;
+		env.returned = h.type == FRAME_JOB_REPORT ? child_returned : NULL;
 		char *msg = malloc(h.len + 1);
 		if (!msg || child_read(fd, msg, h.len) <= 0) {
 			free(msg);
@@ -485,6 +500,15 @@ static void on_child_io(struct cw_loop *loop, int fd, unsigned ev, void *arg)
 			c->in.len -= sizeof(h) + h.len;
 			continue;
 		}
+		if (h.type == FRAME_RETURNED && h.len == 0) {
+			memmove(c->in.p, c->in.p + sizeof(h), c->in.len - sizeof(h));
+			c->in.len -= sizeof(h);
+			if (c->busy && p->h.on_returned)
+				p->h.on_returned(p->h.arg, slot);
+			if (c->fd < 0)
+				return;
+			continue;
+		}
 		if (h.type != FRAME_DONE || h.len < sizeof(struct cw_outcome) || h.len > MAX_FRAME) {
 			cw_log(CW_LOG_ERROR, "pool", "ForkPoolWorker-%d sent a bad frame; replacing it",
 			       c->index);
@@ -656,7 +680,8 @@ static pid_t pf_pid(const void *self, int slot)
 	return slot >= 0 && slot < p->n ? p->c[slot].pid : -1;
 }
 
-static int pf_submit(void *self, int slot, const char *queue, const char *raw, size_t len)
+static int pf_submit(void *self, int slot, const char *queue, const char *raw, size_t len,
+		     bool report_return)
 {
 	struct prefork *p = self;
 	if (slot < 0 || slot >= p->n || p->c[slot].busy)
@@ -665,7 +690,7 @@ static int pf_submit(void *self, int slot, const char *queue, const char *raw, s
 	uint32_t qlen = (uint32_t)strlen(queue);
 	if (len + qlen + 4 > MAX_FRAME)
 		return CW_ELIMIT;
-	struct frame_hdr h = {FRAME_JOB, (uint32_t)(4 + qlen + len)};
+	struct frame_hdr h = {report_return ? FRAME_JOB_REPORT : FRAME_JOB, (uint32_t)(4 + qlen + len)};
 	if (buf_append(&c->out, &h, sizeof(h)) || buf_append(&c->out, &qlen, 4) ||
 	    buf_append(&c->out, queue, qlen) || buf_append(&c->out, raw, len))
 		return CW_ENOMEM;

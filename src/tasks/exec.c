@@ -512,6 +512,8 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 	json_t *result = NULL;
 	enum cw_task_status st = cw_exec_call(&ctx, def, req.args, req.kwargs, &result);
 	out->runtime = cw_now() - t0;
+	if (env->returned)
+		env->returned(env->returned_arg);
 
 	struct cw_result_meta m = {0};
 	char tb[1024];

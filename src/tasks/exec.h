@@ -57,6 +57,9 @@ struct cw_exec_env {
 	/* a task event from inside a run (update_state); NULL = not sent */
 	void (*emit)(void *arg, const char *type, const char *fields_json, size_t len);
 	void *emit_arg;
+	/* the task returned; its final result is about to be stored (NULL = not told) */
+	void (*returned)(void *arg);
+	void *returned_arg;
 	/* once in each process that runs tasks, before its first task / when it ends */
 	int (*process_init)(void);
 	void (*process_exit)(void);

@@ -352,3 +352,62 @@ def test_hot_scripts_go_by_sha_and_survive_script_flush(redis_server, cworker_fa
     wait_for(lambda: unacked_count(c) == 0, 10, what="every message acked after the flush")
     assert "failed" not in w.log_since(mark), w.log_since(mark)
     assert w.alive()
+
+
+class DelayProxy(ReplyDropProxy):
+    """A TCP relay in front of Redis that holds every command `delay` seconds on its way."""
+
+    def __init__(self, port, delay):
+        self.delay = delay
+        super().__init__(port, marker=None)
+
+    def _pump(self, src, dst, from_redis):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not from_redis:
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+@pytest.mark.parametrize("acks_late", [False, True])
+def test_next_message_taken_while_the_result_is_stored(redis_server, cworker_factory, app,
+                                                        acks_late):
+    """-c 1, prefetch 1, two tasks queued, result stores held up 1 s.  Early ack: once the
+    first task has returned, its place in the budget goes to the next message, so that
+    message leaves the queue while the first result is still on its way.  acks_late: the
+    first message is unacknowledged until its result is stored, so it keeps its place and
+    the second stays queued until then."""
+    proxy = DelayProxy(redis_server.port, 1.0)
+    args = ["-c", "1", "--prefetch-multiplier", "1",
+            "--result-backend", f"redis://127.0.0.1:{proxy.lport}/0"]
+    if acks_late:
+        args.append("--acks-late")
+    w = cworker_factory(args, redis=redis_server)
+    c = redis_server.client()
+    a = app.send_task("cworker.add", args=[1, 1])
+    b = app.send_task("cworker.add", args=[2, 2])
+
+    def first():
+        if c.exists(f"celery-task-meta-{a.id}"):
+            return "first result stored"
+        if queue_len(c, "celery") == 0:
+            return "second message taken"
+        return None
+    try:
+        seen = wait_for(first, 30, interval=0.01, what="the second message taken or the first "
+                        "result stored")
+        assert seen == ("first result stored" if acks_late else "second message taken")
+        assert a.get(timeout=30) == 2 and b.get(timeout=30) == 4
+        assert w.alive()
+    finally:
+        proxy.close()
