@@ -42,17 +42,22 @@ def wait_for(pred, timeout, what, interval=0.1):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def children_of(pid):
-    out = []
-    for st in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            with open(st) as f:
-                s = f.read()
-        except OSError:
-            continue
-        if int(s[s.rfind(")") + 2:].split()[1]) == pid:
-            out.append(int(st.split("/")[2]))
+def _parents():
+    """pid -> parent pid of every live process (one pass over /proc)."""
+    out = {}
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open(f"/proc/{e}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            out[int(e)] = int(st[st.rfind(")") + 2:].split()[1])
     return out
+
+
+def children_of(pid):
+    return [c for c, p in _parents().items() if p == pid]
 
 
 def rss_kib(pid):
@@ -81,9 +86,12 @@ def cpu_ticks(pid):
 
 
 def descendants(pid):
+    kids = {}
+    for c, p in _parents().items():
+        kids.setdefault(p, []).append(c)
     out, todo = [], [pid]
     while todo:
-        for c in children_of(todo.pop()):
+        for c in kids.get(todo.pop(), []):
             out.append(c)
             todo.append(c)
     return out

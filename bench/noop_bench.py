@@ -39,40 +39,7 @@ try:
 except ImportError as e:
     sys.exit(f"noop_bench: needs Debian's python3-celery/python3-redis; run with {PY} ({e})")
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def descendants(pid):
-    kids = {}
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            try:
-                with open(f"/proc/{e}/stat") as f:
-                    st = f.read()
-            except OSError:
-                continue
-            kids.setdefault(int(st[st.rfind(")") + 2:].split()[1]), []).append(int(e))
-    out, todo = [], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+from harness import descendants, free_port, rss_kib  # noqa: E402  (also imported from here)
 
 
 def tree_rss(pid):

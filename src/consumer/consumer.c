@@ -98,8 +98,11 @@ void cw_consumer_dispatch(struct cw_worker *w)
 		 * Nothing reserved behind it: have the child say when the task returns, so the
 		 * next message is fetched while the result is stored (early ack only: an
 		 * acks_late message stays unacknowledged, and counted, until the very end).
+		 * Only for a transport that fetches by credit (Redis): on AMQP the early ack
+		 * has already opened the basic.qos window.
 		 */
-		bool report = !h->acks_late && cw_reserve_nready(w->reserve) == 0;
+		bool report = !h->acks_late && cw_reserve_nready(w->reserve) == 0 &&
+			      !w->broker->ops->set_prefetch;
 		int rc = cw_pool_submit(w->pool, slot, h->d->queue, h->d->raw, h->d->raw_len, report);
 		if (rc != CW_OK) {
 			cw_log(CW_LOG_ERROR, "consumer", "Task %s[%s]: cannot hand to the pool: %s",
