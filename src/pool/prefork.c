@@ -31,13 +31,11 @@
 #include "util/log.h"
 
 /*
- * master -> child: JOB [u32 queue length, queue, envelope]
+ * master -> child: JOB [u32 queue length, queue, envelope], or JOB_REPORT (the same body:
+ *                  the master wants RETURNED)
  * child -> master: EVENT [u32 type length, type, JSON fields] (any number, while running),
- *                  then DONE [struct cw_outcome, outbox bytes]
- */
-/*
- * FRAME_JOB_REPORT is a job whose child sends FRAME_RETURNED (no body) when
- * the task has returned, before its result is stored.
+ *                  RETURNED [no body] (JOB_REPORT only: the task returned, its result
+ *                  store begins), then DONE [struct cw_outcome, outbox bytes]
  */
 enum { FRAME_JOB = 1, FRAME_DONE = 2, FRAME_EVENT = 3, FRAME_JOB_REPORT = 4, FRAME_RETURNED = 5 };
 #define MAX_EVENT_FRAME (1u << 20)
