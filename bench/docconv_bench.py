@@ -16,10 +16,12 @@ packages (scripts/install-bench-corpus.sh) under /usr/share/doc,
 temporary directory and deduplicated (same bytes, or same size and page
 count); --max-pages N keeps a deterministic sample of about N pages.
 
-Both workers: -c 2, prefetch multiplier 1, results in the same Redis. Each
-document is one docconv.convert(source, format=F, ocr="never") task, sent
-largest first; the clock runs from the first send to the last result, after
-two warm-up documents; --rounds N repeats each batch and keeps the fastest.
+Both workers: -c 2, prefetch multiplier 1, each on its own queue, results in
+the same Redis. Each document is one docconv.convert(source, format=F,
+ocr="never") task, sent largest first; the clock runs from the first send to
+the last result, after two warm-up documents. --rounds N repeats each batch,
+the two workers taking turns (the idle one waits on its queue), and keeps the
+fastest of each.
 The Python side is bench/py_docconv_app.py (text: page.get_text(); markdown: a
 span-based converter over page.get_text("dict")). CPU ms/page is utime+stime
 of the worker (master and children) over the batch, from /proc: on a shared
@@ -27,7 +29,7 @@ machine it moves less than pages/s. After the batches it reads VmRSS and
 VmHWM of each pool child.
 
 OCR: 300 dpi grayscale PNGs (the generated corpus: one US-letter page of 30
-lines; a real corpus: the middle page of --ocr-pages documents spread over it)
+lines; a real corpus: --ocr-pages pages evenly spaced over all its pages)
 through docconv.convert(ocr="always") (task round trip) and through
 `tesseract page.png out`, both with OMP_THREAD_LIMIT=1, one page at a time,
 alternating page by page, wall and CPU time.
@@ -136,7 +138,7 @@ def load_corpus(a, folder):
         size = os.path.getsize(path)
         # R ships its reference manual twice (refman.pdf, fullrefman.pdf: same size and
         # pages, a few bytes apart): same byte count and page count is the same document
-        if n and (size, n) not in seen:
+        if n and (a.corpus == "generated" or (size, n) not in seen):
             seen.add((size, n))
             docs.append((path, n, size, orig or path))
     if a.max_pages:
@@ -181,14 +183,21 @@ def ocr_inputs(a, docs, tmp):
         scan = os.path.join(tmp, "scan.png")
         make_scan(scan)
         return [(scan, "generated US-letter page, 30 lines")] * a.ocr_pages
+    # pages evenly spread over the corpus' pages (documents in name order), so that a
+    # document's share of the sample follows its share of the pages
     by_name = sorted(docs, key=lambda d: d[3])
-    n = min(a.ocr_pages, len(by_name))
+    total = sum(d[1] for d in by_name)
+    n = min(a.ocr_pages, total)
     out = []
     for i in range(n):
-        path, pages, _size, orig = by_name[(i * len(by_name)) // n]
+        at = int((i + 0.5) * total / n)
+        for path, pages, _size, orig in by_name:
+            if at < pages:
+                break
+            at -= pages
         png = os.path.join(tmp, f"ocr{i}.png")
-        page_png(path, pages // 2, png)
-        out.append((png, f"{os.path.basename(orig)} p.{pages // 2 + 1}"))
+        page_png(path, at, png)
+        out.append((png, f"{os.path.basename(orig)} p.{at + 1}"))
     return out
 
 
@@ -200,7 +209,7 @@ def ocr_compare(app, scans, rounds, pid, env, tmp):
     for _ in range(rounds):
         for row, (png, _) in zip(rows, scans):
             cpu0, t0 = tree_cpu(pid), time.monotonic()
-            r = app.send_task("docconv.convert", args=[png],
+            r = app.send_task("docconv.convert", args=[png], queue="bench-cw",
                               kwargs={"format": "text", "ocr": "always"}).get(timeout=600)
             row["cw_s"] = min(row["cw_s"], time.monotonic() - t0)
             row["cw_cpu"] = min(row["cw_cpu"], tree_cpu(pid) - cpu0)
@@ -233,12 +242,18 @@ def wait_ready(log, proc, pattern="ready", timeout=60):
 
 
 def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """Warm shutdown (SIGTERM); after 5 s a cold one (SIGQUIT), after 10 more SIGKILL. The
+    benches stop idle workers, and stock Celery 5.2.6 now and then hangs after logging "Warm
+    shutdown" with an idle prefork pool (until SIGQUIT)."""
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGQUIT, 10)):
+        proc.send_signal(sig)
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait()
 
 
 def children(pid):
@@ -287,10 +302,11 @@ def child_memory(pid):
     return out
 
 
-def run_batch(app, files, fmt="text", pid=None):
+def run_batch(app, files, fmt="text", pid=None, queue=None):
     cpu0 = tree_cpu(pid) if pid else 0
     t0 = time.monotonic()
-    rs = [app.send_task("docconv.convert", args=[f], kwargs={"format": fmt, "ocr": "never"})
+    rs = [app.send_task("docconv.convert", args=[f], kwargs={"format": fmt, "ocr": "never"},
+                        queue=queue)
           for f in files]
     pages = chars = 0
     for r in rs:
@@ -301,15 +317,22 @@ def run_batch(app, files, fmt="text", pid=None):
     return secs, pages, chars, (tree_cpu(pid) - cpu0) if pid else 0
 
 
-def batches(app, a, files, warm, formats, pid):
-    run_batch(app, warm)   # one document per child: code, fonts, connections warm
-    best = {}
+def batches(app, a, files, warm, formats, workers):
+    """Rounds of every format, the workers taking turns (the idle one waits on its own
+    queue), so that both see the same load on a shared machine. {worker: {format: the
+    fastest (seconds, pages, chars, cpu)}}, and every round's seconds."""
+    for name, (pid, queue) in workers.items():
+        run_batch(app, warm, queue=queue)   # one document per child: code, fonts warm
+    best = {name: {} for name in workers}
+    secs = {(name, fmt): [] for name in workers for fmt in formats}
     for _ in range(a.rounds):
         for fmt in formats:
-            r = run_batch(app, files, fmt, pid)
-            if fmt not in best or r[0] < best[fmt][0]:
-                best[fmt] = r
-    return best
+            for name, (pid, queue) in workers.items():
+                r = run_batch(app, files, fmt, pid, queue)
+                secs[name, fmt].append(r[0])
+                if fmt not in best[name] or r[0] < best[name][fmt][0]:
+                    best[name][fmt] = r
+    return best, secs
 
 
 def fmt_mem(mem):
@@ -374,32 +397,32 @@ def main():
 
         log = os.path.join(tmp, "cworker.log")
         cw = subprocess.Popen([a.cworker, "-b", url, "--result-backend", url, "-c", "2",
-                               "--prefetch-multiplier", "1", "-l", "info",
+                               "--prefetch-multiplier", "1", "-l", "info", "-Q", "bench-cw",
                                "--docconv-roots", tmp, "--docconv-inline-max", "0",
                                "-n", "bench-cw@%h"],
                               stderr=open(log, "w"), env=env)
         procs.append(cw)
         wait_ready(log, cw, "ready.")
-        results["cworker"] = batches(app, a, files, warm, formats, cw.pid)
-        mem["cworker"] = child_memory(cw.pid)
-        ocr = ocr_compare(app, scans, a.ocr_rounds, cw.pid, env, tmp)
-        mem["cworker after OCR"] = child_memory(cw.pid)
-        stop(cw)
-        procs.remove(cw)
-
         log = os.path.join(tmp, "py.log")
         py = subprocess.Popen(["/usr/bin/python3", "-m", "celery", "-A", "py_docconv_app", "worker",
                                "-P", "prefork", "-c", "2", "--prefetch-multiplier", "1",
-                               "-l", "info", "-n", "bench-py@%h", "--without-gossip",
-                               "--without-mingle", "--without-heartbeat"],
+                               "-Q", "bench-py", "-l", "info", "-n", "bench-py@%h",
+                               "--without-gossip", "--without-mingle", "--without-heartbeat"],
                               stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=HERE,
                               env=dict(env, BENCH_BROKER=url, PYTHONPATH=HERE))
         procs.append(py)
         wait_ready(log, py, "ready.")
-        results["python"] = batches(app, a, files, warm, formats, py.pid)
+        results, round_secs = batches(app, a, files, warm, formats,
+                                      {"cworker": (cw.pid, "bench-cw"),
+                                       "python": (py.pid, "bench-py")})
+        mem["cworker"] = child_memory(cw.pid)
         mem["python"] = child_memory(py.pid)
         stop(py)
         procs.remove(py)
+        ocr = ocr_compare(app, scans, a.ocr_rounds, cw.pid, env, tmp)
+        mem["cworker after OCR"] = child_memory(cw.pid)
+        stop(cw)
+        procs.remove(cw)
 
         print(f"\n{a.corpus} corpus, {len(docs)} PDFs, {total_pages} pages, {total_mb:.1f} MB; "
               f"docconv.convert(ocr='never'), -c 2 --prefetch-multiplier 1, one redis-server"
@@ -415,6 +438,10 @@ def main():
                 out["results"][f"{k}/{fmt}"] = {"seconds": secs, "pages": pages,
                                                 "pages_per_s": pages / secs, "chars": chars,
                                                 "cpu_ms_per_page": 1000 * cpu / pages}
+        if a.rounds > 1:
+            for (k, fmt), v in round_secs.items():
+                print(f"  {fmt} {k} rounds (s): " + " ".join(f"{x:.2f}" for x in v))
+                out["results"][f"{k}/{fmt}"]["rounds"] = v
         for fmt in formats:
             ratio = (results["cworker"][fmt][1] / results["cworker"][fmt][0]) / (
                 results["python"][fmt][1] / results["python"][fmt][0])
@@ -423,7 +450,8 @@ def main():
         print("(CPU ms/page: utime+stime of the worker's master and children over the batch, "
               "per page)")
 
-        print("\npool children, VmRSS/VmHWM MiB each:")
+        print("\npool children after the batches (cworker also after the OCR below), "
+              "VmRSS/VmHWM MiB each:")
         for k, v in mem.items():
             print(f"  {k:<20} {fmt_mem(v)}")
         out["memory_mib"] = {k: [{"rss": r, "hwm": h} for r, h in v] for k, v in mem.items()}
