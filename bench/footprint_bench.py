@@ -16,7 +16,8 @@ on an empty queue:
     one child (from /proc/PID/smaps), to see where memory goes.
 
 Usage: /usr/bin/python3 bench/footprint_bench.py [--cworker build/src/cworker]
-       [--only cworker|python] [--runs 5] [--maps] [--json FILE]
+       [--only cworker|python] [--runs 5] [--maps] [--json FILE] [--short]
+--short: one start per worker (the CI smoke).
 """
 
 import argparse
@@ -171,7 +172,10 @@ def main():
     ap.add_argument("--only", choices=["cworker", "python"])
     ap.add_argument("--maps", action="store_true", help="show the biggest mappings of cworker")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--short", action="store_true", help="CI smoke: one start per worker")
     a = ap.parse_args()
+    if a.short:
+        a.runs = 1
 
     tmp = tempfile.mkdtemp(prefix="cworker-footprint.")
     port = free_port()

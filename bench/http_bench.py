@@ -17,7 +17,8 @@ cworker.noop), so N distinct task names exist:
      CPU (% of one core) and tasks/s in each phase.
 
 Usage: /usr/bin/python3 bench/http_bench.py [--names 10000] [--scrapes 500]
-       [--seconds 15] [--cworker build/src/cworker] [--json FILE]
+       [--seconds 15] [--cworker build/src/cworker] [--json FILE] [--short]
+--short: 50 names, 20 scrapes, 1 s phases (the CI smoke).
 """
 
 import argparse
@@ -85,7 +86,11 @@ def main():
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--cworker", default=os.path.join(REPO, "build", "src", "cworker"))
     ap.add_argument("--json")
+    ap.add_argument("--short", action="store_true",
+                    help="CI smoke: 50 names, 20 scrapes, 1 s phases")
     a = ap.parse_args()
+    if a.short:
+        a.names, a.scrapes, a.seconds = 50, 20, 1
 
     tmp = tempfile.mkdtemp(prefix="http_bench.")
     rport, hport = free_port(), free_port()

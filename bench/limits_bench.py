@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Soft/hard time-limit enforcement error and ETA precision of cworker.
 
-Usage: /usr/bin/python3 bench/limits_bench.py build/src/cworker [N]
+Usage: /usr/bin/python3 bench/limits_bench.py [build/src/cworker] [N] [--cworker PATH] [--short]
+(the executable defaults to $CWORKER_EXE, then build/src/cworker; N to 5, 2 with --short)
 
 Starts a throwaway redis-server on a free loopback port and cworker on it, then N times:
 a cworker.sleep(10) with soft_time_limit=0.5, a cworker.spin(10) with time_limit=1 and a
@@ -9,9 +10,17 @@ cworker.noop with an ETA 1 s ahead. The error is the time from the "received" lo
 "Soft/Hard time limit exceeded" line minus the limit (log timestamps: 1 ms resolution); the ETA
 lag is the stored date_done minus the ETA.
 """
-import datetime, os, re, signal, socket, subprocess, sys, tempfile, time
+import argparse, datetime, os, re, signal, socket, subprocess, tempfile, time
 from celery import Celery
-exe = sys.argv[1]; n = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+ap = argparse.ArgumentParser()
+ap.add_argument("exe", nargs="?")
+ap.add_argument("n", nargs="?", type=int)
+ap.add_argument("--cworker")
+ap.add_argument("--short", action="store_true", help="CI smoke: N = 2")
+a = ap.parse_args()
+exe = a.cworker or a.exe or os.environ.get("CWORKER_EXE") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "build", "src", "cworker")
+n = a.n or (2 if a.short else 5)
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 d = tempfile.mkdtemp()
 rs = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", d], stdout=subprocess.DEVNULL)

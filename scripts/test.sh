@@ -2,8 +2,11 @@
 # Build cworker and run every test suite:
 #   1. build/       meson test: unit, fuzz (corpus replay), integration (pytest)
 #   2. bench/soak.py and bench/chaos.py in their short forms (build/, Redis)
-#   3. build-asan/  ASan+UBSan build: unit + integration suites
-#   4. build-fuzz/  short libFuzzer runs of every target (clang only)
+#   3. bench smokes: every comparison bench (docconv, footprint, latency, noop,
+#      amqp_noop, scaling, docstore, office, http, limits) in a short form; a
+#      smoke fails only when its script fails, the figures are not checked
+#   4. build-asan/  ASan+UBSan build: unit + integration suites
+#   5. build-fuzz/  short libFuzzer runs of every target (clang only)
 # then print one summary block (meson's Ok/Fail counts and pytest's summary
 # line for each run). Exit status 0 only when every phase passed.
 #
@@ -11,7 +14,7 @@
 # Env:   FUZZ_SECONDS (default 45), DOCFUZZ_SECONDS (20), AMQPFUZZ_SECONDS (10),
 #        HTTPFUZZ_SECONDS (10), OUTBOXFUZZ_SECONDS (10), OFFICEFUZZ_SECONDS (20),
 #        ASAN_FULL=1 (every test under ASan),
-#        SKIP_ASAN=1, SKIP_FUZZ=1, SKIP_DEPS=1, SKIP_LONGRUN=1
+#        SKIP_ASAN=1, SKIP_FUZZ=1, SKIP_DEPS=1, SKIP_LONGRUN=1, SKIP_BENCH_SMOKE=1
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -129,6 +132,43 @@ else
 			record "$name" FAIL "exit $rc: $line"
 		fi
 	done
+fi
+
+# ---------------------------------------------------------------------------
+# short forms of the benches behind bench/README.md's figures: each runs both sides and
+# prints its table and ratio (tiny sizes: the numbers mean nothing and are not asserted)
+if [[ ${SKIP_BENCH_SMOKE:-0} == 1 ]]; then
+	record "bench smokes" skip "SKIP_BENCH_SMOKE=1"
+else
+	t_smoke=$SECONDS
+	smoke_failed=0
+	cw=$PWD/build/src/cworker
+	for run in "docconv_bench.py --short" "footprint_bench.py --short" \
+		"latency_bench.py --smoke" "noop_bench.py -n 200" "amqp_noop_bench.py -n 200" \
+		"scaling_bench.py --short" "docstore_bench.py --short" "office_bench.py --short" \
+		"http_bench.py --short" "limits_bench.py --short"; do
+		say "bench/$run"
+		t=$SECONDS
+		name=${run%%.py*}
+		log="$LOGDIR/smoke_$name.log"
+		# shellcheck disable=SC2086
+		CWORKER_EXE=$cw /usr/bin/python3 bench/$run --cworker "$cw" 2>&1 | tee "$log"
+		rc=${PIPESTATUS[0]}
+		# the ratio line (or the last figure) of the script's output
+		line=$(grep -aE '(cworker|python) ?/ ?(python|cworker|pandoc)|\| +x[0-9.]+$|limit error|per scrape' \
+			"$log" | tail -n 1)
+		if ((rc == 0)); then
+			record "smoke $name" ok "$((SECONDS - t))s: $line"
+		else
+			record "smoke $name" FAIL "exit $rc: $(tail -n 1 "$log")"
+			smoke_failed=1
+		fi
+	done
+	if ((smoke_failed)); then
+		record "bench smokes" FAIL "$((SECONDS - t_smoke))s (logs: the runs above)"
+	else
+		record "bench smokes" ok "$((SECONDS - t_smoke))s"
+	fi
 fi
 
 # ---------------------------------------------------------------------------
