@@ -355,7 +355,16 @@ static int rb_store(struct cw_backend *base, const struct cw_result_meta *m, str
 	snprintf(exp, sizeof(exp), "%lld", (long long)ceil(b->expires));
 	for (int attempt = 0;; attempt++) {
 		if (ensure(b, err) == CW_OK) {
-			/* by its SHA1; the text when the server does not have it (changes nothing) */
+			/* by its SHA1 (asked once); the text when the server lacks it (changes nothing) */
+			if (cw_script_should_load(&store_script)) {
+				const char *load[] = {"SCRIPT", "LOAD", lua_store};
+				redisReply *lr = command(b, 3, load, NULL);
+				cw_script_loaded(&store_script, lr && lr->type == REDIS_REPLY_ERROR,
+						 lr && lr->type == REDIS_REPLY_STRING ? lr->str : NULL,
+						 lr ? lr->len : 0);
+				if (lr)
+					freeReplyObject(lr);
+			}
 			const char *sha = cw_script_sha(&store_script);
 			const char *argv[] = {sha ? "EVALSHA" : "EVAL", sha ? sha : lua_store, "1", key,
 					      val, exp};

@@ -377,6 +377,14 @@ void rb_cmd(struct redis_broker *b, void (*done)(struct redis_broker *, redisRep
 		flush_cmds(b);
 }
 
+static void on_script_load(struct redis_broker *b, redisReply *r, void *arg)
+{
+	struct cw_script *s = arg;
+	(void)b;
+	cw_script_loaded(s, r->type == REDIS_REPLY_ERROR,
+			 r->type == REDIS_REPLY_STRING ? r->str : NULL, r->len);
+}
+
 void rb_cmd_script(struct redis_broker *b, void (*done)(struct redis_broker *, redisReply *, void *),
 		   void *arg, struct cw_script *script, int argc, const char *const *argv,
 		   const size_t *lens)
@@ -394,11 +402,16 @@ void rb_cmd_script(struct redis_broker *b, void (*done)(struct redis_broker *, r
 		v[i + 2] = argv[i];
 		l[i + 2] = lens ? lens[i] : (size_t)-1;
 	}
-	struct rcmd *q = queue_cmd(b, done, arg, argc + 2, v, l);
-	if (q) {
-		q->script = sha ? script : NULL;
-		flush_cmds(b);
+	if (cw_script_should_load(script)) {
+		/* learn the digest (one SCRIPT LOAD per process); this call goes as text */
+		const char *load[] = {"SCRIPT", "LOAD", script->text};
+		if (queue_cmd(b, on_script_load, script, 3, load, NULL))
+			script->loading = true;
 	}
+	struct rcmd *q = queue_cmd(b, done, arg, argc + 2, v, l);
+	if (q)
+		q->script = sha ? script : NULL;
+	flush_cmds(b);
 }
 
 /* Queue a command (not yet sent); strings are copied (len (size_t)-1 means strlen). */

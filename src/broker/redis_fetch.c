@@ -459,6 +459,17 @@ static void on_brpop(redisAsyncContext *ac, void *r, void *priv)
 	rb_fetch(b);
 }
 
+static void on_script_load(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct cw_script *s = priv;
+	redisReply *reply = r;
+	(void)ac;
+
+	cw_script_loaded(s, reply && reply->type == REDIS_REPLY_ERROR,
+			 reply && reply->type == REDIS_REPLY_STRING ? reply->str : NULL,
+			 reply ? reply->len : 0);
+}
+
 void rb_fetch(struct redis_broker *b)
 {
 	if (b->closing || b->fetch_inflight || b->credit <= 0 || !b->blk.up || !b->cmd.up ||
@@ -500,6 +511,12 @@ void rb_fetch(struct redis_broker *b)
 		argv[argc++] = score;
 		argv[argc++] = want;
 		argv[argc++] = nq;
+	}
+	if (!b->no_tracking && cw_script_should_load(&take_script)) {
+		/* learn the digest (one SCRIPT LOAD per process); this take goes as text */
+		const char *load[] = {"SCRIPT", "LOAD", lua_take};
+		if (b->blk.ops->command(&b->blk, on_script_load, &take_script, 3, load, NULL) == CW_OK)
+			take_script.loading = true;
 	}
 	if (b->blk.ops->command(&b->blk, done, b, argc, argv, NULL) == CW_OK) {
 		b->fetch_inflight = true;

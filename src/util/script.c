@@ -1,21 +1,31 @@
-#include <stdio.h>
 #include <string.h>
-
-#include <openssl/evp.h>
 
 #include "util/script.h"
 
-const char *cw_script_sha(struct cw_script *s)
+const char *cw_script_sha(const struct cw_script *s)
 {
-	if (!s->sha[0]) {
-		unsigned char md[EVP_MAX_MD_SIZE];
-		unsigned int n = 0;
-		if (EVP_Digest(s->text, strlen(s->text), md, &n, EVP_sha1(), NULL) != 1 || n != 20)
-			return NULL;
-		for (unsigned int i = 0; i < n; i++)
-			snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+	return s->sha[0] ? s->sha : NULL;
+}
+
+bool cw_script_should_load(const struct cw_script *s)
+{
+	return !s->sha[0] && !s->loading && !s->refused;
+}
+
+void cw_script_loaded(struct cw_script *s, bool error, const char *str, size_t len)
+{
+	s->loading = false;
+	if (error) {
+		s->refused = true;
+		return;
 	}
-	return s->sha;
+	if (!str || len != 40)
+		return;
+	for (size_t i = 0; i < len; i++)
+		if (!((str[i] >= '0' && str[i] <= '9') || (str[i] >= 'a' && str[i] <= 'f')))
+			return;
+	memcpy(s->sha, str, 40);
+	s->sha[40] = '\0';
 }
 
 bool cw_script_missing(const char *err)

@@ -411,3 +411,26 @@ def test_next_message_taken_while_the_result_is_stored(redis_server, cworker_fac
         assert w.alive()
     finally:
         proxy.close()
+
+
+def test_scripts_go_as_text_when_script_load_is_refused(redis_server, cworker_factory, app):
+    """A user whose ACL forbids SCRIPT (LOAD) gets every script as EVAL, asked for the
+    digest once per process and not again, and is served as usual."""
+    c = redis_server.client()
+    c.execute_command("ACL", "SETUSER", "noload", "on", ">s3cret", "~*", "&*", "+@all",
+                      "-script")
+    w = cworker_factory(["-c", "2", "-b", f"redis://noload:s3cret@127.0.0.1:{redis_server.port}/0",
+                         "--result-backend",
+                         f"redis://noload:s3cret@127.0.0.1:{redis_server.port}/0"],
+                        redis=redis_server)
+    c.config_resetstat()
+    n = 20
+    assert [r.get(timeout=20) for r in [app.send_task("cworker.add", args=[i, 3])
+                                        for i in range(n)]] == [i + 3 for i in range(n)]
+    wait_for(lambda: unacked_count(c) == 0, 10, what="every message acked")
+    stats = c.info("commandstats")
+    assert stats.get("cmdstat_eval", {}).get("calls", 0) >= 3 * n, stats
+    # refused once per process (master: take and ack; each child: store), then never asked
+    refused = stats.get("cmdstat_script|load", {})
+    assert refused.get("calls", 0) + refused.get("rejected_calls", 0) <= 4, refused
+    assert w.alive()
