@@ -39,7 +39,7 @@ sys.path.insert(0, HERE)
 
 try:
     import redis
-    from noop_bench import Proc, descendants, free_port
+    from noop_bench import Proc, descendants, free_port, waiting_consumers
 except ImportError as e:
     sys.exit(f"footprint_bench: needs Debian's python3-redis/python3-celery; run with {PY} ({e})")
 
@@ -91,10 +91,6 @@ def nmaps_libs(pid):
     return len(libs)
 
 
-def blocked_brpop(r):
-    return sum(1 for c in r.client_list() if c.get("cmd") in ("brpop", "blpop", "bzpopmin"))
-
-
 def wait_ready_notify(sock, proc, timeout):
     sock.settimeout(0.05)
     end = time.monotonic() + timeout
@@ -113,7 +109,7 @@ def wait_ready_notify(sock, proc, timeout):
 def wait_ready_brpop(r, proc, timeout):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if blocked_brpop(r):
+        if waiting_consumers(r):  # the Python worker: its first BRPOP
             return time.monotonic()
         if proc.p.poll() is not None:
             raise RuntimeError(f"worker exited ({proc.p.returncode}):\n{proc.tail()}")
