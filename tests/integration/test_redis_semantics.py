@@ -236,14 +236,18 @@ class ReplyDropProxy:
             threading.Thread(target=self._pump, args=(cli, srv, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(srv, cli, True), daemon=True).start()
 
+    def _forward(self, data, from_redis):
+        """Pass data on (True), or drop the connection instead (False)."""
+        if from_redis and self.marker in data and not self.dropped.is_set():
+            self.dropped.set()
+            return False
+        return True
+
     def _pump(self, src, dst, from_redis):
         try:
             while True:
                 data = src.recv(65536)
-                if not data:
-                    break
-                if from_redis and self.marker in data and not self.dropped.is_set():
-                    self.dropped.set()
+                if not data or not self._forward(data, from_redis):
                     break
                 dst.sendall(data)
         except OSError:
@@ -361,22 +365,10 @@ class DelayProxy(ReplyDropProxy):
         self.delay = delay
         super().__init__(port, marker=None)
 
-    def _pump(self, src, dst, from_redis):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if not from_redis:
-                    time.sleep(self.delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.close()
-            except OSError:
-                pass
+    def _forward(self, data, from_redis):
+        if not from_redis:
+            time.sleep(self.delay)
+        return True
 
 
 @pytest.mark.parametrize("acks_late", [False, True])
