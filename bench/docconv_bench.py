@@ -45,7 +45,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +53,8 @@ import time
 
 import fitz
 from celery import Celery
+
+from harness import children_of, stop_worker  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORDS = ("invoice payment delivery quarter revenue region margin board warehouse contract "
@@ -241,40 +242,10 @@ def wait_ready(log, proc, pattern="ready", timeout=60):
     raise SystemExit("worker did not become ready")
 
 
-def stop(proc):
-    """Warm shutdown (SIGTERM); after 5 s a cold one (SIGQUIT), after 10 more SIGKILL. The
-    benches stop idle workers, and stock Celery 5.2.6 now and then hangs after logging "Warm
-    shutdown" with an idle prefork pool (until SIGQUIT)."""
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGQUIT, 10)):
-        proc.send_signal(sig)
-        try:
-            proc.wait(grace)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    proc.kill()
-    proc.wait()
-
-
-def children(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry))
-    return sorted(out)
-
-
 def tree_cpu(pid):
     """utime + stime in seconds of pid and its children (from /proc, 10 ms ticks)."""
     total = 0
-    for p in [pid] + children(pid):
+    for p in [pid] + sorted(children_of(pid)):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
@@ -287,7 +258,7 @@ def tree_cpu(pid):
 def child_memory(pid):
     """[(VmRSS MiB, VmHWM MiB)] of each child of pid."""
     out = []
-    for c in children(pid):
+    for c in sorted(children_of(pid)):
         vals = {}
         try:
             with open(f"/proc/{c}/status") as f:
@@ -417,11 +388,11 @@ def main():
                                        "python": (py.pid, "bench-py")})
         mem["cworker"] = child_memory(cw.pid)
         mem["python"] = child_memory(py.pid)
-        stop(py)
+        stop_worker(py)
         procs.remove(py)
         ocr = ocr_compare(app, scans, a.ocr_rounds, cw.pid, env, tmp)
         mem["cworker after OCR"] = child_memory(cw.pid)
-        stop(cw)
+        stop_worker(cw)
         procs.remove(cw)
 
         print(f"\n{a.corpus} corpus, {len(docs)} PDFs, {total_pages} pages, {total_mb:.1f} MB; "
@@ -486,7 +457,7 @@ def main():
     finally:
         for p in reversed(procs):
             if p.poll() is None:
-                stop(p)
+                stop_worker(p)
         shutil.rmtree(tmp, ignore_errors=True)
     sys.stdout.flush()
     os._exit(0)

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -158,6 +157,9 @@ def main():
                                                         os.path.join(REPO, "build/src/cworker")))
     ap.add_argument("-c", "--concurrency", type=int, default=2)
     ap.add_argument("--prefetch-multiplier", type=int, default=1)
+    ap.add_argument("--disable-prefetch", action="store_true",
+                    help="cworker only (Celery 5.2 has no such setting): take a message only "
+                         "when a child is free")
     ap.add_argument("--only", choices=["cworker", "python"])
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", help="also write the results to this file")
@@ -187,7 +189,8 @@ def main():
                 sys.exit(f"noop_bench: no cworker binary at {a.cworker} (build it or pass --cworker)")
             runs.append(("cworker", [a.cworker, "-b", url, "--result-backend", url, "-Q", queue,
                                      "-c", c, "--prefetch-multiplier", m, "-P", "prefork",
-                                     "-l", "warning"], env, None))
+                                     "-l", "warning"] +
+                         (["--disable-prefetch"] if a.disable_prefetch else []), env, None))
         if a.only in (None, "python"):
             penv = dict(env, CW_TEST_BROKER=url, CW_TEST_BACKEND=url, PYTHONPATH=PYAPP_DIR,
                         PYTHONDONTWRITEBYTECODE="1")
@@ -205,7 +208,8 @@ def main():
 
     print()
     print(f"{a.n} x cworker.noop, -c {a.concurrency} --prefetch-multiplier "
-          f"{a.prefetch_multiplier}, Redis broker + Redis results, one redis-server")
+          f"{a.prefetch_multiplier}{' (cworker: --disable-prefetch)' if a.disable_prefetch else ''}"
+          f", Redis broker + Redis results, one redis-server")
     hdr = f"{'worker':<15} {'tasks':>6} {'seconds':>8} {'tasks/s':>9} {'idle RSS MiB':>13} " \
           f"{'peak RSS MiB':>13} {'procs':>6}"
     print(hdr)

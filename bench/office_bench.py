@@ -24,7 +24,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from collections import Counter
 
 import docx
 from celery import Celery
+
+from harness import stop_worker  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORDS = ("plan budget review quarter region market launch hiring product customer supply "
@@ -174,21 +175,6 @@ def wait_ready(log, proc, timeout=60):
     raise SystemExit("worker did not become ready")
 
 
-def stop(proc):
-    """Warm shutdown (SIGTERM); after 5 s a cold one (SIGQUIT), after 10 more SIGKILL. The
-    benches stop idle workers, and stock Celery 5.2.6 now and then hangs after logging "Warm
-    shutdown" with an idle prefork pool (until SIGQUIT)."""
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGQUIT, 10)):
-        proc.send_signal(sig)
-        try:
-            proc.wait(grace)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    proc.kill()
-    proc.wait()
-
-
 def run_batch(app, files):
     t0 = time.monotonic()
     rs = [app.send_task("docconv.convert", args=[f], kwargs={"format": "markdown"})
@@ -236,7 +222,7 @@ def main():
         wait_ready(log, cw)
         run_batch(app, files[:2])
         cw_secs, cw_md = run_batch(app, files)
-        stop(cw)
+        stop_worker(cw)
         procs.remove(cw)
 
         pd_md = [subprocess.run(["pandoc", "-f", "docx", "-t", "gfm", "--wrap=none", f],
@@ -271,7 +257,7 @@ def main():
             wait_ready(log, py)
             run_batch(app, files[:2])
             py_secs, _ = run_batch(app, files)
-            stop(py)
+            stop_worker(py)
             procs.remove(py)
             print(f"\nDOCX -> Markdown, {a.docs} files, -c 2 --prefetch-multiplier 1")
             print(f"{'worker':<28}{'seconds':>9}{'files/s':>10}")
@@ -281,7 +267,7 @@ def main():
     finally:
         for p in reversed(procs):
             if p.poll() is None:
-                stop(p)
+                stop_worker(p)
         shutil.rmtree(tmp, ignore_errors=True)
     os._exit(0)
 

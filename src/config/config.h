@@ -55,6 +55,7 @@ struct cw_config {
 	char *hostname;              /* after %h/%n/%d expansion */
 	char *loglevel;
 	long prefetch_multiplier;
+	bool disable_prefetch;       /* worker_disable_prefetch (Redis only, as Celery 5.6) */
 	char *config_file;
 	bool diagnostic_tasks;
 	double result_expires;       /* seconds; 0 = never */

@@ -86,24 +86,35 @@ void cw_consumer_dispatch(struct cw_worker *w)
 			cw_outcome_revoked(w, h, exp);
 			continue;
 		}
-		/* early ack, as Celery's default: just before the task starts */
+		/*
+		 * Early ack, as Celery's default: just before the task starts.  An acked
+		 * message leaves the budget, as kombu's QoS counts only unacknowledged
+		 * ones, unless worker_disable_prefetch keeps it counted until it returns.
+		 */
 		if (!h->acks_late) {
 			w->broker->ops->ack(w->broker, h->d);
 			h->acked = true;
+			if (!w->disable_prefetch)
+				cw_reserve_uncount(w->reserve, h);
 		}
 		h->time_start = cw_wall();
 		cw_reserve_run(w->reserve, slot, h);
 		accepted(w, h);
 		/*
-		 * Nothing reserved behind it: have the child say when the task returns, so the
-		 * next message is fetched while the result is stored (early ack only: an
-		 * acks_late message stays unacknowledged, and counted, until the very end).
-		 * Only for a transport that fetches by credit (Redis): on AMQP the early ack
-		 * has already opened the basic.qos window.
+		 * worker_disable_prefetch, nothing reserved behind it: have the child say when
+		 * the task returns, so the next message is fetched while the result is stored
+		 * (early ack only: an acks_late message stays unacknowledged, and counted,
+		 * until the very end).
 		 */
-		bool report = !h->acks_late && cw_reserve_nready(w->reserve) == 0 &&
-			      !w->broker->ops->set_prefetch;
-		int rc = cw_pool_submit(w->pool, slot, h->d->queue, h->d->raw, h->d->raw_len, report);
+		struct cw_job job = {.queue = h->d->queue, .raw = h->d->raw, .len = h->d->raw_len,
+				     .report_return = h->counted && !h->acks_late &&
+						      cw_reserve_nready(w->reserve) == 0};
+		/* the child takes the request decoded here instead of decoding it again */
+		char *packed = cw_request_pack(&h->req, h->d->env.priority, h->d->env.body,
+					       h->d->env.body_len, &job.packed_len);
+		job.packed = packed;
+		int rc = cw_pool_submit(w->pool, slot, &job);
+		free(packed);
 		if (rc != CW_OK) {
 			cw_log(CW_LOG_ERROR, "consumer", "Task %s[%s]: cannot hand to the pool: %s",
 			       h->req.task, h->req.id, cw_strerror(rc));

@@ -17,6 +17,7 @@ struct cw_reserve {
 	struct held **running;     /* indexed by pool slot */
 	int nslots;
 	int limit;
+	int cap;                   /* worker_disable_prefetch: reserved + running; 0 = none */
 	int counted;
 	long eta_cap;              /* worker_eta_task_limit; 0 = none */
 };
@@ -68,6 +69,11 @@ void cw_reserve_set_limit(struct cw_reserve *r, int limit)
 	r->limit = limit;
 }
 
+void cw_reserve_set_cap(struct cw_reserve *r, int cap)
+{
+	r->cap = cap > 0 ? cap : 0;
+}
+
 int cw_reserve_limit(const struct cw_reserve *r)
 {
 	return r->limit;
@@ -101,6 +107,8 @@ int cw_reserve_credit(const struct cw_reserve *r, size_t extra)
 {
 	/* past the window the broker delivers nothing: the messages stay in their queues */
 	long c = cw_reserve_window(r, extra) - r->counted - (long)extra;
+	if (r->cap && r->cap - r->counted < c)
+		c = r->cap - r->counted;
 	return c > 0 ? (int)c : 0;
 }
 

@@ -4,11 +4,15 @@
  *  - ready:   reserved messages in arrival order (FIFO), waiting for an idle
  *             slot; they count against the budget;
  *  - eta:     messages waiting for their ETA; outside the budget (as Celery);
- *  - running: one per pool slot; they count against the budget.
+ *  - running: one per pool slot; counted while unacknowledged (see below).
  *
  * Prefetch is exact because the broker is only given credit for
- * limit - held messages.  The reserve stores pointers and counts; it never
- * frees a message (the consumer does, through cw_reserve_uncount first).
+ * limit - counted messages, and counted is what Celery's QoS counts: the
+ * unacknowledged ones (reserved, and running under acks_late; the consumer
+ * uncounts a message when it acks it early).  With a cap
+ * (worker_disable_prefetch) every held message counts until it returns, and
+ * credit never passes cap - counted.  The reserve stores pointers and counts;
+ * it never frees a message (the consumer does, through cw_reserve_uncount first).
  * Rate-limited messages wait in src/consumer/ratelimit.c, not here.
  */
 #ifndef CW_RESERVE_H
@@ -26,8 +30,10 @@ enum cw_held_where { CW_HELD_RUNNING, CW_HELD_READY, CW_HELD_ETA };
 struct cw_reserve *cw_reserve_new(int nslots);
 void cw_reserve_free(struct cw_reserve *r);
 
-/* The budget: concurrency x prefetch multiplier; counted = reserved + running. */
+/* The budget: concurrency x prefetch multiplier, against counted messages. */
 void cw_reserve_set_limit(struct cw_reserve *r, int limit);
+/* worker_disable_prefetch: at most cap counted messages (0 = no cap). */
+void cw_reserve_set_cap(struct cw_reserve *r, int cap);
 int cw_reserve_limit(const struct cw_reserve *r);
 int cw_reserve_counted(const struct cw_reserve *r);
 /* worker_eta_task_limit: a cap on the window below (0 = none). */

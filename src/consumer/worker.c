@@ -96,9 +96,11 @@ static void child_exited(void *arg)
 	cw_pool_reap(w->pool);
 }
 
+/* Celery's reserved_requests: reserved and running, acked or not */
 static int as_held(void *arg)
 {
-	return cw_reserve_counted(((struct cw_worker *)arg)->reserve);
+	const struct cw_reserve *r = ((struct cw_worker *)arg)->reserve;
+	return (int)cw_reserve_nready(r) + cw_reserve_active(r);
 }
 
 static int as_procs(void *arg)
@@ -241,6 +243,17 @@ static int build_parts(struct cw_worker *w)
 		return CW_ENOMEM;
 	cw_reserve_set_limit(w->reserve, (as_max ? as_max : nslots) * (int)cfg->prefetch_multiplier);
 	cw_reserve_set_eta_cap(w->reserve, cfg->eta_task_limit);
+	if (cfg->disable_prefetch) {
+		/* Celery 5.6: Redis only; other transports warn and keep their window */
+		const struct cw_broker_ops *bo = cw_broker_lookup(cfg->broker_url);
+		if (bo && bo->set_prefetch) {
+			cw_log(CW_LOG_WARNING, "worker", "worker_disable_prefetch is only supported "
+			       "for Redis brokers; ignoring it");
+		} else {
+			w->disable_prefetch = true;
+			cw_reserve_set_cap(w->reserve, as_max ? as_max : nslots);
+		}
+	}
 	cw_pool_set_recycling(w->pool, cfg->max_tasks_per_child, cfg->max_memory_per_child);
 	w->timelimit = cw_timelimit_new(w->loop, w->pool, w->metrics, w->reserve,
 					solo ? 0 : cfg->child_memory_limit);

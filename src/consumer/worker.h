@@ -43,7 +43,7 @@ struct cw_worker_counts {
 	long processed;            /* tasks accepted since start */
 	double started;            /* wall clock at start */
 	int limit;                 /* prefetch budget: concurrency (or autoscale max) x multiplier */
-	int held;                  /* reserved + running (what the budget counts) */
+	int held;                  /* reserved + running (Celery's reserved_requests) */
 	long reserved;             /* reserved + waiting for a rate-limit token */
 	long scheduled;            /* waiting for their ETA */
 	int autoscale_max, autoscale_min;   /* 0, 0 = no autoscaler */

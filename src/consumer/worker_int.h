@@ -60,6 +60,7 @@ struct cw_worker {
 	double started;                   /* wall clock at start (stats "uptime") */
 	json_t *task_limits;              /* name -> [soft, hard] set by the time_limit command */
 	bool announced;                   /* worker-online sent */
+	bool disable_prefetch;            /* worker_disable_prefetch in effect (Redis) */
 };
 
 /* consumer.c */

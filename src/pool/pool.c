@@ -89,10 +89,9 @@ pid_t cw_pool_pid(const struct cw_pool *p, int slot)
 	return p->ops->pid(p->self, slot);
 }
 
-int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *raw, size_t len,
-		   bool report_return)
+int cw_pool_submit(struct cw_pool *p, int slot, const struct cw_job *job)
 {
-	return p->ops->submit(p->self, slot, queue, raw, len, report_return);
+	return p->ops->submit(p->self, slot, job);
 }
 
 void cw_pool_set_recycling(struct cw_pool *p, long max_tasks, long max_kib)

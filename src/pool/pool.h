@@ -78,13 +78,25 @@ int cw_pool_grow(struct cw_pool *p, int n);
 int cw_pool_shrink(struct cw_pool *p, int n);
 pid_t cw_pool_pid(const struct cw_pool *p, int slot);
 /*
- * Give an idle slot one message (envelope text) to run; CW_OK, CW_ELIMIT,
- * CW_ENOMEM or CW_EINVAL (slot not idle).  on_done/on_lost report its end
- * later, from the loop; with report_return (prefork), on_returned comes
- * first, when the task has returned and its result store begins.
+ * One message for a slot: the queue it came from, the envelope as received
+ * and, optionally, the request the master decoded (cw_request_pack), which
+ * spares a child decoding the envelope again.
  */
-int cw_pool_submit(struct cw_pool *p, int slot, const char *queue, const char *raw, size_t len,
-		   bool report_return);
+struct cw_job {
+	const char *queue;
+	const char *raw;
+	size_t len;
+	const char *packed;      /* NULL: the envelope is decoded where the task runs */
+	size_t packed_len;
+	bool report_return;      /* prefork: on_returned when the task function returns */
+};
+/*
+ * Give an idle slot one message to run; CW_OK, CW_ELIMIT, CW_ENOMEM or
+ * CW_EINVAL (slot not idle).  on_done/on_lost report its end later, from the
+ * loop; with report_return (prefork), on_returned comes first, when the task
+ * has returned and its result store begins.
+ */
+int cw_pool_submit(struct cw_pool *p, int slot, const struct cw_job *job);
 /*
  * Replace children after max_tasks tasks / when RSS passed max_kib after a task
  * (0 = off; prefork only).

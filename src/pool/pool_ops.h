@@ -22,8 +22,7 @@ struct cw_pool_ops {
 	int (*processes)(const void *self, pid_t *pids, int max);
 	pid_t (*pid)(const void *self, int slot);
 	long (*rss_kib)(const void *self, int slot);
-	int (*submit)(void *self, int slot, const char *queue, const char *raw, size_t len,
-		      bool report_return);
+	int (*submit)(void *self, int slot, const struct cw_job *job);
 	void (*reap)(void *self);
 	void (*stop)(void *self, double wait);
 	void (*kill)(void *self);

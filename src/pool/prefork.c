@@ -31,8 +31,9 @@
 #include "util/log.h"
 
 /*
- * master -> child: JOB [u32 queue length, queue, envelope], or JOB_REPORT (the same body:
- *                  the master wants RETURNED)
+ * master -> child: JOB [u32 queue length, queue, u32 packed length, packed request
+ *                  (cw_request_pack; length 0: none), envelope], or JOB_REPORT (the same
+ *                  body: the master wants RETURNED)
  * child -> master: EVENT [u32 type length, type, JSON fields] (any number, while running),
  *                  RETURNED [no body] (JOB_REPORT only: the task returned, its result
  *                  store begins), then DONE [struct cw_outcome, outbox bytes]
@@ -319,7 +320,7 @@ static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int 
 		if (r <= 0)
 			break; /* master closed the socket: exit quietly */
 		if ((h.type != FRAME_JOB && h.type != FRAME_JOB_REPORT) || h.len > MAX_FRAME ||
-		    h.len < 4)
+		    h.len < 8)
 			break;
 		env.returned = h.type == FRAME_JOB_REPORT ? child_returned : NULL;
 		char *msg = malloc(h.len + 1);
@@ -328,20 +329,26 @@ static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int 
 			break;
 		}
 		msg[h.len] = '\0';
-		uint32_t qlen;
+		uint32_t qlen, plen;
 		memcpy(&qlen, msg, 4);
-		if (qlen > h.len - 4) {
+		if (qlen > h.len - 8) {
+			free(msg);
+			break;
+		}
+		memcpy(&plen, msg + 4 + qlen, 4);
+		if (plen > h.len - 8 - qlen) {
 			free(msg);
 			break;
 		}
 		char *queue = strndup(msg + 4, qlen);
-		const char *raw = msg + 4 + qlen;
-		size_t rawlen = h.len - 4 - qlen;
+		const char *packed = msg + 8 + qlen;
+		const char *raw = packed + plen;
+		size_t rawlen = h.len - 8 - qlen - plen;
 		struct cw_outcome o;
 		struct cw_outbox ob = {0};
 		child_cancel = 0;
 		cw_exec_abandon_ok = 0;
-		cw_exec_message(&env, raw, rawlen, queue ? queue : "", &o, &ob);
+		cw_exec_message(&env, raw, rawlen, plen ? packed : NULL, plen, queue ? queue : "", &o, &ob);
 		free(queue);
 		free(msg);
 		cw_exec_abandon_ok = 0;
@@ -678,19 +685,22 @@ static pid_t pf_pid(const void *self, int slot)
 	return slot >= 0 && slot < p->n ? p->c[slot].pid : -1;
 }
 
-static int pf_submit(void *self, int slot, const char *queue, const char *raw, size_t len,
-		     bool report_return)
+static int pf_submit(void *self, int slot, const struct cw_job *job)
 {
 	struct prefork *p = self;
 	if (slot < 0 || slot >= p->n || p->c[slot].busy)
 		return CW_EINVAL;
 	struct child *c = &p->c[slot];
-	uint32_t qlen = (uint32_t)strlen(queue);
-	if (len + qlen + 4 > MAX_FRAME)
+	uint32_t qlen = (uint32_t)strlen(job->queue);
+	uint32_t plen = job->packed ? (uint32_t)job->packed_len : 0;
+	if (job->len > MAX_FRAME || (size_t)qlen + plen + 8 > MAX_FRAME - job->len)
 		return CW_ELIMIT;
-	struct frame_hdr h = {report_return ? FRAME_JOB_REPORT : FRAME_JOB, (uint32_t)(4 + qlen + len)};
+	struct frame_hdr h = {job->report_return ? FRAME_JOB_REPORT : FRAME_JOB,
+			      (uint32_t)(8 + qlen + plen + job->len)};
 	if (buf_append(&c->out, &h, sizeof(h)) || buf_append(&c->out, &qlen, 4) ||
-	    buf_append(&c->out, queue, qlen) || buf_append(&c->out, raw, len))
+	    buf_append(&c->out, job->queue, qlen) || buf_append(&c->out, &plen, 4) ||
+	    (plen && buf_append(&c->out, job->packed, plen)) ||
+	    buf_append(&c->out, job->raw, job->len))
 		return CW_ENOMEM;
 	c->busy = true;
 	flush_out(p, c);

@@ -60,7 +60,7 @@ static void run_cb(struct cw_loop *loop, void *arg)
 	env.cancel = &never;
 	env.emit = solo_emit;
 	env.emit_arg = s;
-	cw_exec_message(&env, s->raw, s->len, s->queue, &o, &ob);
+	cw_exec_message(&env, s->raw, s->len, NULL, 0, s->queue, &o, &ob);
 	drop_message(s);
 	o.publish_len = ob.len;
 	s->busy = false;
@@ -150,23 +150,23 @@ static long solo_rss_kib(const void *self, int slot)
 	return slot == 0 && s->pid > 0 ? cw_proc_rss_kib(s->pid) : 0;
 }
 
-static int solo_submit(void *self, int slot, const char *queue, const char *raw, size_t len,
-		       bool report_return)
+static int solo_submit(void *self, int slot, const struct cw_job *job)
 {
-	(void)report_return; /* the store runs in the master's own turn: nothing to overlap */
+	/* report_return: the store runs in the master's own turn, nothing to overlap;
+	 * packed: the envelope is decoded again when the task runs (solo is for debugging) */
 	struct solo *s = self;
 	if (slot != 0 || s->busy || s->pid <= 0)
 		return CW_EINVAL;
 	/* the caller's message may go away before the timer fires (cold shutdown) */
-	s->queue = strdup(queue);
-	s->raw = malloc(len + 1);
+	s->queue = strdup(job->queue);
+	s->raw = malloc(job->len + 1);
 	if (!s->queue || !s->raw) {
 		drop_message(s);
 		return CW_ENOMEM;
 	}
-	memcpy(s->raw, raw, len);
-	s->raw[len] = '\0';
-	s->len = len;
+	memcpy(s->raw, job->raw, job->len);
+	s->raw[job->len] = '\0';
+	s->len = job->len;
 	/*
 	 * Not run now even when the timer cannot be armed: the caller relies on
 	 * submit returning before on_done.  CW_ENOMEM makes it log the task and

@@ -119,6 +119,17 @@ int cw_proto_peek_task(const struct cw_envelope *env, const struct cw_proto_limi
 int cw_proto_decode_request(const struct cw_envelope *env, const struct cw_proto_limits *lim,
 			    struct cw_request *req, struct cw_error *err) CW_MUST_CHECK;
 void cw_request_clear(struct cw_request *req);
+/*
+ * The master hands a child the request it decoded (fields, priority, the
+ * decoded body) instead of the envelope to decode again: cw_request_pack
+ * returns a malloc'd buffer (NULL on ENOMEM), cw_request_unpack rebuilds the
+ * request, parsing only the body for args, kwargs and embed.  Both ends are
+ * one build of this program on one machine (host byte order).
+ */
+char *cw_request_pack(const struct cw_request *req, int priority, const unsigned char *body,
+		      size_t blen, size_t *len);
+int cw_request_unpack(const char *buf, size_t len, const struct cw_proto_limits *lim,
+		      struct cw_request *req, int *priority, struct cw_error *err) CW_MUST_CHECK;
 
 /*
  * Parse an ISO-8601 timestamp as Celery sends it ("2026-11-24T11:40:04.123456+00:00",

@@ -170,6 +170,9 @@ static int take_args(struct cw_request *r, json_t *args, json_t *kwargs, struct 
 	return r->args && r->kwargs ? CW_OK : CW_ENOMEM;
 }
 
+static int v2_body(json_t *body, struct cw_request *r, struct cw_error *err);
+static int v1_body(json_t *body, struct cw_request *r, struct cw_error *err);
+
 static int decode_v2(const struct cw_envelope *env, json_t *body, struct cw_request *r,
 		     struct cw_error *err)
 {
@@ -191,6 +194,13 @@ static int decode_v2(const struct cw_envelope *env, json_t *body, struct cw_requ
 	    (rc = timelimit(json_object_get(h, "timelimit"), r, err)))
 		return rc;
 	r->ignore_result = json_is_true(json_object_get(h, "ignore_result"));
+	return v2_body(body, r, err);
+}
+
+/* args, kwargs and embed from a v2 body [args, kwargs, embed] */
+static int v2_body(json_t *body, struct cw_request *r, struct cw_error *err)
+{
+	int rc;
 	if (!json_is_array(body) || json_array_size(body) != 3) {
 		cw_error_set(err, CW_EINVALTASK, "task body is not [args, kwargs, embed]");
 		return CW_EINVALTASK;
@@ -226,6 +236,13 @@ static int decode_v1(json_t *body, struct cw_request *r, struct cw_error *err)
 	    (rc = opt_int(body, "retries", 0, &r->retries, err)) ||
 	    (rc = timelimit(json_object_get(body, "timelimit"), r, err)))
 		return rc;
+	return v1_body(body, r, err);
+}
+
+/* args, kwargs and embed from a v1 body dict */
+static int v1_body(json_t *body, struct cw_request *r, struct cw_error *err)
+{
+	int rc;
 	if ((rc = take_args(r, json_object_get(body, "args"), json_object_get(body, "kwargs"), err)))
 		return rc;
 	r->embed = json_object();
@@ -272,5 +289,135 @@ int cw_proto_decode_request(const struct cw_envelope *env, const struct cw_proto
 		rc = CW_ENOMEM;
 	if (rc != CW_OK)
 		cw_request_clear(r);
+	return rc;
+}
+
+/*
+ * The master -> child form of a decoded request: what cw_proto_decode_request
+ * found, so the child does not parse the envelope again.  Fixed fields in
+ * host order, then each string as a u32 length (NONE for NULL) and its
+ * bytes, then the decoded body, which the child still parses for args,
+ * kwargs and embed (json_t cannot cross the process boundary).
+ */
+#define NONE UINT32_MAX
+
+struct packed_head {
+	int32_t proto, priority;
+	int64_t retries, group_index;
+	double time_limit, soft_time_limit;
+	uint8_t ignore_result, utc;
+};
+
+#define NSTR 13
+
+/* The string fields, in packing order. */
+static void string_fields(struct cw_request *r, char **f[NSTR])
+{
+	char **const all[NSTR] = {&r->id, &r->task, &r->root_id, &r->parent_id, &r->group,
+				  &r->shadow, &r->origin, &r->eta, &r->expires, &r->argsrepr,
+				  &r->kwargsrepr, &r->reply_to, &r->correlation_id};
+	memcpy(f, all, sizeof(all));
+}
+
+char *cw_request_pack(const struct cw_request *r, int priority, const unsigned char *body,
+		      size_t blen, size_t *len)
+{
+	struct packed_head hd = {.proto = r->proto, .priority = priority, .retries = r->retries,
+				 .group_index = r->group_index, .time_limit = r->time_limit,
+				 .soft_time_limit = r->soft_time_limit,
+				 .ignore_result = r->ignore_result, .utc = r->utc};
+	size_t total = sizeof(hd) + 4 + blen;
+	char **strs[NSTR];
+	string_fields((struct cw_request *)r, strs); /* read only */
+	for (size_t i = 0; i < NSTR; i++)
+		total += 4 + (*strs[i] ? strlen(*strs[i]) : 0);
+	if (blen > NONE - 1)
+		return NULL;
+	char *out = malloc(total), *p = out;
+	if (!out)
+		return NULL;
+	memcpy(p, &hd, sizeof(hd));
+	p += sizeof(hd);
+	for (size_t i = 0; i < NSTR; i++) {
+		const char *v = *strs[i];
+		uint32_t l = v ? (uint32_t)strlen(v) : NONE;
+		memcpy(p, &l, 4);
+		p += 4;
+		if (v) {
+			memcpy(p, v, l);
+			p += l;
+		}
+	}
+	uint32_t bl = (uint32_t)blen;
+	memcpy(p, &bl, 4);
+	memcpy(p + 4, body, blen);
+	*len = total;
+	return out;
+}
+
+int cw_request_unpack(const char *buf, size_t len, const struct cw_proto_limits *lim,
+		      struct cw_request *r, int *priority, struct cw_error *err)
+{
+	struct packed_head hd;
+	const char *p = buf, *end = buf + len;
+	char **strs[NSTR];
+	int rc = CW_EFORMAT;
+
+	memset(r, 0, sizeof(*r));
+	r->group_index = -1;
+	if (len < sizeof(hd))
+		goto bad;
+	memcpy(&hd, p, sizeof(hd));
+	p += sizeof(hd);
+	r->proto = hd.proto;
+	r->retries = hd.retries;
+	r->group_index = hd.group_index;
+	r->time_limit = hd.time_limit;
+	r->soft_time_limit = hd.soft_time_limit;
+	r->ignore_result = hd.ignore_result;
+	r->utc = hd.utc;
+	*priority = hd.priority;
+	string_fields(r, strs);
+	for (size_t i = 0; i < NSTR; i++) {
+		uint32_t l;
+		if (end - p < 4)
+			goto bad;
+		memcpy(&l, p, 4);
+		p += 4;
+		if (l == NONE)
+			continue;
+		if ((size_t)(end - p) < l)
+			goto bad;
+		if (!(*strs[i] = strndup(p, l))) {
+			rc = CW_ENOMEM;
+			goto bad;
+		}
+		p += l;
+	}
+	uint32_t bl;
+	if (end - p < 4)
+		goto bad;
+	memcpy(&bl, p, 4);
+	p += 4;
+	if ((size_t)(end - p) != bl || (r->proto != 1 && r->proto != 2))
+		goto bad;
+	struct cw_error jerr = {0};
+	json_t *body = cw_json_loads(p, bl, lim, &jerr);
+	if (!body) {
+		cw_error_set(err, CW_EDECODE, "body: %s", jerr.msg);
+		cw_request_clear(r);
+		return CW_EDECODE;
+	}
+	rc = r->proto == 2 ? v2_body(body, r, err) : v1_body(body, r, err);
+	json_decref(body);
+	if (rc != CW_OK)
+		cw_request_clear(r);
+	return rc;
+bad:
+	if (rc == CW_EFORMAT)
+		cw_error_set(err, CW_EFORMAT, "packed request is cut short or malformed");
+	else
+		cw_error_set(err, rc, "out of memory");
+	cw_request_clear(r);
 	return rc;
 }

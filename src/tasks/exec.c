@@ -472,21 +472,26 @@ static void outcome_fail(struct cw_outcome *out, const char *type, const char *m
 }
 
 void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
-		     const char *queue, struct cw_outcome *out, struct cw_outbox *ob)
+		     const char *packed, size_t packed_len, const char *queue,
+		     struct cw_outcome *out, struct cw_outbox *ob)
 {
 	struct cw_envelope e = {0};
 	struct cw_request req = {0};
 	struct cw_error err = {0};
 	struct cw_task_ctx ctx = {0};
 	double t0 = cw_now();
+	int priority = 0;
 
 	memset(out, 0, sizeof(*out));
-	if (cw_proto_decode_envelope(raw, len, &env->limits, &e, &err) != CW_OK ||
-	    cw_proto_decode_request(&e, &env->limits, &req, &err) != CW_OK) {
+	if (packed ? cw_request_unpack(packed, packed_len, &env->limits, &req, &priority, &err) != CW_OK
+		   : (cw_proto_decode_envelope(raw, len, &env->limits, &e, &err) != CW_OK ||
+		      cw_proto_decode_request(&e, &env->limits, &req, &err) != CW_OK)) {
 		/* the master decoded it already; reaching here means memory trouble */
 		outcome_fail(out, "DecodeError", err.msg);
 		goto out;
 	}
+	if (!packed)
+		priority = e.priority;
 	cw_log_set_task(req.task, req.id);
 	const struct cw_task_def *def = cw_registry_find(env->reg, req.task);
 	if (!def) {
@@ -537,7 +542,7 @@ void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
 		cw_uuid4(tag);
 		char *retry = cw_exec_retry_envelope(raw, len, &env->limits,
 						     cw_wall() + ctx.retry_countdown, tag, &rlen);
-		if (retry && cw_outbox_add(ob, queue, tag, e.priority, retry, rlen) != CW_OK) {
+		if (retry && cw_outbox_add(ob, queue, tag, priority, retry, rlen) != CW_OK) {
 			free(retry);
 			retry = NULL;
 		}

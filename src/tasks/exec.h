@@ -68,13 +68,15 @@ struct cw_exec_env {
 struct cw_outbox;
 
 /*
- * Decode one envelope, run its task, store the result.  Never fails: every
+ * Decode one envelope (or take the request the master packed, when packed
+ * is not NULL), run its task, store the result.  Never fails: every
  * problem becomes a FAILURE outcome (and a stored FAILURE when the task id
  * is known).  Messages the run asks for (a retry, callbacks, the next
  * chain step, a chord body) are added to *ob for the master to publish.
  */
 void cw_exec_message(const struct cw_exec_env *env, const char *raw, size_t len,
-		     const char *queue, struct cw_outcome *out, struct cw_outbox *ob);
+		     const char *packed, size_t packed_len, const char *queue,
+		     struct cw_outcome *out, struct cw_outbox *ob);
 
 /*
  * Call def's function with args/kwargs, binding them to its declared

@@ -67,10 +67,12 @@ def broker_publish_garbage(broker):
         broker.publish_raw("celery", body, headers={})
 
 
-@pytest.mark.parametrize("acks_late", [False, True])
-def test_prefetch_window(broker, cworker_factory, app_factory, acks_late):
-    """-c 2 --prefetch-multiplier 1 with eight long tasks queued."""
-    args = ["-c", "2", "--prefetch-multiplier", "1"] + (["--acks-late"] if acks_late else [])
+@pytest.mark.parametrize("acks_late,disable", [(False, False), (True, False), (False, True)])
+def test_prefetch_window(broker, cworker_factory, app_factory, acks_late, disable):
+    """-c 2 --prefetch-multiplier 1 with eight long tasks queued: both brokers count
+    unacknowledged messages, as Celery does; --disable-prefetch is Redis only (Celery 5.6)."""
+    args = ["-c", "2", "--prefetch-multiplier", "1"] + (["--acks-late"] if acks_late else []) + \
+        (["--disable-prefetch"] if disable else [])
     w = cworker_factory(args, redis=broker)
     app = app_factory(broker)
     # long enough that the first two are still running when the window is read,
@@ -79,13 +81,21 @@ def test_prefetch_window(broker, cworker_factory, app_factory, acks_late):
     wait_for(lambda: len(re.findall(r"received", w.log())) >= 2, 10, what="two tasks taken")
     time.sleep(0.8 * SLOW)
     if broker.kind == "redis":
-        # reserved + running never pass concurrency x multiplier (docs/semantics.md)
-        assert broker.queue_len() == 6
+        # early-acked running tasks free their place: two run, two more wait reserved
+        # (unacknowledged); under acks_late or --disable-prefetch only the two running
+        c = broker.client()
+        ready, unacked = broker.queue_len(), c.hlen("unacked")
+        c.close()
+        if disable:
+            assert (ready, unacked) == (6, 0)
+        else:
+            assert (ready, unacked) == ((6, 2) if acks_late else (4, 2))
     else:
-        # RabbitMQ counts unacknowledged messages, exactly as for Celery on py-amqp:
-        # early-acked running tasks free their slot in the basic.qos window
+        # RabbitMQ's basic.qos counts the same way; --disable-prefetch is ignored, as Celery
         ready, unacked = broker.counts()
         assert (ready, unacked) == ((6, 2) if acks_late else (4, 2))
+        if disable:
+            assert "worker_disable_prefetch is only supported for Redis brokers" in w.log()
     for r in rs:
         r.revoke()
     w.stop()

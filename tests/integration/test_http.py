@@ -198,13 +198,13 @@ def test_queue_depth_is_sampled(redis_server, cworker_factory, app):
     port = w.http_port
     wait_metric(port, lambda m: ("cworker_queue_depth", frozenset({("queue", "other")})) in m,
                 what="depth of both queues")
-    rs = [app.send_task("cworker.sleep", args=[1.0 * SLOW]) for _ in range(6)]
-    # one runs, one is reserved, the rest wait in the list
+    rs = [app.send_task("cworker.sleep", args=[2.0 * SLOW]) for _ in range(6)]
+    # one runs, one is reserved (unacknowledged: prefetch 1), the rest wait in the list
     m = wait_metric(port, lambda m: val(m, "cworker_queue_depth", queue="celery") == 4,
                     what="queue depth 4")
     assert val(m, "cworker_queue_depth", queue="other") == 0
     for r in rs:
-        r.get(timeout=30 * SLOW)
+        r.get(timeout=40 * SLOW)
     wait_metric(port, lambda m: val(m, "cworker_queue_depth", queue="celery") == 0,
                 what="queue drained")
 

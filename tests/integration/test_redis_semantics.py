@@ -52,10 +52,11 @@ def test_priority_order(redis_server, cworker_factory, app, redis_monitor):
 
 
 def test_priority_higher_jumps_queue_while_running(redis_server, cworker_factory, app):
-    """With one slot busy, a later priority-0 task runs before earlier priority-9 ones."""
+    """With one slot busy and nothing reserved (--disable-prefetch), a later priority-0 task
+    runs before earlier priority-9 ones."""
     c = redis_server.client()
-    cworker_factory(["-c", "1", "--prefetch-multiplier", "1", "-P", "prefork"],
-                    redis=redis_server)
+    cworker_factory(["-c", "1", "--prefetch-multiplier", "1", "--disable-prefetch", "-P",
+                     "prefork"], redis=redis_server)
     blocker = app.send_task("cworker.sleep", args=[1.0])
     wait_for(lambda: queue_len(c) == 0, 10, what="blocker taken")
     low = [app.send_task("cworker.noop", priority=9) for _ in range(3)]
@@ -67,21 +68,26 @@ def test_priority_higher_jumps_queue_while_running(redis_server, cworker_factory
         f"priority 0 finished at {t_high}, after some priority 9: {[r.date_done for r in low]}"
 
 
-@pytest.mark.parametrize("c,m", [(1, 1), (2, 1), (2, 4)])
-def test_prefetch_limit(redis_server, cworker_factory, app, c, m):
-    """The worker holds at most concurrency x prefetch-multiplier messages, running plus
-    reserved (docs/configuration.md), and fills up to that limit."""
+@pytest.mark.parametrize("c,m,disable", [(1, 1, False), (2, 1, False), (2, 4, False),
+                                         (2, 1, True), (2, 4, True)])
+def test_prefetch_limit(redis_server, cworker_factory, app, c, m, disable):
+    """By default the worker holds concurrency x prefetch-multiplier unacknowledged messages,
+    as kombu's QoS counts them: the running tasks were acked as they started, so c x m more
+    wait reserved in `unacked`.  With --disable-prefetch (Celery 5.6) it takes a message only
+    when a process is free: c messages, all running, none reserved (docs/semantics.md)."""
     r = redis_server.client()
-    cworker_factory(["-c", str(c), "--prefetch-multiplier", str(m)], redis=redis_server)
+    cworker_factory(["-c", str(c), "--prefetch-multiplier", str(m)] +
+                    (["--disable-prefetch"] if disable else []), redis=redis_server)
     for _ in range(12):
         app.send_task("cworker.sleep", args=[3])
-    limit = c * m
-    wait_for(lambda: queue_len(r) <= 12 - limit, 10, what=f"worker holding {limit}")
+    reserved = 0 if disable else c * m
+    taken = c + reserved
+    wait_for(lambda: queue_len(r) <= 12 - taken, 10, what=f"worker holding {taken}")
     time.sleep(1.0)
-    assert queue_len(r) == 12 - limit, \
+    assert queue_len(r) == 12 - taken, \
         f"holds {12 - queue_len(r)} messages with -c {c} --prefetch-multiplier {m}"
-    assert r.hlen("unacked") == limit - c, \
-        f"{r.hlen('unacked')} unacked (reserved, not started); expected {limit - c}"
+    assert r.hlen("unacked") == reserved, \
+        f"{r.hlen('unacked')} unacked (reserved, not started); expected {reserved}"
 
 
 def test_multiple_queues(redis_server, cworker_factory, app):
@@ -374,13 +380,13 @@ class DelayProxy(ReplyDropProxy):
 @pytest.mark.parametrize("acks_late", [False, True])
 def test_next_message_taken_while_the_result_is_stored(redis_server, cworker_factory, app,
                                                         acks_late):
-    """-c 1, prefetch 1, two tasks queued, result stores held up 1 s.  Early ack: once the
-    first task has returned, its place in the budget goes to the next message, so that
-    message leaves the queue while the first result is still on its way.  acks_late: the
-    first message is unacknowledged until its result is stored, so it keeps its place and
-    the second stays queued until then."""
+    """--disable-prefetch, -c 1, two tasks queued, result stores held up 1 s.  Early ack:
+    once the first task has returned, its place in the budget goes to the next message, so
+    that message leaves the queue while the first result is still on its way.  acks_late:
+    the first message is unacknowledged until its result is stored, so it keeps its place
+    and the second stays queued until then."""
     proxy = DelayProxy(redis_server.port, 1.0)
-    args = ["-c", "1", "--prefetch-multiplier", "1",
+    args = ["-c", "1", "--prefetch-multiplier", "1", "--disable-prefetch",
             "--result-backend", f"redis://127.0.0.1:{proxy.lport}/0"]
     if acks_late:
         args.append("--acks-late")

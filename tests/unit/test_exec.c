@@ -52,6 +52,7 @@ static void emit(void *arg, const char *type, const char *fields, size_t len)
 }
 
 static struct cw_registry *reg;
+static bool packed_mode; /* run() hands the request over packed, as the prefork master does */
 
 /* Run task with args/kwargs; *out gets the outcome. */
 static void run(const char *task, const char *args, const char *kwargs, struct cw_outcome *out)
@@ -65,7 +66,23 @@ static void run(const char *task, const char *args, const char *kwargs, struct c
 		seen_args[i] = NULL;
 	}
 	nevents = 0;
-	cw_exec_message(&env, raw, strlen(raw), "celery", out, &ob);
+	if (packed_mode) {
+		/* as the prefork master hands it over: the request decoded once, packed */
+		struct cw_envelope e;
+		struct cw_request req;
+		struct cw_error err = {0};
+		size_t plen = 0;
+		CHECK(cw_proto_decode_envelope(raw, strlen(raw), &env.limits, &e, &err) == CW_OK);
+		CHECK(cw_proto_decode_request(&e, &env.limits, &req, &err) == CW_OK);
+		char *packed = cw_request_pack(&req, e.priority, e.body, e.body_len, &plen);
+		CHECK(packed != NULL);
+		cw_exec_message(&env, raw, strlen(raw), packed, plen, "celery", out, &ob);
+		free(packed);
+		cw_request_clear(&req);
+		cw_envelope_clear(&e);
+	} else {
+		cw_exec_message(&env, raw, strlen(raw), NULL, 0, "celery", out, &ob);
+	}
 	cw_outbox_free(&ob);
 	free(raw);
 }
@@ -80,14 +97,9 @@ static void type_error(const char *task, const char *args, const char *kwargs, c
 	CHECK(!strcmp(o.exc_message, msg));
 }
 
-int main(void)
+static void exec_checks(void)
 {
 	struct cw_outcome o;
-	reg = cw_registry_new();
-	CHECK(cw_registry_add(reg, &def) == CW_OK);
-	CHECK(cw_registry_add_from(reg, &def2, "m") == CW_OK);
-	CHECK(cw_registry_add_from(reg, &def2, "other") == CW_EEXIST);
-	CHECK(!strcmp(cw_registry_module(reg, "m.g"), "m"));
 
 	/* positional, keyword-only and defaults land in declaration order */
 	run("t.f", "[1]", "{\"c\": 3}", &o);
@@ -120,6 +132,19 @@ int main(void)
 	type_error("m.g", "[]", "{}",
 		   "g() missing 3 required positional arguments: 'a', 'b', and 'c'");
 	type_error("m.g", "[1]", "{}", "g() missing 2 required positional arguments: 'b' and 'c'");
+}
+
+int main(void)
+{
+	reg = cw_registry_new();
+	CHECK(cw_registry_add(reg, &def) == CW_OK);
+	CHECK(cw_registry_add_from(reg, &def2, "m") == CW_OK);
+	CHECK(cw_registry_add_from(reg, &def2, "other") == CW_EEXIST);
+	CHECK(!strcmp(cw_registry_module(reg, "m.g"), "m"));
+
+	exec_checks();       /* the envelope decoded where the task runs (solo) */
+	packed_mode = true;
+	exec_checks();       /* the request packed by the master (prefork) */
 
 	for (int i = 0; i < 4; i++)
 		json_decref(seen_args[i]);

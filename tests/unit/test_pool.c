@@ -96,7 +96,7 @@ static void run_one(struct cw_pool *p, struct seen *s, const char *task)
 	if (!raw)
 		return;
 	s->in_submit = true;
-	CHECK(cw_pool_submit(p, slot, "celery", raw, strlen(raw), false) == CW_OK);
+	CHECK(cw_pool_submit(p, slot, &(struct cw_job){.queue = "celery", .raw = raw, .len = strlen(raw)}) == CW_OK);
 	s->in_submit = false;
 	free(raw);
 	CHECK(cw_pool_busy(p) == 1);
@@ -172,8 +172,8 @@ static void test_kind(const char *kind, struct cw_registry *reg)
 		char *raw = test_envelope("t.count", "[]", "{}");
 		if (!raw)
 			return;
-		CHECK(cw_pool_submit(p, 0, "celery", raw, strlen(raw), false) == CW_OK);
-		CHECK(cw_pool_submit(p, 0, "celery", raw, strlen(raw), false) == CW_EINVAL);
+		CHECK(cw_pool_submit(p, 0, &(struct cw_job){.queue = "celery", .raw = raw, .len = strlen(raw)}) == CW_OK);
+		CHECK(cw_pool_submit(p, 0, &(struct cw_job){.queue = "celery", .raw = raw, .len = strlen(raw)}) == CW_EINVAL);
 		free(raw);
 		int done = s.done;
 		cw_pool_stop(p, 1.0);

@@ -541,6 +541,59 @@ static void test_signature_message(void)
 	json_decref(rest);
 }
 
+static bool same_str(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+/* What the master packs, the child unpacks the same; a cut or bad buffer is refused. */
+static void test_request_pack(void)
+{
+	const char *files[] = {"data/v2_eta_priority.json", "data/v1_eta.json",
+			       "data/v2_unicode.json"};
+	for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+		struct cw_envelope env;
+		struct cw_request a, b;
+		struct cw_error err = {0};
+		size_t len = 0;
+		int pri = -1;
+		CHECK(decode_file(files[f], &env, &a, &err) == CW_OK);
+		char *buf = cw_request_pack(&a, env.priority, env.body, env.body_len, &len);
+		CHECK(buf != NULL);
+		CHECK(cw_request_unpack(buf, len, &lim, &b, &pri, &err) == CW_OK);
+		CHECK(pri == env.priority && b.proto == a.proto && b.retries == a.retries &&
+		      b.group_index == a.group_index && b.time_limit == a.time_limit &&
+		      b.soft_time_limit == a.soft_time_limit && b.ignore_result == a.ignore_result &&
+		      b.utc == a.utc);
+		CHECK(same_str(a.id, b.id) && same_str(a.task, b.task) && same_str(a.root_id, b.root_id) &&
+		      same_str(a.parent_id, b.parent_id) && same_str(a.group, b.group) &&
+		      same_str(a.shadow, b.shadow) && same_str(a.origin, b.origin) &&
+		      same_str(a.eta, b.eta) && same_str(a.expires, b.expires) &&
+		      same_str(a.argsrepr, b.argsrepr) && same_str(a.kwargsrepr, b.kwargsrepr) &&
+		      same_str(a.reply_to, b.reply_to) &&
+		      same_str(a.correlation_id, b.correlation_id));
+		CHECK(json_equal(a.args, b.args) && json_equal(a.kwargs, b.kwargs) &&
+		      json_equal(a.embed, b.embed));
+		cw_request_clear(&b);
+		/* every shorter buffer is malformed (no read past it: ASan), and so is a longer one */
+		for (size_t n = 0; n < len; n++) {
+			char *cut = malloc(n ? n : 1);
+			memcpy(cut, buf, n);
+			CHECK(cw_request_unpack(cut, n, &lim, &b, &pri, &err) == CW_EFORMAT);
+			CHECK(b.id == NULL && b.args == NULL);
+			free(cut);
+		}
+		char *longer = malloc(len + 1);
+		memcpy(longer, buf, len);
+		longer[len] = ' ';
+		CHECK(cw_request_unpack(longer, len + 1, &lim, &b, &pri, &err) == CW_EFORMAT);
+		free(longer);
+		free(buf);
+		cw_request_clear(&a);
+		cw_envelope_clear(&env);
+	}
+}
+
 int main(void)
 {
 	test_pyrepr();
@@ -549,6 +602,7 @@ int main(void)
 	test_v2_capture();
 	test_v1_capture();
 	test_pickle_refused();
+	test_request_pack();
 	test_bad_messages();
 	test_json();
 	test_base64();

@@ -115,6 +115,20 @@ static void test_budget(void)
 	CHECK(cw_reserve_credit(r, 0) == 4);       /* no ETA: the cap leaves the limit alone */
 	cw_reserve_set_eta_cap(r, 2);              /* a cap under the limit does not shrink it */
 	CHECK(cw_reserve_window(r, 0) == 4 && cw_reserve_window(r, 6) == 4);
+	/* worker_disable_prefetch: a cap of one per process bounds the credit, not the window */
+	cw_reserve_set_eta_cap(r, 0);
+	cw_reserve_set_cap(r, 2);
+	CHECK(cw_reserve_credit(r, 0) == 2 && cw_reserve_window(r, 0) == 4);
+	CHECK(cw_reserve_push(r, b));
+	CHECK(cw_reserve_credit(r, 0) == 1);
+	CHECK(cw_reserve_credit(r, 6) == 1);       /* ETA-held messages do not lift the cap */
+	CHECK(cw_reserve_push(r, c));
+	CHECK(cw_reserve_credit(r, 0) == 0);
+	cw_reserve_set_cap(r, 0);                  /* no cap: the limit again */
+	CHECK(cw_reserve_credit(r, 0) == 2);
+	CHECK(cw_reserve_pop(r) == b && cw_reserve_pop(r) == c);
+	cw_reserve_uncount(r, b);
+	cw_reserve_uncount(r, c);
 	cw_reserve_free(r);
 	unmk(a);
 	unmk(b);
