@@ -34,7 +34,8 @@ import psycopg2
 import redis as redis_client
 from celery import Celery
 
-from docconv_bench import HERE, free_port, make_corpus, stop, wait_ready
+from docconv_bench import HERE, free_port, make_corpus, wait_ready
+from harness import stop_worker  # noqa: E402
 
 
 class Postgres:
@@ -182,7 +183,7 @@ def main():
     finally:
         for p in reversed(procs):
             if p.poll() is None:
-                stop(p)
+                stop_worker(p)
         if pg:
             pg.stop()
         if os.environ.get("BENCH_KEEP"):

@@ -27,7 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "layout"))
 sys.path.insert(0, HERE)
 import layout_corpus  # noqa: E402
-from docconv_bench import free_port, stop, wait_ready  # noqa: E402
+from docconv_bench import free_port, wait_ready  # noqa: E402
+from harness import stop_worker  # noqa: E402
 
 KEYS = [("ruled_cell_f1", "ruled table cell F1"), ("unruled_cell_f1", "unruled table cell F1"),
         ("furniture_removed", "pages with header/footer removed"),
@@ -52,7 +53,7 @@ def run_cworker(exe, url, root, tmp, files, label):
             out[f] = r["content"]
         return out
     finally:
-        stop(cw)
+        stop_worker(cw)
 
 
 def pdftotext(path):
@@ -107,7 +108,7 @@ def main():
         results["PyMuPDF get_text()"] = layout_corpus.score(
             truth, {n: pymupdf(f) for n, f in zip(names, files)})
     finally:
-        stop(redis)
+        stop_worker(redis)
     cols = list(results)
     print(f"{'score':<40}" + "".join(f"{c:>20}" for c in cols))
     for k, label in KEYS:

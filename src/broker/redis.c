@@ -265,6 +265,7 @@ static int rb_add_queue(struct cw_broker *base, const char *queue)
 	b->queues = q;
 	if (!(q[b->nqueues] = strdup(queue)))
 		return CW_ENOMEM;
+	rb_keys_changed(b);
 	b->nqueues++;
 	bind_queue(b, queue);
 	rb_track_renew(b);
@@ -277,6 +278,7 @@ static int rb_cancel_queue(struct cw_broker *base, const char *queue)
 	struct redis_broker *b = (struct redis_broker *)base;
 	for (int i = 0; i < b->nqueues; i++)
 		if (!strcmp(b->queues[i], queue)) {
+			rb_keys_changed(b);
 			free(b->queues[i]);
 			memmove(b->queues + i, b->queues + i + 1,
 				(size_t)(b->nqueues - i - 1) * sizeof(char *));
@@ -417,6 +419,7 @@ static void rb_close(struct cw_broker *base)
 			cw_delivery_free(q->arg);
 		rb_rcmd_free(q);
 	}
+	rb_keys_changed(b);
 	for (int i = 0; i < b->nqueues; i++)
 		free(b->queues[i]);
 	free(b->queues);

@@ -96,6 +96,9 @@ static void rotate(struct redis_broker *b, const char *queue)
 	for (int i = 0; i < b->nqueues; i++) {
 		if (strcmp(b->queues[i], queue) != 0)
 			continue;
+		if (i == b->nqueues - 1)
+			return; /* already last (always, with one queue): the keys stand */
+		rb_keys_changed(b);
 		char *q = b->queues[i];
 		memmove(&b->queues[i], &b->queues[i + 1], (size_t)(b->nqueues - i - 1) * sizeof(char *));
 		b->queues[b->nqueues - 1] = q;
@@ -133,11 +136,13 @@ static char **list_keys(struct redis_broker *b)
 	return keys;
 }
 
-static void free_keys(struct redis_broker *b, char **keys)
+void rb_keys_changed(struct redis_broker *b)
 {
-	for (int i = 0; keys && i < b->nqueues * NPRI; i++)
-		free(keys[i]);
-	free(keys);
+	for (int i = 0; b->fetch_keys && i < b->nfetch_keys; i++)
+		free(b->fetch_keys[i]);
+	free(b->fetch_keys);
+	b->fetch_keys = NULL;
+	b->nfetch_keys = 0;
 }
 
 /*
@@ -480,8 +485,11 @@ void rb_fetch(struct redis_broker *b)
 		b->poll_timer = 0;
 	}
 	int nkeys = b->nqueues * NPRI, argc = 0;
-	char **keys = list_keys(b);
-	const char **argv = calloc((size_t)nkeys + 10, sizeof(char *));
+	if (!b->fetch_keys && (b->fetch_keys = list_keys(b)))
+		b->nfetch_keys = nkeys;
+	char **keys = b->fetch_keys;
+	const char *small[64];
+	const char **argv = nkeys + 10 <= 64 ? small : calloc((size_t)nkeys + 10, sizeof(char *));
 	char score[32], want[16], nq[16], nk[16];
 	redisCallbackFn *done = on_take;
 
@@ -524,6 +532,6 @@ void rb_fetch(struct redis_broker *b)
 			b->take_eval = false; /* Redis keeps what EVAL ran: EVALSHA again next time */
 	}
 out:
-	free_keys(b, keys);
-	free(argv);
+	if (argv != small)
+		free(argv);
 }

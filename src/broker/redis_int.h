@@ -114,6 +114,8 @@ struct redis_broker {
 	struct rsentinel *sentinel;     /* sentinel://: else NULL */
 	char **queues;         /* cycle order; rotated after each delivery */
 	int nqueues;
+	char **fetch_keys;     /* the lists a take looks at, for this order (NULL: build anew) */
+	int nfetch_keys;
 	double visibility_timeout;
 	struct cw_proto_limits limits;
 	struct rconn blk, cmd, sub;
@@ -181,6 +183,8 @@ void rb_cmd_script(struct redis_broker *b, void (*done)(struct redis_broker *, r
 void rb_rcmd_free(struct rcmd *q);
 /* Start a take (or BRPOP) when credit, connections and queues allow one. */
 void rb_fetch(struct redis_broker *b);
+/* The queue list or its order is about to change: the cached list keys go. */
+void rb_keys_changed(struct redis_broker *b);
 /* A push may have come (a tracking notice): take now, or again after the take that is out. */
 void rb_wake(struct redis_broker *b);
 /* The queues or the notice connection changed: ask for tracking again if it is on. */

@@ -699,7 +699,7 @@ static int pf_submit(void *self, int slot, const struct cw_job *job)
 			      (uint32_t)(8 + qlen + plen + job->len)};
 	if (buf_append(&c->out, &h, sizeof(h)) || buf_append(&c->out, &qlen, 4) ||
 	    buf_append(&c->out, job->queue, qlen) || buf_append(&c->out, &plen, 4) ||
-	    (plen && buf_append(&c->out, job->packed, plen)) ||
+	    (job->packed && buf_append(&c->out, job->packed, plen)) ||
 	    buf_append(&c->out, job->raw, job->len))
 		return CW_ENOMEM;
 	c->busy = true;

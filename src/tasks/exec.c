@@ -285,7 +285,7 @@ static bool bind(struct cw_task_ctx *ctx, const struct cw_task_def *def, json_t 
 	const struct cw_param *params = def->params;
 	const char *fn = fn_name(def->name);
 	int n = 0, npos = 0, nreq = 0;
-	while (params[n].name && n < MAX_PARAMS) {
+	while (n < MAX_PARAMS && params[n].name) {
 		if (!(params[n].flags & CW_PARAM_KWONLY)) {
 			npos++;
 			nreq += !(params[n].flags & CW_PARAM_OPTIONAL);

@@ -3,6 +3,7 @@ several queues, the unacked/unacked_index bookkeeping, and visibility-timeout
 restores in both directions between cworker and stock Python workers."""
 
 import json
+import re
 import signal
 import socket
 import threading
@@ -106,6 +107,25 @@ def test_multiple_queues(redis_server, cworker_factory, app):
     time.sleep(0.5)
     assert c.llen("gamma") == 1, "consumed a queue it was not told to"
     assert rc.state == "PENDING"
+
+
+def test_queues_are_taken_in_turn(redis_server, cworker_factory, app):
+    """Two queues with ten messages each, taken one at a time (-c 1, --disable-prefetch):
+    after a message from one queue the next take starts at the other, as kombu's cycle does,
+    so the two alternate instead of draining the first queue before the second."""
+    ids = {}
+    for i in range(10):
+        for q in ("alpha", "beta"):
+            ids[app.send_task("cworker.echo", args=[i], queue=q).id] = q
+    w = cworker_factory(["-c", "1", "--prefetch-multiplier", "1", "--disable-prefetch",
+                         "-Q", "alpha,beta"], redis=redis_server)
+    for tid in ids:
+        app.AsyncResult(tid).get(timeout=30)
+    order = [ids[m] for m in re.findall(r"Task cworker\.echo\[([0-9a-f-]+)\] received", w.log())
+             if m in ids]
+    assert len(order) == 20
+    switches = sum(1 for a, b in zip(order, order[1:]) if a != b)
+    assert switches >= 17, f"queues not taken in turn: {order}"
 
 
 def test_unacked_bookkeeping_format(redis_server, cworker_factory, app):
