@@ -26,7 +26,7 @@ void cw_worker_counts(const struct cw_worker *w, struct cw_worker_counts *c)
 	*c = (struct cw_worker_counts){
 		.processed = w->processed, .started = w->started,
 		.limit = cw_reserve_limit(w->reserve),
-		.held = (int)cw_reserve_nready(w->reserve) + cw_reserve_active(w->reserve),
+		.held = cw_reserve_tasks(w->reserve),
 		.reserved = (long)(cw_reserve_nready(w->reserve) + cw_ratelimit_waiting(w->ratelimit)),
 		.scheduled = (long)cw_reserve_neta(w->reserve),
 		.autoscale_max = cw_autoscale_max(w->autoscale),

@@ -213,6 +213,11 @@ int cw_reserve_active(const struct cw_reserve *r)
 	return n;
 }
 
+int cw_reserve_tasks(const struct cw_reserve *r)
+{
+	return (int)r->ready.n + cw_reserve_active(r);
+}
+
 void cw_reserve_each(const struct cw_reserve *r, unsigned mask, cw_held_cb cb, void *arg)
 {
 	if (mask & (1u << CW_HELD_RUNNING))

@@ -66,6 +66,8 @@ struct held *cw_reserve_running(const struct cw_reserve *r, int slot);
 /* The message that ran in slot, removed from it; NULL when the slot was empty. */
 struct held *cw_reserve_finish(struct cw_reserve *r, int slot);
 int cw_reserve_active(const struct cw_reserve *r);
+/* Reserved plus running, acked or not (Celery's reserved_requests). */
+int cw_reserve_tasks(const struct cw_reserve *r);
 
 /* Visit held messages of the kinds in mask (1 << where), running first, then ready, then ETA. */
 typedef void (*cw_held_cb)(void *arg, struct held *h, enum cw_held_where where);

@@ -96,11 +96,9 @@ static void child_exited(void *arg)
 	cw_pool_reap(w->pool);
 }
 
-/* Celery's reserved_requests: reserved and running, acked or not */
 static int as_held(void *arg)
 {
-	const struct cw_reserve *r = ((struct cw_worker *)arg)->reserve;
-	return (int)cw_reserve_nready(r) + cw_reserve_active(r);
+	return cw_reserve_tasks(((struct cw_worker *)arg)->reserve);
 }
 
 static int as_procs(void *arg)

@@ -72,12 +72,22 @@ int cw_proto_peek_task(const struct cw_envelope *env, const struct cw_proto_limi
 	return CW_OK;
 }
 
+#define NSTR 13
+
+/* The string fields, freed by cw_request_clear and packed by cw_request_pack, in this order. */
+static void string_fields(struct cw_request *r, char **f[NSTR])
+{
+	char **const all[NSTR] = {&r->id, &r->task, &r->root_id, &r->parent_id, &r->group,
+				  &r->shadow, &r->origin, &r->eta, &r->expires, &r->argsrepr,
+				  &r->kwargsrepr, &r->reply_to, &r->correlation_id};
+	memcpy(f, all, sizeof(all));
+}
+
 void cw_request_clear(struct cw_request *r)
 {
-	char **strs[] = {&r->id, &r->task, &r->root_id, &r->parent_id, &r->group, &r->shadow,
-			 &r->origin, &r->eta, &r->expires, &r->argsrepr, &r->kwargsrepr,
-			 &r->reply_to, &r->correlation_id};
-	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+	char **strs[NSTR];
+	string_fields(r, strs);
+	for (size_t i = 0; i < NSTR; i++)
 		free(*strs[i]);
 	json_decref(r->args);
 	json_decref(r->kwargs);
@@ -308,17 +318,6 @@ struct packed_head {
 	uint8_t ignore_result, utc;
 };
 
-#define NSTR 13
-
-/* The string fields, in packing order. */
-static void string_fields(struct cw_request *r, char **f[NSTR])
-{
-	char **const all[NSTR] = {&r->id, &r->task, &r->root_id, &r->parent_id, &r->group,
-				  &r->shadow, &r->origin, &r->eta, &r->expires, &r->argsrepr,
-				  &r->kwargsrepr, &r->reply_to, &r->correlation_id};
-	memcpy(f, all, sizeof(all));
-}
-
 char *cw_request_pack(const struct cw_request *r, int priority, const unsigned char *body,
 		      size_t blen, size_t *len)
 {
@@ -326,13 +325,13 @@ char *cw_request_pack(const struct cw_request *r, int priority, const unsigned c
 				 .group_index = r->group_index, .time_limit = r->time_limit,
 				 .soft_time_limit = r->soft_time_limit,
 				 .ignore_result = r->ignore_result, .utc = r->utc};
+	if (blen > NONE - 1)
+		return NULL;
 	size_t total = sizeof(hd) + 4 + blen;
 	char **strs[NSTR];
 	string_fields((struct cw_request *)r, strs); /* read only */
 	for (size_t i = 0; i < NSTR; i++)
 		total += 4 + (*strs[i] ? strlen(*strs[i]) : 0);
-	if (blen > NONE - 1)
-		return NULL;
 	char *out = malloc(total), *p = out;
 	if (!out)
 		return NULL;

@@ -67,7 +67,7 @@ static void test_budget(void)
 	CHECK(first == a);
 	cw_reserve_run(r, 1, first);
 	CHECK(cw_reserve_running(r, 1) == a && a->slot == 1);
-	CHECK(cw_reserve_active(r) == 1);
+	CHECK(cw_reserve_active(r) == 1 && cw_reserve_tasks(r) == 2);
 	/* running still counts */
 	CHECK(cw_reserve_credit(r, 0) == 0);
 	/* a finished task leaves the budget once */
