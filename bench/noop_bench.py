@@ -38,7 +38,7 @@ try:
 except ImportError as e:
     sys.exit(f"noop_bench: needs Debian's python3-celery/python3-redis; run with {PY} ({e})")
 
-from harness import descendants, free_port, rss_kib  # noqa: E402  (also imported from here)
+from harness import cpu_ticks, descendants, free_port, rss_kib  # noqa: E402  (also imported from here)
 
 
 def tree_rss(pid):
@@ -99,6 +99,15 @@ def waiting_consumers(r):
                if c.get("cmd") in ("brpop", "blpop", "bzpopmin") or "t" in c.get("flags", ""))
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(r):
+    """Seconds of CPU the Redis server has used (INFO cpu: user + system, main thread and all)."""
+    c = r.info("cpu")
+    return c["used_cpu_user"] + c["used_cpu_sys"]
+
+
 def run_one(kind, argv, env, cwd, r, url, n, queue, tmp, timeout):
     r.flushall()
     app = Celery("bench_producer", broker=url, backend=url, set_as_current=False)
@@ -121,6 +130,7 @@ def run_one(kind, argv, env, cwd, r, url, n, queue, tmp, timeout):
         sampler = Sampler(proc.pid)
         sampler.start()
         keys = [f"celery-task-meta-{i}" for i in ids]
+        w0, rcpu0 = cpu_ticks(proc.pid), redis_cpu(r)
         t0 = time.monotonic()
         r.rename(hold, queue)
         done = 0
@@ -138,6 +148,7 @@ def run_one(kind, argv, env, cwd, r, url, n, queue, tmp, timeout):
                 raise RuntimeError(f"{kind} exited ({proc.p.returncode}):\n{proc.tail()}")
             time.sleep(0.01)
         t1 = time.monotonic()
+        w1, rcpu1 = cpu_ticks(proc.pid), redis_cpu(r)
         sampler.stop_ev.set()
         sampler.join()
         bad = [m for m in (r.get(k) for k in keys[:50]) if json.loads(m)["status"] != "SUCCESS"]
@@ -145,7 +156,8 @@ def run_one(kind, argv, env, cwd, r, url, n, queue, tmp, timeout):
             raise RuntimeError(f"{kind}: failed results, e.g. {bad[0]!r}")
         return {"worker": kind, "tasks": n, "seconds": t1 - t0, "tasks_per_s": n / (t1 - t0),
                 "idle_rss_mib": idle_kib / 1024, "peak_rss_mib": sampler.peak / 1024,
-                "processes": max(sampler.procs, idle_procs)}
+                "processes": max(sampler.procs, idle_procs),
+                "worker_cpu_us": (w1 - w0) / TICK * 1e6 / n, "redis_cpu_us": (rcpu1 - rcpu0) * 1e6 / n}
     finally:
         proc.stop()
 
@@ -211,17 +223,22 @@ def main():
           f"{a.prefetch_multiplier}{' (cworker: --disable-prefetch)' if a.disable_prefetch else ''}"
           f", Redis broker + Redis results, one redis-server")
     hdr = f"{'worker':<15} {'tasks':>6} {'seconds':>8} {'tasks/s':>9} {'idle RSS MiB':>13} " \
-          f"{'peak RSS MiB':>13} {'procs':>6}"
+          f"{'peak RSS MiB':>13} {'procs':>6} {'worker CPU us/task':>19} {'Redis CPU us/task':>18}"
     print(hdr)
     print("-" * len(hdr))
     for x in results:
         print(f"{x['worker']:<15} {x['tasks']:>6} {x['seconds']:>8.2f} {x['tasks_per_s']:>9.0f} "
-              f"{x['idle_rss_mib']:>13.1f} {x['peak_rss_mib']:>13.1f} {x['processes']:>6}")
+              f"{x['idle_rss_mib']:>13.1f} {x['peak_rss_mib']:>13.1f} {x['processes']:>6} "
+              f"{x['worker_cpu_us']:>19.0f} {x['redis_cpu_us']:>18.0f}")
     if len(results) == 2:
         cw, py = results
         print(f"\ncworker / python: throughput x{cw['tasks_per_s'] / py['tasks_per_s']:.1f}, "
               f"peak RSS x{cw['peak_rss_mib'] / py['peak_rss_mib']:.3f} "
-              f"({py['peak_rss_mib'] / max(cw['peak_rss_mib'], 0.001):.0f}x less memory)")
+              f"({py['peak_rss_mib'] / max(cw['peak_rss_mib'], 0.001):.0f}x less memory); "
+              f"CPU per task, worker + Redis: "
+              f"{cw['worker_cpu_us'] + cw['redis_cpu_us']:.0f} vs "
+              f"{py['worker_cpu_us'] + py['redis_cpu_us']:.0f} us "
+              f"(x{(cw['worker_cpu_us'] + cw['redis_cpu_us']) / max(py['worker_cpu_us'] + py['redis_cpu_us'], 1e-9):.2f})")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -39,6 +39,11 @@
  *                  store begins), then DONE [struct cw_outcome, outbox bytes]
  */
 enum { FRAME_JOB = 1, FRAME_DONE = 2, FRAME_EVENT = 3, FRAME_JOB_REPORT = 4, FRAME_RETURNED = 5 };
+/*
+ * Or'ed into a JOB's type when worker_max_memory_per_child is set: the child
+ * reads its RSS for DONE (one read of /proc/self/statm per task) only then.
+ */
+#define FRAME_WANT_RSS 0x100u
 #define MAX_EVENT_FRAME (1u << 20)
 
 /* seconds before an empty slot is refilled (a child dying at start must not fork in a loop) */
@@ -319,6 +324,8 @@ static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int 
 		int r = child_read(fd, &h, sizeof(h));
 		if (r <= 0)
 			break; /* master closed the socket: exit quietly */
+		bool want_rss = h.type & FRAME_WANT_RSS;
+		h.type &= ~FRAME_WANT_RSS;
 		if ((h.type != FRAME_JOB && h.type != FRAME_JOB_REPORT) || h.len > MAX_FRAME ||
 		    h.len < 8)
 			break;
@@ -357,7 +364,7 @@ static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int 
 			setitimer(ITIMER_REAL, &(struct itimerval){{0, 0}, {0, 0}}, NULL);
 			child_alarm_armed = 0;
 		}
-		o.rss_kib = child_rss_kib();
+		o.rss_kib = want_rss ? child_rss_kib() : 0;
 		o.publish_len = ob.len;
 		if (o.publish_len > MAX_FRAME - sizeof(o)) {
 			cw_log(CW_LOG_ERROR, "pool", "follow-up messages of %zu bytes are over the "
@@ -695,7 +702,8 @@ static int pf_submit(void *self, int slot, const struct cw_job *job)
 	uint32_t plen = job->packed ? (uint32_t)job->packed_len : 0;
 	if (job->len > MAX_FRAME || (size_t)qlen + plen + 8 > MAX_FRAME - job->len)
 		return CW_ELIMIT;
-	struct frame_hdr h = {job->report_return ? FRAME_JOB_REPORT : FRAME_JOB,
+	struct frame_hdr h = {(job->report_return ? FRAME_JOB_REPORT : FRAME_JOB) |
+				      (p->max_kib ? FRAME_WANT_RSS : 0),
 			      (uint32_t)(8 + qlen + plen + job->len)};
 	if (buf_append(&c->out, &h, sizeof(h)) || buf_append(&c->out, &qlen, 4) ||
 	    buf_append(&c->out, job->queue, qlen) || buf_append(&c->out, &plen, 4) ||
