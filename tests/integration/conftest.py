@@ -909,16 +909,20 @@ class RabbitServer:
         self.mp = ManagedProcess("rabbitmq", [RABBITMQ_SERVER],
                                  os.path.join(self.dir, "rabbitmq.log"), env=self.env())
         deadline = time.monotonic() + timeout * SLOW
+        last = ""
         while True:
             try:
                 if self.api("GET", "/api/overview") is not None and self._amqp_open():
                     return
             except OSError:
                 pass
+            except AssertionError as e:
+                # the management listener can answer 404 for a moment before its routes are in
+                last = f" (last answer: {e})"
             if not self.mp.alive():
                 raise RuntimeError(f"rabbitmq-server exited: {tail(self.mp.log())}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"rabbitmq-server not answering: {tail(self.mp.log())}")
+                raise RuntimeError(f"rabbitmq-server not answering{last}: {tail(self.mp.log())}")
             time.sleep(0.2)
 
     def _amqp_open(self):
