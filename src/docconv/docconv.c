@@ -31,10 +31,15 @@ struct cw_doc_result cw_doc_info(struct cw_doc_engine *e, const unsigned char *d
 
 /* ---- loading a page for its text -------------------------------------------- */
 
-/* Whether every entry of a page's /Annots is a Link or a Popup (or not an annotation at all). */
-static bool draws_nothing(fz_context *ctx, pdf_obj *annots)
+/*
+ * Whether a page's /Annots has entries and every one is a Link or a Popup
+ * (or not an annotation at all): then setting it aside changes nothing drawn.
+ */
+static bool only_links(fz_context *ctx, pdf_obj *annots)
 {
 	int n = pdf_array_len(ctx, annots);
+	if (n == 0)
+		return false; /* none (or not an array): nothing to set aside */
 	for (int i = 0; i < n; i++) {
 		pdf_obj *a = pdf_array_get(ctx, annots, i);
 		if (!pdf_is_dict(ctx, a))
@@ -85,7 +90,7 @@ fz_page *cw_doc_load_page(fz_context *ctx, fz_document *doc, int number)
 		fz_try(ctx) {
 			pobj = pdf_lookup_page_obj(ctx, pdf, number);
 			pdf_obj *a = pdf_dict_get(ctx, pobj, PDF_NAME(Annots));
-			if (pdf_array_len(ctx, a) > 0 && draws_nothing(ctx, a)) {
+			if (only_links(ctx, a)) {
 				annots = pdf_keep_obj(ctx, a);
 				pdf_dict_del(ctx, pobj, PDF_NAME(Annots));
 			}

@@ -180,6 +180,7 @@ struct styles {
 
 /* fz_load_page without resolving the links of a page whose annotations draw nothing (docconv.c) */
 fz_page *cw_doc_load_page(fz_context *ctx, fz_document *doc, int number);
+
 void cw_doc_page_free(struct tpage *p);
 /* The page's tables (tables.c), then the lines of each text block outside them in reading
  * order (baseline, then x) with their dominant style (and spans when spans is set), and
