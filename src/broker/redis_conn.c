@@ -77,7 +77,7 @@ void rb_conn_lost(struct rconn *c, const char *why)
 		rb_sentinel_conn_gone(b, why);
 		return;
 	}
-	if (c == &b->blk) {
+	if (c == rb_take_conn(b)) {
 		b->fetch_inflight = false;
 		b->tracking = false;
 	} else if (c == &b->sub) {

@@ -8,9 +8,10 @@
  * them back.
  *
  * A script cannot block, so an idle worker waits for a push another way:
- * CLIENT TRACKING in broadcast mode on the consumer connection, with the
- * queue names as prefixes and the invalidations redirected to the
- * broadcast connection.  Tracking is switched on only when a take comes
+ * CLIENT TRACKING in broadcast mode, with the queue names as prefixes and
+ * the invalidations redirected to the broadcast connection.  Takes and
+ * tracking go on the command connection, next to the acks (one write and
+ * one read a loop turn, not two); the consumer connection is for BRPOP.  Tracking is switched on only when a take comes
  * back empty (ON, then one more take, so a push in between is not missed)
  * and off when messages flow again, so a busy worker gets no notices.  A
  * one-second poll covers a lost notice.  A server without CLIENT TRACKING
@@ -288,14 +289,16 @@ static void track(struct redis_broker *b, bool on)
 		argv[argc++] = "REDIRECT";
 		argv[argc++] = id;
 		argv[argc++] = "BCAST";
-		argv[argc++] = "NOLOOP"; /* our own takes need no notice */
+		/* no NOLOOP: the same connection publishes (retries, requeues), and a
+		 * push of our own to a queue we wait on must wake us like any other */
 		for (int i = 0; i < b->nqueues; i++)
 			if (!covered(b, i)) {
 				argv[argc++] = "PREFIX";
 				argv[argc++] = b->queues[i];
 			}
 	}
-	if (b->blk.ops->command(&b->blk, on_track, b, argc, argv, NULL) == CW_OK)
+	struct rconn *c = rb_take_conn(b);
+	if (c->ops->command(c, on_track, b, argc, argv, NULL) == CW_OK)
 		b->tracking = on;
 	free(argv);
 }
@@ -325,7 +328,7 @@ bool rb_notice_concerns_us(struct redis_broker *b, const redisReply *keys)
 
 void rb_track_renew(struct redis_broker *b)
 {
-	if (!b->tracking || !b->blk.up || b->closing)
+	if (!b->tracking || !rb_take_conn(b)->up || b->closing)
 		return;
 	track(b, false);
 	if (b->sub_id && b->nqueues)
@@ -351,11 +354,11 @@ static void poll_cb(struct cw_loop *loop, void *arg)
 
 /* ---- taking ----------------------------------------------------------------- */
 
-static bool readonly(struct redis_broker *b, const char *err)
+static bool readonly(struct redis_broker *b, struct rconn *c, const char *err)
 {
 	/* the master was demoted under us: ask the sentinels for the new one */
 	if (b->sentinel && (!strncmp(err, "READONLY", 8) || !strncmp(err, "UNBLOCKED", 9))) {
-		b->blk.ops->disconnect(&b->blk);
+		c->ops->disconnect(c);
 		return true;
 	}
 	return false;
@@ -379,7 +382,7 @@ static void on_take(redisAsyncContext *ac, void *r, void *priv)
 			return;
 		}
 		cw_log(CW_LOG_ERROR, "broker", "taking messages failed: %s", reply->str);
-		if (!readonly(b, reply->str) && !b->poll_timer)
+		if (!readonly(b, &b->cmd, reply->str) && !b->poll_timer)
 			b->poll_timer = cw_loop_timer(b->loop, IDLE_POLL, poll_cb, b);
 		return;
 	}
@@ -458,7 +461,7 @@ static void on_brpop(redisAsyncContext *ac, void *r, void *priv)
 		}
 	} else if (reply->type == REDIS_REPLY_ERROR) {
 		cw_log(CW_LOG_ERROR, "broker", "BRPOP failed: %s", reply->str);
-		if (readonly(b, reply->str))
+		if (readonly(b, &b->blk, reply->str))
 			return;
 	}
 	rb_fetch(b);
@@ -520,13 +523,14 @@ void rb_fetch(struct redis_broker *b)
 		argv[argc++] = want;
 		argv[argc++] = nq;
 	}
+	struct rconn *c = rb_take_conn(b);
 	if (!b->no_tracking && cw_script_should_load(&take_script)) {
 		/* learn the digest (one SCRIPT LOAD per process); this take goes as text */
 		const char *load[] = {"SCRIPT", "LOAD", lua_take};
-		if (b->blk.ops->command(&b->blk, on_script_load, &take_script, 3, load, NULL) == CW_OK)
+		if (c->ops->command(c, on_script_load, &take_script, 3, load, NULL) == CW_OK)
 			take_script.loading = true;
 	}
-	if (b->blk.ops->command(&b->blk, done, b, argc, argv, NULL) == CW_OK) {
+	if (c->ops->command(c, done, b, argc, argv, NULL) == CW_OK) {
 		b->fetch_inflight = true;
 		if (done == on_take)
 			b->take_eval = false; /* Redis keeps what EVAL ran: EVALSHA again next time */

@@ -124,10 +124,10 @@ struct redis_broker {
 	struct rcmd *head, *tail;
 	int credit;
 	int recording;          /* taken off a queue, bookkeeping not yet confirmed */
-	bool fetch_inflight;    /* a take (or BRPOP) is out on blk */
+	bool fetch_inflight;    /* a take (or BRPOP) is out on rb_take_conn() */
 	bool take_eval;         /* the server answered NOSCRIPT: send the take's text once */
 	bool wake;              /* a push was announced while it was out: take again */
-	bool tracking;          /* CLIENT TRACKING asked on blk (redis_fetch.c) */
+	bool tracking;          /* CLIENT TRACKING asked on rb_take_conn() (redis_fetch.c) */
 	bool no_tracking;       /* the server refused it: wait with BRPOP */
 	long long sub_id;       /* CLIENT ID of `sub`, where the notices go; 0 = unknown */
 	uint64_t poll_timer;    /* idle: take again in a second in case a notice was lost */
@@ -138,6 +138,16 @@ struct redis_broker {
 	char scan_token[37];
 	char nodename[256];     /* worker node name, for the mailbox binding */
 };
+
+/*
+ * Where takes and CLIENT TRACKING go: the command connection, so a take
+ * and the acks and results of the same loop turn leave in one write and
+ * come back in one read; blk only for BRPOP, which blocks its connection.
+ */
+static inline struct rconn *rb_take_conn(struct redis_broker *b)
+{
+	return b->no_tracking ? &b->blk : &b->cmd;
+}
 
 /* Connect (or reconnect) one of the three connections. */
 void rb_conn_start(struct redis_broker *b, struct rconn *c);

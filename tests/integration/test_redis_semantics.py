@@ -344,6 +344,50 @@ def test_idle_worker_waits_on_tracking_notices(redis_server, cworker_factory, ap
     assert w.alive()
 
 
+def test_takes_and_acks_share_the_command_connection(redis_server, cworker_factory, app):
+    """With tracking, the take script and the acks go on one connection, so what a loop
+    turn sends leaves in one write (and its replies come back in one read); the consumer
+    connection is kept for BRPOP.  Seen with MONITOR: every take and every ack of a burst
+    comes from the same client address."""
+    c = redis_server.client()
+    cworker_factory(["-c", "2"], redis=redis_server)
+    assert app.send_task("cworker.add", args=[0, 0]).get(timeout=20) == 0  # scripts loaded
+    seen = []
+    stop = threading.Event()
+    ready = threading.Event()
+
+    def watch():
+        with redis_server.client().monitor() as m:
+            ready.set()
+            while not stop.is_set():
+                try:
+                    seen.append(m.next_command())
+                except Exception:  # the connection closes when stop is set
+                    return
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    assert ready.wait(5)
+    time.sleep(0.2)
+    n = 30
+    assert [r.get(timeout=20) for r in [app.send_task("cworker.add", args=[i, 1])
+                                        for i in range(n)]] == [i + 1 for i in range(n)]
+    wait_for(lambda: unacked_count(c) == 0, 10, what="every message acked")
+    time.sleep(0.3)
+    stop.set()
+    c.lpush("monitor-stop", "x")  # one more command so the watcher returns
+    t.join(5)
+    takes, acks = set(), set()
+    for e in seen:
+        words = e["command"].split()
+        if not words or words[0].upper() not in ("EVALSHA", "EVAL") or len(words) < 6:
+            continue
+        src = (e.get("client_address"), e.get("client_port"))
+        if words[3:6] == ["unacked_index", "unacked", "cworker.deliveries"]:
+            (acks if len(words) == 7 else takes).add(src)
+    assert takes and acks, f"no take or no ack seen: {len(seen)} commands"
+    assert takes == acks, f"takes from {takes}, acks from {acks}"
+
+
 def test_without_client_tracking_falls_back_to_brpop(redis_server, cworker_factory, app):
     """A user whose ACL forbids CLIENT (a managed Redis may) still gets served, with
     kombu's BRPOP, and the worker says so."""
