@@ -190,10 +190,21 @@ void cw_backend_close(struct cw_backend *b)
 		b->ops->close(b);
 }
 
+/* this process's cap on a store's retries, seconds (< 0: none); see cw_backend_retry_cap */
+static double retry_cap = -1;
+
+void cw_backend_retry_cap(double seconds)
+{
+	retry_cap = seconds;
+}
+
 bool cw_backend_backoff(int attempt, double *delay, double deadline, double retry_for,
 			const char *why)
 {
-	if (cw_now() + *delay > deadline)
+	double now = cw_now();
+	if (now + *delay > deadline)
+		return false;
+	if (retry_cap >= 0 && now + *delay > deadline - retry_for + retry_cap)
 		return false;
 	if (attempt == 0)
 		cw_log(CW_LOG_WARNING, "backend", "%s; retrying for up to %.0fs", why, retry_for);

@@ -100,6 +100,14 @@ int cw_backend_prepare(struct cw_backend *b, struct cw_error *err);
 bool cw_backend_backoff(int attempt, double *delay, double deadline, double retry_for,
 			const char *why);
 void cw_backend_close(struct cw_backend *b);
+/*
+ * Cap how long a store in this process keeps retrying, whatever retry_for
+ * says (seconds; < 0 lifts the cap).  The master sets a short cap: its
+ * stores (unknown tasks, lost children, cancelled tasks) block the loop
+ * that serves everything else, and none at all once a cold shutdown is
+ * under way; pool children lift it after fork.
+ */
+void cw_backend_retry_cap(double seconds);
 
 /*
  * Whether url can be given as result_backend with this broker_url: CW_OK (no

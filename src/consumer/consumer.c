@@ -426,6 +426,8 @@ static size_t cancel_running(struct cw_worker *w)
 
 void cw_consumer_stop(struct cw_worker *w, enum cw_phase phase)
 {
+	if (phase == CW_COLD)
+		cw_backend_retry_cap(0); /* one attempt per store: the exit must not wait on a backend */
 	size_t back = phase == CW_COLD ? cancel_running(w) : 0;
 	cw_consumer_update_credit(w);
 	if (w->announced)

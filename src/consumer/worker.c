@@ -22,6 +22,8 @@
 
 /* /metrics labels: task names past this many are counted under "other" */
 #define MAX_TASK_LABELS 1000
+/* how long a store the master makes itself (a lost child, an unknown task) may retry */
+#define MASTER_STORE_RETRY 1.0
 
 /* TLS for the broker: broker_use_ssl, or any of its keys set. */
 static bool broker_ssl(const struct cw_config *cfg)
@@ -165,6 +167,9 @@ static int open_backend(struct cw_worker *w, struct cw_error *err)
 		cw_log(CW_LOG_ERROR, "worker", "result backend: %s", err->msg);
 		return CW_EINVAL;
 	}
+	/* solo runs tasks in this process: their results keep the full retry window */
+	if (cfg->pool_kind != CW_POOL_SOLO)
+		cw_backend_retry_cap(MASTER_STORE_RETRY);
 	if (cw_backend_prepare(w->backend, err) != CW_OK)
 		cw_log(CW_LOG_WARNING, "worker", "result backend not ready yet (%s); children retry "
 		       "when they store", err->msg);

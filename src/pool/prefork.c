@@ -312,6 +312,7 @@ static __attribute__((noreturn)) void child_main(struct prefork *p, int fd, int 
 	close_other_fds(fd);
 	fd = 3;
 	cw_backend_reset(p->env->backend);
+	cw_backend_retry_cap(-1); /* the master's cap is not for task results */
 
 	struct cw_exec_env env = *p->env;
 	env.cancel = &child_cancel;

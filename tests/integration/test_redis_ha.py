@@ -173,6 +173,41 @@ def test_tls_backend_wrong_ca_is_an_error(tls_redis, pki, cworker_factory, redis
     try:
         app.send_task("cworker.noop")
         w.wait_log(r"result backend rediss://.*: .*certificate verify failed", 20)
+        # a cold shutdown does not wait on the backend: the master records the cancelled
+        # task once, without the minute of retries a child's store gets, and exits
+        rc = w.stop(signal.SIGQUIT, timeout=15)
+        assert rc == 1, f"exit status {rc} (-9: still stuck storing when killed)"  # Celery's cold exit
+    finally:
+        close_app(app)
+
+
+def test_master_store_does_not_hold_up_the_master(tls_redis, pki, cworker_factory,
+                                                  redis_server):
+    """A state the master stores itself (here a killed child's WorkerLostError) retries for
+    about a second when the backend is unreachable, not the minute a child's store gets:
+    the master's loop serves everything else meanwhile, so remote control still answers."""
+    srv = tls_redis()
+    w = cworker_factory(["-c", "1", "--result-backend", tls_url(srv.port, pki["otherca"], 1)],
+                        redis=redis_server, backend=False)
+    app = make_app(redis_server.url(), redis_server.url(1))
+    try:
+        r = app.send_task("cworker.sleep", args=[30])
+        w.wait_log(rf"Task cworker\.sleep\[{r.id}\] received", 20)
+        time.sleep(0.3)
+        mark = w.log_size()
+        for pid in w.children():
+            os.kill(pid, signal.SIGKILL)
+        w.wait_log(r"WorkerLostError", 20)
+        t0 = time.monotonic()
+        replies = []
+        while not replies and time.monotonic() - t0 < 20:
+            replies = app.control.ping(timeout=1)
+        took = time.monotonic() - t0
+        assert replies, "the master never answered a ping after the child died"
+        assert took < 10, f"the master answered only after {took:.1f}s"
+        assert re.search(rf"\[{r.id}\]: FAILURE not stored", w.log_since(mark)), \
+            w.log_since(mark)
+        assert w.alive()
     finally:
         close_app(app)
 
