@@ -12,6 +12,7 @@ Run with Debian's interpreter (the pyenv python3 cannot see python3-celery):
     CWORKER_EXE=build/src/cworker /usr/bin/python3 -m pytest tests/integration
 """
 
+import atexit
 import base64
 import json
 import os
@@ -118,6 +119,17 @@ def proc_ppid(pid):
     except OSError:
         return None
     return int(stat[stat.rfind(")") + 2:].split()[1])
+
+
+def pid_gone(pid):
+    """True once pid has exited: no /proc entry, or a zombie not reaped yet (a daemon
+    such as the postmaster is reparented to PID 1, which here reaps it ~1.5 s late)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2:].split()[0] in ("Z", "X")
 
 
 def rss_kib(pid):
@@ -750,6 +762,9 @@ def _pg_bindir():
     return dirs[-1] if dirs else None
 
 
+_PG_TEMPLATE = None
+
+
 class PgServer:
     """A throwaway PostgreSQL cluster. Run as the `postgres` user when we are root
     (initdb refuses root); stopped by pg_ctl, then by PID if it lingers."""
@@ -766,8 +781,17 @@ class PgServer:
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
             self.as_user = ["runuser", "-u", "postgres", "--"]
         self.data = os.path.join(self.dir, "data")
-        self._run(["initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync",
-                   "-E", "UTF8"])
+        # initdb once per session; each server starts from a copy of that cluster
+        global _PG_TEMPLATE
+        if _PG_TEMPLATE is None:
+            tdir = tempfile.mkdtemp(prefix="cw-pgtemplate-")
+            atexit.register(shutil.rmtree, tdir, True)
+            if self.as_user:
+                os.chown(tdir, pw.pw_uid, pw.pw_gid)
+            self._run(["initdb", "-D", os.path.join(tdir, "data"), "-A", "trust", "-U",
+                       "postgres", "--no-sync", "-E", "UTF8"])
+            _PG_TEMPLATE = os.path.join(tdir, "data")
+        subprocess.run(["cp", "-a", _PG_TEMPLATE, self.data], check=True, timeout=60)
         self.start()
 
     def _run(self, argv, check=True):
@@ -784,7 +808,7 @@ class PgServer:
     def stop(self, mode="fast"):
         self._run(["pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"], check=False)
         try:
-            wait_for(lambda: not os.path.exists(f"/proc/{self.pid}"), 10, what="postgres gone")
+            wait_for(lambda: pid_gone(self.pid), 10, what="postgres gone")
         except AssertionError:
             os.kill(self.pid, signal.SIGKILL)
 

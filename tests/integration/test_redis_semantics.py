@@ -416,8 +416,9 @@ def test_hot_scripts_go_by_sha_and_survive_script_flush(redis_server, cworker_fa
     stats = c.info("commandstats")
     by_sha = stats.get("cmdstat_evalsha", {}).get("calls", 0)
     as_text = stats.get("cmdstat_eval", {}).get("calls", 0)
-    # take + ack + store per task; the text goes only where the server lacked the script
-    assert by_sha >= 3 * n - 3, stats
+    # one ack and one store per task (a take may carry several messages when they wait
+    # queued, so takes are at least one); the text goes only where the server lacked it
+    assert by_sha >= 2 * n - 2, stats
     assert as_text <= 6, f"per-task scripts sent as text: {as_text} EVAL for {n} tasks"
     mark = w.log_size()
     c.script_flush()
