@@ -119,8 +119,8 @@ def test_warm_shutdown_with_tasks_in_flight(redis_server, cworker_factory, app, 
         f"{queue_len(c)} messages in the queue; expected the {8 - waiting_before} reserved " \
         f"ones given back + {waiting_before} never fetched = 8"
     assert unacked_count(c) == 0, "reserved messages left in unacked after warm shutdown"
-    # a new worker completes every one: none lost
-    cworker_factory(["-c", "2"], redis=redis_server)
+    # a new worker completes every one: none lost (eight children: one round of sleeps)
+    cworker_factory(["-c", "8"], redis=redis_server)
     for r in rs:
         r.get(timeout=30)
     assert all(meta(c, r.id)["status"] == "SUCCESS" for r in rs)

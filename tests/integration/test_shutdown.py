@@ -48,7 +48,7 @@ def finish_elsewhere(broker, cworker_factory, rs, values):
 def test_sigquit_gives_running_acks_late_messages_back(broker, cworker_factory, app_factory):
     w = cworker_factory(["-c", "2", "--acks-late"], redis=broker)
     app = app_factory(broker)
-    rs = start_running(w, app, 2, 4.0)
+    rs = start_running(w, app, 2, 2.0)
     assert broker.queue_len() == 0
     w.send_signal(signal.SIGQUIT)
     took = wait_back(broker, 2, 3)
@@ -107,7 +107,7 @@ def test_soft_shutdown_expiry_gives_messages_back(broker, cworker_factory, app_f
                                                   pyworker_factory):
     w = cworker_factory(["-c", "2", "--acks-late", "--soft-shutdown-timeout", "1"], redis=broker)
     app = app_factory(broker)
-    rs = start_running(w, app, 2, 5.0)
+    rs = start_running(w, app, 2, 3.0)
     t0 = time.monotonic()
     w.send_signal(signal.SIGQUIT)
     w.wait_log(r"Initiating Soft Shutdown, terminating in 1 seconds", timeout=5)
@@ -149,7 +149,7 @@ def test_remap_sigterm_makes_sigterm_cold(redis_server, cworker_factory, app):
     w = cworker_factory(["-c", "1", "--acks-late"], redis=redis_server,
                         env={"REMAP_SIGTERM": "SIGQUIT"})
     assert "REMAP_SIGTERM=SIGQUIT without worker_soft_shutdown_timeout" in w.log()
-    r, = start_running(w, app, 1, 10.0)
+    r, = start_running(w, app, 1, 4.0)     # run to its end by finish_elsewhere
     t0 = time.monotonic()
     w.send_signal(signal.SIGTERM)
     assert w.wait(5) == 1, "SIGTERM stayed warm"
