@@ -265,6 +265,7 @@ static void teardown(struct amqp_broker *b)
 	b->conn = NULL;
 	b->consuming = false;
 	b->qos_sent = 0;
+	ab_acks_reset(&b->acks); /* what was queued goes back to the queue with the connection */
 	ab_in_reset(&b->in);
 	ab_forget_declared(b);
 	ab_drop_probes(b);
@@ -489,12 +490,42 @@ static uint64_t live_tag(struct amqp_broker *b, const struct cw_delivery *d)
 	return tag;
 }
 
+static int send_ack(void *arg, uint64_t tag, bool multiple)
+{
+	struct amqp_broker *b = arg;
+	return amqp_basic_ack(b->conn, CH_CONSUME, tag, multiple) == AMQP_STATUS_OK ? 0 : -1;
+}
+
+/* Send the acks queued since the loop last slept (amqp_acks.h: runs share a frame). */
+static void flush_acks(struct amqp_broker *b)
+{
+	if (b->conn && b->up && ab_acks_pending(&b->acks) &&
+	    ab_acks_flush(&b->acks, send_ack, b) != 0)
+		ab_conn_lost(b, "cannot send basic.ack");
+}
+
+static void flush_acks_hook(struct cw_loop *loop, void *arg)
+{
+	(void)loop;
+	flush_acks(arg);
+}
+
+/*
+ * The ack is queued and leaves before the loop next sleeps, with the others
+ * of this turn: a turn that starts or finishes several tasks sends one frame
+ * for the lot where the channel allows it (amqp_acks.h), not one each.
+ */
 static void ack(struct cw_broker *base, struct cw_delivery *d)
 {
 	struct amqp_broker *b = (struct amqp_broker *)base;
 	uint64_t tag = live_tag(b, d);
-	if (tag && amqp_basic_ack(b->conn, CH_CONSUME, tag, 0) != AMQP_STATUS_OK)
+	if (!tag || (b->acks_hooked && ab_acks_queue(&b->acks, tag) == 0))
+		return;
+	if (send_ack(b, tag, false)) {
 		ab_conn_lost(b, "cannot send basic.ack");
+		return;
+	}
+	ab_acks_settled(&b->acks, tag);
 }
 
 static void reject(struct cw_broker *base, struct cw_delivery *d, bool requeue)
@@ -626,6 +657,9 @@ static void broker_free(struct amqp_broker *b)
 	free((char *)b->o.ssl_key);
 	while (b->pend_head)
 		ab_pend_pop(b);
+	if (b->acks_hooked)
+		cw_loop_before_sleep_remove(b->loop, flush_acks_hook, b);
+	ab_acks_free(&b->acks);
 	free(b);
 }
 
@@ -641,6 +675,7 @@ static void amqp_close(struct cw_broker *base)
 	if (b->pend_head)
 		cw_log(CW_LOG_WARNING, "broker", "%d messages could not be published before exit",
 		       b->npend);
+	flush_acks(b); /* the acks of this last turn */
 	if (b->conn && b->up) {
 		/* an orderly close: RabbitMQ requeues whatever we still hold */
 		amqp_channel_close(b->conn, CH_PUBLISH, AMQP_REPLY_SUCCESS);
@@ -779,6 +814,8 @@ static struct cw_broker *amqp_open(struct cw_loop *loop, const struct cw_broker_
 	b->o.queues = NULL;
 	b->o.broadcast = NULL;
 	b->o.nodename = NULL;
+	/* without the hook (out of memory) every ack is sent as it comes, one frame each */
+	b->acks_hooked = cw_loop_before_sleep(loop, flush_acks_hook, b) == 0;
 	b->guard_timer = cw_loop_every(loop, GUARD_EVERY, guard_tick, b);
 	b->retry_timer = cw_loop_timer(loop, 0, connect_now, b);
 	if (!b->guard_timer || !b->retry_timer)

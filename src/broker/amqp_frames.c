@@ -79,8 +79,12 @@ uint64_t ab_parse_tag(const char *tag, uint64_t *gen)
 
 void ab_reject_tag(struct amqp_broker *b, uint64_t dtag, bool requeue)
 {
-	if (b->conn && amqp_basic_reject(b->conn, CH_CONSUME, dtag, requeue) != AMQP_STATUS_OK)
+	if (!b->conn)
+		return;
+	if (amqp_basic_reject(b->conn, CH_CONSUME, dtag, requeue) != AMQP_STATUS_OK)
 		ab_conn_lost(b, "cannot send basic.reject");
+	else
+		ab_acks_settled(&b->acks, dtag);
 }
 
 /*
@@ -190,6 +194,13 @@ static void on_method(struct amqp_broker *b, amqp_channel_t ch, amqp_method_t *m
 		b->in.routing_key = bytes_dup(d->routing_key);
 		b->in.dtag = d->delivery_tag;
 		b->in.redelivered = d->redelivered;
+		if (ch == CH_CONSUME) {
+			/* mailbox consumers take no acks (amqp_topology.c): not counted as held */
+			amqp_bytes_t ct = d->consumer_tag;
+			size_t pl = strlen(CTAG_PREFIX "bcast-");
+			bool bcast = ct.len >= pl && !memcmp(ct.bytes, CTAG_PREFIX "bcast-", pl);
+			ab_acks_delivered(&b->acks, d->delivery_tag, !bcast);
+		}
 		if (!b->in.ctag || !b->in.exchange || !b->in.routing_key)
 			b->in.discard = true;
 		return;

@@ -14,6 +14,7 @@
 
 #include <amqp.h>
 
+#include "broker/amqp_acks.h"
 #include "broker/amqp_conn.h"
 #include "broker/broker.h"
 
@@ -103,6 +104,8 @@ struct amqp_broker {
 	int qos_sent;             /* last basic.qos prefetch_count sent on this connection */
 	bool consuming;
 	bool closing;
+	struct ab_acks acks;      /* acks queued on CH_CONSUME, sent before the loop sleeps */
+	bool acks_hooked;         /* the before-sleep hook that sends them is registered */
 	struct inmsg in;
 	struct pend *pend_head, *pend_tail;
 	int npend;

@@ -7,6 +7,8 @@ import datetime
 import decimal
 import os
 import re
+import socket
+import struct
 import subprocess
 import time
 
@@ -223,3 +225,160 @@ def test_headers_of_every_amqp_type(amqp_broker, cworker_factory, app_factory):
     w.wait_log(r"Can't decode message body", timeout=10)
     assert app.send_task("cworker.add", args=[1, 1]).get(timeout=10) == 2
     wait_for(lambda: b.drained(), 10, what="nothing left unacked")
+
+
+# -- acks: one basic.ack frame for a run of them ------------------------------------------
+
+class AmqpFrameProxy:
+    """A TCP proxy between one worker and RabbitMQ that reads the AMQP frames
+    going both ways: basic.deliver to the worker (channel, tag) and basic.ack
+    from it (channel, tag, multiple, when). Bytes pass through unchanged."""
+
+    def __init__(self, upstream_port):
+        import threading
+        self.upstream = upstream_port
+        self.port = free_port()
+        self.lock = threading.Lock()
+        self.delivers, self.acks = [], []
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", self.port))
+        self.lsock.listen(8)
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.upstream))
+            for s in (c, u):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._pipe, args=(c, u, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c, False), daemon=True).start()
+
+    def _frames(self, buf, from_client):
+        """Consume whole frames from buf (a bytearray); record what matters."""
+        while True:
+            if from_client and buf[:4] == b"AMQP":
+                if len(buf) < 8:
+                    return
+                del buf[:8]
+                continue
+            if len(buf) < 7:
+                return
+            ftype, ch, size = struct.unpack(">BHI", bytes(buf[:7]))
+            if len(buf) < 8 + size:
+                return
+            payload = bytes(buf[7:7 + size])
+            del buf[:8 + size]
+            if ftype != 1 or size < 4:
+                continue
+            cls, mth = struct.unpack(">HH", payload[:4])
+            if from_client and (cls, mth) == (60, 80):          # basic.ack
+                tag, bits = struct.unpack(">QB", payload[4:13])
+                with self.lock:
+                    self.acks.append((ch, tag, bool(bits & 1), time.monotonic()))
+            elif not from_client and (cls, mth) == (60, 60):    # basic.deliver
+                n = payload[4]                                    # consumer-tag shortstr
+                tag = struct.unpack(">Q", payload[5 + n:13 + n])[0]
+                with self.lock:
+                    self.delivers.append((ch, tag, payload[5:5 + n].decode()))
+
+    def _pipe(self, src, dst, from_client):
+        buf = bytearray()
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+                buf += data
+                self._frames(buf, from_client)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def settled_at(self):
+        """Replay the acks as RabbitMQ applies them to the task deliveries of channel 1:
+        {tag: when it was acked}; an ack of a tag not outstanding raises."""
+        with self.lock:
+            delivers = [t for ch, t, ctag in self.delivers if ch == 1 and "bcast" not in ctag]
+            acks = list(self.acks)
+        outstanding, done = set(delivers), {}
+        for ch, tag, multiple, when in acks:
+            assert ch == 1, f"ack on channel {ch}"
+            assert tag in outstanding, f"ack of tag {tag}, which is not outstanding"
+            for t in ([x for x in outstanding if x <= tag] if multiple else [tag]):
+                outstanding.discard(t)
+                done[t] = when
+        return done
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+
+
+def test_acks_of_a_turn_share_one_frame(amqp_broker, cworker_factory):
+    """Tasks taken from a queue that holds many go out with far fewer basic.ack frames
+    than tasks: the acks of one loop turn leave as one frame with multiple=1 when every
+    delivery before them is acked too. RabbitMQ ends with nothing ready or unacked, and
+    replaying the frames acks every delivery exactly once."""
+    b = amqp_broker
+    n = 120
+    app = make_app(b.url(), b.result_url())
+    proxy = AmqpFrameProxy(b.port)
+    try:
+        rs = [app.send_task("cworker.add", args=[i, 1]) for i in range(n)]
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{b.vhost}"
+        w = cworker_factory(["-b", url, "-c", "4", "--prefetch-multiplier", "4"], redis=b)
+        assert [r.get(timeout=60) for r in rs] == [i + 1 for i in range(n)]
+        wait_for(lambda: b.counts() == (0, 0), 20, what="queue drained")
+        done = proxy.settled_at()
+        with proxy.lock:
+            tasks = [t for ch, t, ctag in proxy.delivers if ch == 1 and "bcast" not in ctag]
+            frames = list(proxy.acks)
+        assert len(tasks) == n and sorted(done) == sorted(tasks)
+        multiples = sum(1 for f in frames if f[2])
+        assert multiples >= 1 and len(frames) <= n // 2, \
+            f"{len(frames)} ack frames ({multiples} with multiple) for {n} tasks"
+        assert "PRECONDITION_FAILED" not in w.log() and "Connection to broker lost" not in w.log()
+    finally:
+        proxy.close()
+        close_app(app)
+
+
+def test_a_held_eta_task_is_not_swept_into_a_run(amqp_broker, cworker_factory):
+    """A countdown task held unacked at the front of the channel is acked only when it
+    runs: the tasks delivered after it are acked while it waits, one frame each (a
+    multiple ack would settle the held one too), and it runs once, on time."""
+    b = amqp_broker
+    app = make_app(b.url(), b.result_url())
+    proxy = AmqpFrameProxy(b.port)
+    try:
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{b.vhost}"
+        w = cworker_factory(["-b", url, "-c", "2", "--prefetch-multiplier", "4"], redis=b)
+        t0 = time.monotonic()
+        held = app.send_task("cworker.add", args=[100, 1], countdown=3)
+        wait_for(lambda: b.unacked() == 1, 10, what="the countdown task held")
+        rs = [app.send_task("cworker.add", args=[i, 1]) for i in range(40)]
+        assert [r.get(timeout=30) for r in rs] == [i + 1 for i in range(40)]
+        assert held.get(timeout=20) == 101
+        wait_for(lambda: b.counts() == (0, 0), 20, what="queue drained")
+        done = proxy.settled_at()
+        with proxy.lock:
+            first = min(t for ch, t, ctag in proxy.delivers if ch == 1 and "bcast" not in ctag)
+        assert done[first] - t0 >= 2.9, f"the held task was acked after {done[first] - t0:.2f} s"
+        assert len(done) == 41
+        assert "PRECONDITION_FAILED" not in w.log() and "Connection to broker lost" not in w.log()
+    finally:
+        proxy.close()
+        close_app(app)
