@@ -3,7 +3,6 @@
  * acks can share one basic.ack frame.
  */
 #include <stdlib.h>
-#include <string.h>
 
 #include "broker/amqp_acks.h"
 
@@ -22,7 +21,7 @@ void ab_acks_free(struct ab_acks *a)
 {
 	free(a->v);
 	free(a->pend);
-	memset(a, 0, sizeof(*a));
+	*a = (struct ab_acks){0};
 }
 
 /* Stop trusting the ledger until the next channel: every ack then goes alone. */

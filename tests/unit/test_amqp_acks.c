@@ -63,8 +63,7 @@ static void reject(struct ab_acks *a, struct model *m, uint64_t tag)
 
 static void model_init(struct model *m)
 {
-	memset(m, 0, sizeof(*m));
-	m->fail_after = -1;
+	*m = (struct model){.fail_after = -1};
 }
 
 /* Tasks started in delivery order: one frame for the whole turn. */
@@ -251,7 +250,8 @@ static void test_random_against_model(void)
 		for (int i = 0; i < settle && nheld; i++) {
 			size_t k = rand_r(&seed) % 4 == 0 ? rand_r(&seed) % nheld : 0;
 			uint64_t t = held[k];
-			memmove(held + k, held + k + 1, (nheld - k - 1) * sizeof(held[0]));
+			for (size_t j = k; j + 1 < nheld; j++)
+				held[j] = held[j + 1];
 			nheld--;
 			if (rand_r(&seed) % 12 == 0) {
 				reject(&a, &m, t);
