@@ -11,7 +11,9 @@ the same Redis, log level warning), in its own fresh virtual host:
      messages (polled every 5 ms with a passive queue.declare), so start-up time is
      not counted;
   3. t1 = when all N result keys exist in Redis. tasks/s = N / (t1 - t0);
-  4. RSS of the master + children is sampled every 20 ms (peak reported).
+  4. RSS of the master + children is sampled every 20 ms (peak reported);
+  5. CPU per task over t0..t1 (utime + stime from /proc): the worker (master and children),
+     RabbitMQ (the node and its helpers), and Redis (results, INFO cpu).
 
 Usage: /usr/bin/python3 bench/amqp_noop_bench.py [-n 5000] [--cworker build/src/cworker]
        [--only cworker|python] [--json FILE]
@@ -38,7 +40,8 @@ except ImportError as e:
              f"/usr/bin/python3 ({e})")
 
 import conftest  # RabbitServer, RedisServer (the test suite's own server wrappers)
-from noop_bench import PY, PYAPP_DIR, Proc, Sampler, tree_rss
+from harness import cpu_ticks  # noqa: E402
+from noop_bench import PY, PYAPP_DIR, TICK, Proc, Sampler, redis_cpu, tree_rss
 
 
 def queue_count(port, vhost, queue="celery"):
@@ -81,6 +84,7 @@ def run_one(kind, argv_for, rabbit, results, n, tmp, timeout, db):
                 raise RuntimeError(f"{kind} did not start consuming:\n{proc.tail()}")
             time.sleep(0.005)
         t0 = time.monotonic()
+        c0 = (cpu_ticks(proc.pid), cpu_ticks(rabbit.mp.pid), redis_cpu(r))
         keys = [f"celery-task-meta-{i}" for i in ids]
         while True:
             done = r.dbsize()
@@ -92,6 +96,7 @@ def run_one(kind, argv_for, rabbit, results, n, tmp, timeout, db):
                 raise RuntimeError(f"{kind} exited:\n{proc.tail()}")
             time.sleep(0.01)
         t1 = time.monotonic()
+        c1 = (cpu_ticks(proc.pid), cpu_ticks(rabbit.mp.pid), redis_cpu(r))
         sampler.stop_ev.set()
         sampler.join()
         bad = [m for m in (r.get(k) for k in keys[:50]) if not m or
@@ -99,7 +104,10 @@ def run_one(kind, argv_for, rabbit, results, n, tmp, timeout, db):
         if bad:
             raise RuntimeError(f"{kind}: bad results, e.g. {bad[0]!r}")
         return {"worker": kind, "tasks": n, "seconds": t1 - t0, "tasks_per_s": n / (t1 - t0),
-                "peak_rss_mib": sampler.peak / 1024}
+                "peak_rss_mib": sampler.peak / 1024,
+                "worker_cpu_us": (c1[0] - c0[0]) / TICK * 1e6 / n,
+                "rabbit_cpu_us": (c1[1] - c0[1]) / TICK * 1e6 / n,
+                "redis_cpu_us": (c1[2] - c0[2]) * 1e6 / n}
     finally:
         proc.stop()
         r.close()
@@ -140,10 +148,12 @@ def main():
         results.stop()
         rabbit.destroy()
     print(f"\nnoop x {a.n}, -c {c}, prefetch multiplier {pm}, RabbitMQ broker + Redis results")
-    print(f"{'worker':<10}{'seconds':>10}{'tasks/s':>12}{'peak RSS MiB':>15}")
+    print(f"{'worker':<10}{'seconds':>10}{'tasks/s':>12}{'peak RSS MiB':>15}"
+          f"{'CPU us/task: worker':>21}{'RabbitMQ':>10}{'Redis':>7}")
     for r in runs:
         print(f"{r['worker']:<10}{r['seconds']:>10.2f}{r['tasks_per_s']:>12.0f}"
-              f"{r['peak_rss_mib']:>15.1f}")
+              f"{r['peak_rss_mib']:>15.1f}{r['worker_cpu_us']:>21.0f}{r['rabbit_cpu_us']:>10.0f}"
+              f"{r['redis_cpu_us']:>7.0f}")
     if len(runs) == 2:
         print(f"ratio cworker/python: {runs[0]['tasks_per_s'] / runs[1]['tasks_per_s']:.2f}x "
               f"throughput, {runs[1]['peak_rss_mib'] / runs[0]['peak_rss_mib']:.1f}x less memory")

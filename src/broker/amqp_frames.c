@@ -135,32 +135,40 @@ static void in_complete(struct amqp_broker *b)
 	json_object_set_new(props, "delivery_tag", json_string(tagbuf));
 	json_object_set_new(env, "body", json_stringn(body64, blen));
 	free(body64);
-	text = cw_json_dumps(env, &tlen);
-	json_decref(env);
+	/*
+	 * The envelope is built, not parsed: it is adopted as it is, with the
+	 * payload bytes as they came.  Only a task's needs its text (the pool
+	 * child reads it).
+	 */
+	unsigned char *body = (unsigned char *)m->body;
+	size_t body_len = m->len;
+	struct cw_envelope e;
+	m->body = NULL;
 
 	if (bcast) {
-		struct cw_envelope e;
-		if (text && cw_proto_decode_envelope(text, tlen, &b->o.limits, &e, &err) == CW_OK) {
+		if (cw_proto_adopt_envelope(env, body, body_len, &e, &err) == CW_OK) {
 			if (b->h.on_broadcast)
 				b->h.on_broadcast(b->h.arg, m->exchange ? m->exchange : "", &e);
 			cw_envelope_clear(&e);
 		} else {
 			cw_log(CW_LOG_ERROR, "broker", "dropped undecodable broadcast on %s: %s",
-			       m->exchange ? m->exchange : "?", text ? err.msg : "out of memory");
+			       m->exchange ? m->exchange : "?", err.msg);
 		}
-		free(text);
 		ab_in_reset(m);
 		return;
 	}
 
+	text = cw_json_dumps(env, &tlen);
 	struct cw_delivery *d = calloc(1, sizeof(*d));
 	const char *queue = m->ctag + strlen(CTAG_PREFIX);
 	if (!d || !text || !(d->queue = strdup(queue)) || !(d->tag = strdup(tagbuf))) {
 		cw_log(CW_LOG_ERROR, "broker", "out of memory taking a message; requeued");
+		json_decref(env);
+		free(body);
 		ab_reject_tag(b, dtag, true);
 		goto out;
 	}
-	if (cw_proto_decode_envelope(text, tlen, &b->o.limits, &d->env, &err) != CW_OK) {
+	if (cw_proto_adopt_envelope(env, body, body_len, &d->env, &err) != CW_OK) {
 		cw_log(CW_LOG_ERROR, "consumer",
 		       "Received and deleted unknown message from queue %s (%zu bytes): %s", queue,
 		       m->len, err.msg);

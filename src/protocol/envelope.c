@@ -17,34 +17,21 @@ void cw_envelope_clear(struct cw_envelope *env)
 	memset(env, 0, sizeof(*env));
 }
 
-int cw_proto_decode_envelope(const char *buf, size_t len, const struct cw_proto_limits *lim,
-			     struct cw_envelope *env, struct cw_error *err)
+/*
+ * The fields of env from its root object (env->root set): headers and
+ * properties become objects when absent; CW_EFORMAT when headers are
+ * something else.
+ */
+static int fill(struct cw_envelope *env, struct cw_error *err)
 {
-	struct cw_error jerr = {0};
-	json_t *root, *body, *props, *di;
+	json_t *root = env->root, *props, *di;
 
-	memset(env, 0, sizeof(*env));
-	root = cw_json_loads(buf, len, lim, &jerr);
-	if (!root) {
-		cw_error_set(err, jerr.code == CW_ELIMIT ? CW_ELIMIT : CW_EFORMAT,
-			     "not a kombu envelope: %s", jerr.msg);
-		return err ? err->code : CW_EFORMAT;
-	}
-	env->root = root;
-	body = json_object_get(root, "body");
-	if (!json_is_object(root) || !json_is_string(body)) {
-		cw_error_set(err, CW_EFORMAT, "not a kombu envelope: %s",
-			     json_is_object(root) ? "no string \"body\"" : "not a JSON object");
-		cw_envelope_clear(env);
-		return CW_EFORMAT;
-	}
 	env->content_type = str_or(root, "content-type", "");
 	env->content_encoding = str_or(root, "content-encoding", "");
 	env->headers = json_object_get(root, "headers");
 	if (!json_is_object(env->headers)) {
 		if (env->headers && !json_is_null(env->headers)) {
 			cw_error_set(err, CW_EFORMAT, "envelope headers are not a mapping");
-			cw_envelope_clear(env);
 			return CW_EFORMAT;
 		}
 		json_object_set_new(root, "headers", json_object());
@@ -66,7 +53,36 @@ int cw_proto_decode_envelope(const char *buf, size_t len, const struct cw_proto_
 	env->routing_key = str_or(di, "routing_key", "");
 	env->redelivered = json_is_true(json_object_get(di, "redelivered")) ||
 			   json_is_true(json_object_get(env->headers, "redelivered"));
+	return CW_OK;
+}
 
+int cw_proto_decode_envelope(const char *buf, size_t len, const struct cw_proto_limits *lim,
+			     struct cw_envelope *env, struct cw_error *err)
+{
+	struct cw_error jerr = {0};
+	json_t *root, *body;
+	int rc;
+
+	memset(env, 0, sizeof(*env));
+	root = cw_json_loads(buf, len, lim, &jerr);
+	if (!root) {
+		cw_error_set(err, jerr.code == CW_ELIMIT ? CW_ELIMIT : CW_EFORMAT,
+			     "not a kombu envelope: %s", jerr.msg);
+		return err ? err->code : CW_EFORMAT;
+	}
+	env->root = root;
+	body = json_object_get(root, "body");
+	if (!json_is_object(root) || !json_is_string(body)) {
+		cw_error_set(err, CW_EFORMAT, "not a kombu envelope: %s",
+			     json_is_object(root) ? "no string \"body\"" : "not a JSON object");
+		cw_envelope_clear(env);
+		return CW_EFORMAT;
+	}
+	if ((rc = fill(env, err)) != CW_OK) {
+		cw_envelope_clear(env);
+		return rc;
+	}
+	json_t *props = env->properties;
 	const char *b = json_string_value(body);
 	size_t blen = json_string_length(body);
 	if (!strcmp(str_or(props, "body_encoding", ""), "base64")) {
@@ -92,5 +108,28 @@ int cw_proto_decode_envelope(const char *buf, size_t len, const struct cw_proto_
 		env->body_len = blen;
 	}
 	env->body[env->body_len] = '\0';
+	return CW_OK;
+}
+
+int cw_proto_adopt_envelope(json_t *root, unsigned char *body, size_t body_len,
+			    struct cw_envelope *env, struct cw_error *err)
+{
+	int rc;
+
+	memset(env, 0, sizeof(*env));
+	env->root = root;
+	env->body = body;
+	env->body_len = body_len;
+	if (!json_is_object(root) || !body) {
+		cw_error_set(err, CW_EFORMAT, "not a kombu envelope: %s",
+			     body ? "not a JSON object" : "no body");
+		cw_envelope_clear(env);
+		return CW_EFORMAT;
+	}
+	if ((rc = fill(env, err)) != CW_OK) {
+		cw_envelope_clear(env);
+		return rc;
+	}
+	env->body[body_len] = '\0';
 	return CW_OK;
 }

@@ -76,6 +76,15 @@ struct cw_envelope {
  */
 int cw_proto_decode_envelope(const char *buf, size_t len, const struct cw_proto_limits *lim,
 			     struct cw_envelope *env, struct cw_error *err) CW_MUST_CHECK;
+/*
+ * The same from parts a transport has already taken apart (AMQP: the
+ * properties as an envelope object, the payload bytes): no text is parsed.
+ * Takes root and body (malloc'd, body_len + 1 bytes; NUL-terminated here)
+ * whatever the outcome.  The envelope reads exactly as if root, with the
+ * body in it, had been encoded and decoded.
+ */
+int cw_proto_adopt_envelope(json_t *root, unsigned char *body, size_t body_len,
+			    struct cw_envelope *env, struct cw_error *err) CW_MUST_CHECK;
 void cw_envelope_clear(struct cw_envelope *env);
 
 /* ---- task messages --------------------------------------------------- */

@@ -594,6 +594,64 @@ static void test_request_pack(void)
 	}
 }
 
+/*
+ * cw_proto_adopt_envelope (the AMQP transport's path: no text parsed) reads
+ * exactly as the same envelope encoded and decoded; a non-object or a
+ * missing body is refused and nothing leaks.
+ */
+static void test_adopt_envelope(void)
+{
+	struct cw_error err = {0};
+	static const char payload[] = "[[2, 3], {\"k\": 1}, {}]";
+	json_t *root = json_pack(
+		"{s:s,s:s,s:{s:s,s:s,s:b},s:{s:s,s:s,s:s,s:i,s:{s:s,s:s,s:b},s:s}}",
+		"content-type", "application/json", "content-encoding", "utf-8",
+		"headers", "task", "cworker.add", "id", "abc", "redelivered", 0,
+		"properties", "correlation_id", "abc", "reply_to", "r1", "delivery_tag", "7:42",
+		"priority", 3, "delivery_info", "exchange", "", "routing_key", "celery",
+		"redelivered", 1, "body_encoding", "base64");
+	size_t blen = 0, tlen = 0;
+	char *b64 = cw_base64_encode((const unsigned char *)payload, strlen(payload), &blen);
+	json_object_set_new(root, "body", json_stringn(b64, blen));
+	free(b64);
+	char *text = cw_json_dumps(root, &tlen);
+	struct cw_envelope dec, ad;
+	CHECK(cw_proto_decode_envelope(text, tlen, &lim, &dec, &err) == CW_OK);
+	unsigned char *body = malloc(sizeof(payload));
+	memcpy(body, payload, sizeof(payload) - 1);
+	CHECK(cw_proto_adopt_envelope(root, body, sizeof(payload) - 1, &ad, &err) == CW_OK);
+	CHECK(!strcmp(ad.content_type, dec.content_type));
+	CHECK(!strcmp(ad.content_encoding, dec.content_encoding));
+	CHECK(json_equal(ad.headers, dec.headers) && json_equal(ad.properties, dec.properties));
+	CHECK(!strcmp(ad.delivery_tag, dec.delivery_tag) && !strcmp(ad.delivery_tag, "7:42"));
+	CHECK(!strcmp(ad.correlation_id, dec.correlation_id) && !strcmp(ad.reply_to, dec.reply_to));
+	CHECK(ad.priority == 3 && dec.priority == 3);
+	CHECK(!strcmp(ad.exchange, dec.exchange) && !strcmp(ad.routing_key, "celery") &&
+	      !strcmp(dec.routing_key, "celery"));
+	CHECK(ad.redelivered && dec.redelivered);
+	CHECK(ad.body_len == dec.body_len && !memcmp(ad.body, dec.body, dec.body_len) &&
+	      ad.body[ad.body_len] == '\0');
+	struct cw_request ra, rd;
+	CHECK(cw_proto_decode_request(&ad, &lim, &ra, &err) == CW_OK);
+	CHECK(cw_proto_decode_request(&dec, &lim, &rd, &err) == CW_OK);
+	CHECK(!strcmp(ra.task, rd.task) && !strcmp(ra.id, "abc") && json_equal(ra.args, rd.args));
+	cw_request_clear(&ra);
+	cw_request_clear(&rd);
+	cw_envelope_clear(&ad);
+	cw_envelope_clear(&dec);
+	free(text);
+
+	/* absent headers and properties become empty objects, as in a decode */
+	CHECK(cw_proto_adopt_envelope(json_object(), calloc(1, 1), 0, &ad, &err) == CW_OK);
+	CHECK(json_is_object(ad.headers) && json_is_object(ad.properties) && ad.body_len == 0);
+	cw_envelope_clear(&ad);
+	/* refused: not an object, headers not a mapping, no body; each takes what it was given */
+	CHECK(cw_proto_adopt_envelope(json_array(), calloc(1, 1), 0, &ad, &err) == CW_EFORMAT);
+	CHECK(cw_proto_adopt_envelope(json_pack("{s:[i]}", "headers", 1), calloc(1, 1), 0, &ad,
+				      &err) == CW_EFORMAT);
+	CHECK(cw_proto_adopt_envelope(json_object(), NULL, 0, &ad, &err) == CW_EFORMAT);
+}
+
 int main(void)
 {
 	test_pyrepr();
@@ -606,6 +664,7 @@ int main(void)
 	test_bad_messages();
 	test_json();
 	test_base64();
+	test_adopt_envelope();
 	test_iso8601();
 	test_result_meta();
 	return check_summary();
