@@ -111,7 +111,7 @@ static void in_complete(struct amqp_broker *b)
 	char tagbuf[64], *text = NULL;
 	size_t tlen = 0, blen = 0;
 	json_t *env = m->props;
-	bool bcast = !strncmp(m->ctag, CTAG_PREFIX "bcast-", strlen(CTAG_PREFIX "bcast-"));
+	bool bcast = m->bcast;
 	uint64_t dtag = m->dtag;
 
 	m->props = NULL;
@@ -142,10 +142,10 @@ static void in_complete(struct amqp_broker *b)
 	 */
 	unsigned char *body = (unsigned char *)m->body;
 	size_t body_len = m->len;
-	struct cw_envelope e;
 	m->body = NULL;
 
 	if (bcast) {
+		struct cw_envelope e;
 		if (cw_proto_adopt_envelope(env, body, body_len, &e, &err) == CW_OK) {
 			if (b->h.on_broadcast)
 				b->h.on_broadcast(b->h.arg, m->exchange ? m->exchange : "", &e);
@@ -202,13 +202,12 @@ static void on_method(struct amqp_broker *b, amqp_channel_t ch, amqp_method_t *m
 		b->in.routing_key = bytes_dup(d->routing_key);
 		b->in.dtag = d->delivery_tag;
 		b->in.redelivered = d->redelivered;
-		if (ch == CH_CONSUME) {
-			/* mailbox consumers take no acks (amqp_topology.c): not counted as held */
-			amqp_bytes_t ct = d->consumer_tag;
-			size_t pl = strlen(CTAG_PREFIX "bcast-");
-			bool bcast = ct.len >= pl && !memcmp(ct.bytes, CTAG_PREFIX "bcast-", pl);
-			ab_acks_delivered(&b->acks, d->delivery_tag, !bcast);
-		}
+		/* mailbox consumers take no acks (amqp_topology.c) */
+		amqp_bytes_t ct = d->consumer_tag;
+		size_t pl = strlen(CTAG_PREFIX "bcast-");
+		b->in.bcast = ct.len >= pl && !memcmp(ct.bytes, CTAG_PREFIX "bcast-", pl);
+		if (ch == CH_CONSUME) /* held until acked or rejected, unless no-ack */
+			ab_acks_delivered(&b->acks, d->delivery_tag, !b->in.bcast);
 		if (!b->in.ctag || !b->in.exchange || !b->in.routing_key)
 			b->in.discard = true;
 		return;
@@ -313,8 +312,7 @@ static void on_frame(struct amqp_broker *b, amqp_frame_t *f)
 	}
 	if (m->active && m->have_header && m->len == m->want) {
 		if (m->discard) {
-			bool task = m->ctag && strncmp(m->ctag, CTAG_PREFIX "bcast-",
-						       strlen(CTAG_PREFIX "bcast-"));
+			bool task = m->ctag && !m->bcast;
 			uint64_t dtag = m->dtag;
 			ab_in_reset(m);
 			if (task)

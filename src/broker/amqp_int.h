@@ -45,6 +45,7 @@ struct pend {
 struct inmsg {
 	bool active, discard;
 	bool have_header;
+	bool bcast;            /* to a mailbox consumer: consumed without acks */
 	char *ctag, *exchange, *routing_key;
 	uint64_t dtag;
 	bool redelivered;

@@ -55,6 +55,13 @@ static void deliver(struct ab_acks *a, struct model *m, uint64_t tag, bool needs
 		m->open[tag] = 1;
 }
 
+/* Deliveries 1..n, each needing an ack. */
+static void deliver_upto(struct ab_acks *a, struct model *m, uint64_t n)
+{
+	for (uint64_t t = 1; t <= n; t++)
+		deliver(a, m, t, true);
+}
+
 static void reject(struct ab_acks *a, struct model *m, uint64_t tag)
 {
 	m->open[tag] = 0; /* basic.reject, sent at once */
@@ -72,8 +79,7 @@ static void test_in_order_run(void)
 	struct ab_acks a = {0};
 	struct model m;
 	model_init(&m);
-	for (uint64_t t = 1; t <= 8; t++)
-		deliver(&a, &m, t, true);
+	deliver_upto(&a, &m, 8);
 	for (uint64_t t = 1; t <= 5; t++)
 		CHECK(ab_acks_queue(&a, t) == 0);
 	CHECK(ab_acks_pending(&a));
@@ -98,8 +104,7 @@ static void test_held_front(void)
 	struct ab_acks a = {0};
 	struct model m;
 	model_init(&m);
-	for (uint64_t t = 1; t <= 6; t++)
-		deliver(&a, &m, t, true);
+	deliver_upto(&a, &m, 6);
 	for (uint64_t t = 2; t <= 4; t++)
 		ab_acks_queue(&a, t);
 	CHECK(ab_acks_flush(&a, model_send, &m) == 0);
@@ -145,8 +150,7 @@ static void test_out_of_order(void)
 	struct ab_acks a = {0};
 	struct model m;
 	model_init(&m);
-	for (uint64_t t = 1; t <= 10; t++)
-		deliver(&a, &m, t, true);
+	deliver_upto(&a, &m, 10);
 	uint64_t order[] = {3, 1, 2, 7, 5};
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
 		ab_acks_queue(&a, order[i]);
@@ -164,9 +168,7 @@ static void test_no_double_ack(void)
 	struct ab_acks a = {0};
 	struct model m;
 	model_init(&m);
-	deliver(&a, &m, 1, true);
-	deliver(&a, &m, 2, true);
-	deliver(&a, &m, 3, true);
+	deliver_upto(&a, &m, 3);
 	ab_acks_queue(&a, 2);
 	ab_acks_queue(&a, 2);
 	reject(&a, &m, 3);
@@ -194,8 +196,7 @@ static void test_lost_track(void)
 	/* a new channel starts trusting again */
 	ab_acks_reset(&a);
 	model_init(&m);
-	deliver(&a, &m, 1, true);
-	deliver(&a, &m, 2, true);
+	deliver_upto(&a, &m, 2);
 	ab_acks_queue(&a, 1);
 	ab_acks_queue(&a, 2);
 	CHECK(ab_acks_flush(&a, model_send, &m) == 0);
@@ -209,8 +210,7 @@ static void test_send_failure(void)
 	struct ab_acks a = {0};
 	struct model m;
 	model_init(&m);
-	for (uint64_t t = 1; t <= 4; t++)
-		deliver(&a, &m, t, true);
+	deliver_upto(&a, &m, 4);
 	ab_acks_queue(&a, 1);
 	ab_acks_queue(&a, 3);
 	m.fail_after = 1;
