@@ -158,7 +158,7 @@ static struct cw_delivery *delivery_of(struct null_broker *b, struct nmsg *m, co
 	d->raw_len = m->len;
 	d->deliveries = m->deliveries + 1;
 	m->raw = NULL;
-	if (cw_proto_decode_envelope(d->raw, d->raw_len, &b->limits, &d->env, &err) != CW_OK) {
+	if (cw_proto_decode_task_envelope(d->raw, d->raw_len, &b->limits, &d->env, &err) != CW_OK) {
 		cw_log(CW_LOG_ERROR, "consumer",
 		       "Received and deleted unknown message from queue %s (%zu bytes): %s", queue,
 		       d->raw_len, err.msg);

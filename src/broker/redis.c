@@ -307,7 +307,11 @@ static void rb_touch(struct cw_broker *base, struct cw_delivery *d)
 
 static void requeue(struct redis_broker *b, struct cw_delivery *d, const char *side)
 {
-	char *payload = rb_mark_redelivered(d->env.root);
+	/* a scanned envelope has no tree: parse it now, on this rare path */
+	json_t *root = d->env.root ? json_incref(d->env.root)
+				   : cw_json_loads(d->raw, d->raw_len, &b->limits, NULL);
+	char *payload = root ? rb_mark_redelivered(root) : NULL;
+	json_decref(root);
 	const char *argv[] = {"EVAL", lua_requeue, "3", "unacked", "unacked_index", d->queue,
 			      d->tag, payload ? payload : d->raw, side};
 	rb_cmd(b, NULL, NULL, 9, argv, NULL);

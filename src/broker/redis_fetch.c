@@ -170,7 +170,7 @@ static struct cw_delivery *make_delivery(struct redis_broker *b, const char *key
 	memcpy(d->raw, item, len);
 	d->raw[len] = '\0';
 	d->raw_len = len;
-	if (cw_proto_decode_envelope(item, len, &b->limits, &d->env, &err) != CW_OK) {
+	if (cw_proto_decode_task_envelope(item, len, &b->limits, &d->env, &err) != CW_OK) {
 		cw_log(CW_LOG_ERROR, "consumer",
 		       "Received and deleted unknown message from queue %s (%zu bytes): %s",
 		       d->queue, len, err.msg);

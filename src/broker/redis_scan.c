@@ -77,7 +77,7 @@ char *rb_mark_redelivered(json_t *env)
 		json_object_set_new(headers, "redelivered", json_true());
 		json_object_set_new(di, "redelivered", json_true());
 	}
-	return json_dumps(env, JSON_COMPACT);
+	return cw_json_dumps(env, NULL);
 }
 
 static void on_scan(struct redis_broker *b, redisReply *r, void *arg)
@@ -91,8 +91,7 @@ static void on_scan(struct redis_broker *b, redisReply *r, void *arg)
 		redisReply *tag = r->element[i], *val = r->element[i + 1];
 		if (tag->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING)
 			continue;
-		json_error_t je;
-		json_t *entry = json_loadb(val->str, val->len, 0, &je);
+		json_t *entry = cw_json_loads(val->str, val->len, &b->limits, NULL);
 		json_t *env = json_array_get(entry, 0);
 		const char *ex = json_string_value(json_array_get(entry, 1));
 		const char *rk = json_string_value(json_array_get(entry, 2));

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "protocol/envelope_int.h"
 #include "protocol/protocol.h"
 
 static const char *str_or(json_t *obj, const char *key, const char *dflt)
@@ -13,6 +14,7 @@ static const char *str_or(json_t *obj, const char *key, const char *dflt)
 void cw_envelope_clear(struct cw_envelope *env)
 {
 	json_decref(env->root);
+	free(env->task);
 	free(env->body);
 	memset(env, 0, sizeof(*env));
 }
@@ -82,10 +84,15 @@ int cw_proto_decode_envelope(const char *buf, size_t len, const struct cw_proto_
 		cw_envelope_clear(env);
 		return rc;
 	}
-	json_t *props = env->properties;
-	const char *b = json_string_value(body);
-	size_t blen = json_string_length(body);
-	if (!strcmp(str_or(props, "body_encoding", ""), "base64")) {
+	return cw_envelope_take_body(env, json_string_value(body), json_string_length(body),
+				     !strcmp(str_or(env->properties, "body_encoding", ""), "base64"),
+				     err);
+}
+
+int cw_envelope_take_body(struct cw_envelope *env, const char *b, size_t blen, bool base64,
+			  struct cw_error *err)
+{
+	if (base64) {
 		env->body = malloc(blen / 4 * 3 + 1);
 		if (!env->body) {
 			cw_error_set(err, CW_ENOMEM, "out of memory");

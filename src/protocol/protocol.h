@@ -51,12 +51,28 @@ char *cw_base64_encode(const unsigned char *in, size_t len, size_t *out_len);
 
 /* ---- kombu Redis envelope ------------------------------------------- */
 
+/*
+ * The protocol-2 headers the consumer reads, each string NULL when absent or
+ * null.  Read from the tree (cw_proto_decode_request) or, for an envelope
+ * the scanner took, straight from the text (struct cw_envelope.task).
+ */
+struct cw_task_headers {
+	const char *id, *task, *root_id, *parent_id, *group, *shadow, *origin, *eta, *expires,
+		*argsrepr, *kwargsrepr;
+	int64_t retries;        /* 0 when absent */
+	int64_t group_index;    /* -1 when absent */
+	double time_limit, soft_time_limit; /* timelimit [hard, soft]; 0 = none */
+	bool ignore_result;
+};
+
 struct cw_envelope {
-	json_t *root;                 /* owns the strings below */
+	json_t *root;                 /* owns the strings below; NULL when scanned */
+	struct cw_task_headers *task; /* scanned (cw_proto_decode_task_envelope): its headers
+					 and, after them, the strings below; else NULL */
 	const char *content_type;     /* "application/json", never NULL after decode */
 	const char *content_encoding; /* "utf-8" or "binary"; never NULL */
-	json_t *headers;              /* object; empty object when absent/null */
-	json_t *properties;           /* object; empty object when absent */
+	json_t *headers;              /* object; empty object when absent/null; NULL when scanned */
+	json_t *properties;           /* object; empty object when absent; NULL when scanned */
 	const char *delivery_tag;     /* properties.delivery_tag; NULL if absent */
 	const char *exchange;         /* delivery_info.exchange; "" if absent */
 	const char *routing_key;      /* delivery_info.routing_key; "" if absent */
@@ -85,6 +101,16 @@ int cw_proto_decode_envelope(const char *buf, size_t len, const struct cw_proto_
  */
 int cw_proto_adopt_envelope(json_t *root, unsigned char *body, size_t body_len,
 			    struct cw_envelope *env, struct cw_error *err) CW_MUST_CHECK;
+/*
+ * The same for an item of a task queue, without building a tree when it can:
+ * a protocol-2 task envelope whose strings are plain printable ASCII (no
+ * escapes), without duplicate or oddly typed fields the consumer reads, is
+ * read in one pass (env->task set, root/headers/properties NULL).  Anything
+ * else goes through cw_proto_decode_envelope, so every input decodes, or
+ * fails, exactly as it does there.
+ */
+int cw_proto_decode_task_envelope(const char *buf, size_t len, const struct cw_proto_limits *lim,
+				  struct cw_envelope *env, struct cw_error *err) CW_MUST_CHECK;
 void cw_envelope_clear(struct cw_envelope *env);
 
 /* ---- task messages --------------------------------------------------- */

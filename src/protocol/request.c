@@ -35,12 +35,15 @@ static int decode_body(const struct cw_envelope *env, const struct cw_proto_limi
 int cw_proto_peek_task(const struct cw_envelope *env, const struct cw_proto_limits *lim,
 		       char **name, char **id, struct cw_error *err)
 {
-	json_t *task = json_object_get(env->headers, "task");
+	json_t *task = env->task ? NULL : json_object_get(env->headers, "task");
 	json_t *body = NULL;
 	const char *n, *i;
 
 	*name = *id = NULL;
-	if (task) { /* protocol v2 */
+	if (env->task) { /* protocol v2, scanned: the reader checked the types */
+		n = env->task->task;
+		i = env->task->id;
+	} else if (task) { /* protocol v2 */
 		n = json_string_value(task);
 		i = json_string_value(json_object_get(env->headers, "id"));
 		if (!n) {
@@ -96,18 +99,36 @@ void cw_request_clear(struct cw_request *r)
 	r->group_index = -1;
 }
 
-/* Copy an optional string field; non-strings other than null are errors. */
-static int opt_str(json_t *obj, const char *key, char **out, struct cw_error *err)
+/* An optional string field; non-strings other than null are errors. */
+static int str_field(json_t *obj, const char *key, const char **out, struct cw_error *err)
 {
 	json_t *v = json_object_get(obj, key);
+	*out = NULL;
 	if (!v || json_is_null(v))
 		return CW_OK;
 	if (!json_is_string(v) || cw_json_is_bigint(v)) {
 		cw_error_set(err, CW_EINVALTASK, "field %s is not a string", key);
 		return CW_EINVALTASK;
 	}
-	*out = strdup(json_string_value(v));
+	*out = json_string_value(v);
+	return CW_OK;
+}
+
+/* Copy an optional string field. */
+static int opt_str(json_t *obj, const char *key, char **out, struct cw_error *err)
+{
+	const char *s;
+	int rc = str_field(obj, key, &s, err);
+	if (rc != CW_OK || !s)
+		return rc;
+	*out = strdup(s);
 	return *out ? CW_OK : CW_ENOMEM;
+}
+
+static int dup_str(const char *s, char **out)
+{
+	*out = s ? strdup(s) : NULL;
+	return !s || *out ? CW_OK : CW_ENOMEM;
 }
 
 static int opt_int(json_t *obj, const char *key, int64_t dflt, int64_t *out, struct cw_error *err)
@@ -125,7 +146,7 @@ static int opt_int(json_t *obj, const char *key, int64_t dflt, int64_t *out, str
 }
 
 /* timelimit = [hard, soft], either may be null; numbers may be int or float. */
-static int timelimit(json_t *tl, struct cw_request *r, struct cw_error *err)
+static int timelimit(json_t *tl, double *hard, double *soft, struct cw_error *err)
 {
 	if (!tl || json_is_null(tl))
 		return CW_OK;
@@ -140,10 +161,7 @@ static int timelimit(json_t *tl, struct cw_request *r, struct cw_error *err)
 			goto bad;
 		if (!isfinite(d) || d < 0)
 			goto bad;
-		if (i == 0)
-			r->time_limit = d;
-		else
-			r->soft_time_limit = d;
+		*(i == 0 ? hard : soft) = d;
 	}
 	return CW_OK;
 bad:
@@ -183,27 +201,56 @@ static int take_args(struct cw_request *r, json_t *args, json_t *kwargs, struct 
 static int v2_body(json_t *body, struct cw_request *r, struct cw_error *err);
 static int v1_body(json_t *body, struct cw_request *r, struct cw_error *err);
 
+/* The headers of a tree, checked field by field in the order errors are reported. */
+static int headers_from_tree(json_t *h, struct cw_task_headers *th, struct cw_error *err)
+{
+	const char **const strs[] = {&th->id, &th->task, &th->root_id, &th->parent_id, &th->group,
+				     &th->shadow, &th->origin, &th->eta, &th->expires,
+				     &th->argsrepr, &th->kwargsrepr};
+	static const char *const names[] = {"id", "task", "root_id", "parent_id", "group",
+					    "shadow", "origin", "eta", "expires", "argsrepr",
+					    "kwargsrepr"};
+	int rc;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if ((rc = str_field(h, names[i], strs[i], err)))
+			return rc;
+	if ((rc = opt_int(h, "retries", 0, &th->retries, err)) ||
+	    (rc = opt_int(h, "group_index", -1, &th->group_index, err)) ||
+	    (rc = timelimit(json_object_get(h, "timelimit"), &th->time_limit,
+			    &th->soft_time_limit, err)))
+		return rc;
+	th->ignore_result = json_is_true(json_object_get(h, "ignore_result"));
+	return CW_OK;
+}
+
 static int decode_v2(const struct cw_envelope *env, json_t *body, struct cw_request *r,
 		     struct cw_error *err)
 {
-	json_t *h = env->headers;
+	struct cw_task_headers tree = {0};
+	const struct cw_task_headers *th = env->task;
 	int rc;
 
 	r->proto = 2;
 	r->utc = true;
-	if ((rc = opt_str(h, "id", &r->id, err)) || (rc = opt_str(h, "task", &r->task, err)) ||
-	    (rc = opt_str(h, "root_id", &r->root_id, err)) ||
-	    (rc = opt_str(h, "parent_id", &r->parent_id, err)) ||
-	    (rc = opt_str(h, "group", &r->group, err)) || (rc = opt_str(h, "shadow", &r->shadow, err)) ||
-	    (rc = opt_str(h, "origin", &r->origin, err)) || (rc = opt_str(h, "eta", &r->eta, err)) ||
-	    (rc = opt_str(h, "expires", &r->expires, err)) ||
-	    (rc = opt_str(h, "argsrepr", &r->argsrepr, err)) ||
-	    (rc = opt_str(h, "kwargsrepr", &r->kwargsrepr, err)) ||
-	    (rc = opt_int(h, "retries", 0, &r->retries, err)) ||
-	    (rc = opt_int(h, "group_index", -1, &r->group_index, err)) ||
-	    (rc = timelimit(json_object_get(h, "timelimit"), r, err)))
+	if (!th) {
+		if ((rc = headers_from_tree(env->headers, &tree, err)))
+			return rc;
+		th = &tree;
+	}
+	if ((rc = dup_str(th->id, &r->id)) || (rc = dup_str(th->task, &r->task)) ||
+	    (rc = dup_str(th->root_id, &r->root_id)) ||
+	    (rc = dup_str(th->parent_id, &r->parent_id)) || (rc = dup_str(th->group, &r->group)) ||
+	    (rc = dup_str(th->shadow, &r->shadow)) || (rc = dup_str(th->origin, &r->origin)) ||
+	    (rc = dup_str(th->eta, &r->eta)) || (rc = dup_str(th->expires, &r->expires)) ||
+	    (rc = dup_str(th->argsrepr, &r->argsrepr)) ||
+	    (rc = dup_str(th->kwargsrepr, &r->kwargsrepr)))
 		return rc;
-	r->ignore_result = json_is_true(json_object_get(h, "ignore_result"));
+	r->retries = th->retries;
+	r->group_index = th->group_index;
+	r->time_limit = th->time_limit;
+	r->soft_time_limit = th->soft_time_limit;
+	r->ignore_result = th->ignore_result;
 	return v2_body(body, r, err);
 }
 
@@ -244,7 +291,8 @@ static int decode_v1(json_t *body, struct cw_request *r, struct cw_error *err)
 	    (rc = opt_str(body, "eta", &r->eta, err)) ||
 	    (rc = opt_str(body, "expires", &r->expires, err)) ||
 	    (rc = opt_int(body, "retries", 0, &r->retries, err)) ||
-	    (rc = timelimit(json_object_get(body, "timelimit"), r, err)))
+	    (rc = timelimit(json_object_get(body, "timelimit"), &r->time_limit,
+			    &r->soft_time_limit, err)))
 		return rc;
 	return v1_body(body, r, err);
 }
@@ -277,7 +325,7 @@ int cw_proto_decode_request(const struct cw_envelope *env, const struct cw_proto
 	rc = decode_body(env, lim, &body, err);
 	if (rc)
 		return rc;
-	if (json_object_get(env->headers, "task"))
+	if (env->task || json_object_get(env->headers, "task"))
 		rc = decode_v2(env, body, r, err);
 	else
 		rc = decode_v1(body, r, err);

@@ -2,7 +2,9 @@
  * Fuzz target: bytes as they would sit on a Redis queue go through the
  * consumer's whole decode path (envelope -> peek -> request), decoded
  * arguments are re-encoded and re-parsed, and the raw bytes also go
- * through the JSON and base64 decoders directly.
+ * through the JSON and base64 decoders directly.  The task-queue reader,
+ * which scans plain envelopes without a tree, must read every input exactly
+ * as the tree reader does.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +12,8 @@
 
 #include "protocol/control.h"
 #include "protocol/protocol.h"
+
+#include "../unit/envelope_same.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -21,6 +25,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct cw_request req;
 	struct cw_error err = {0};
 	char *name = NULL, *id = NULL;
+	bool scanned;
+
+	if (envelope_readings_differ(buf, size, &lim, &scanned))
+		abort();
 
 	if (cw_proto_decode_envelope(buf, size, &lim, &env, &err) == CW_OK) {
 		if (cw_proto_peek_task(&env, &lim, &name, &id, &err) == CW_OK) {

@@ -80,7 +80,8 @@ static char *envelope(int n)
 
 static const char *task_id(const struct cw_delivery *d)
 {
-	return json_string_value(json_object_get(d->env.headers, "id"));
+	return d->env.task ? d->env.task->id
+			   : json_string_value(json_object_get(d->env.headers, "id"));
 }
 
 static void test_deliveries(void)

@@ -13,6 +13,7 @@
 #include "protocol/protocol.h"
 
 #include "check.h"
+#include "envelope_same.h"
 
 static const struct cw_proto_limits lim = CW_PROTO_LIMITS_DEFAULT;
 
@@ -541,11 +542,6 @@ static void test_signature_message(void)
 	json_decref(rest);
 }
 
-static bool same_str(const char *a, const char *b)
-{
-	return a == b || (a && b && !strcmp(a, b));
-}
-
 /* What the master packs, the child unpacks the same; a cut or bad buffer is refused. */
 static void test_request_pack(void)
 {
@@ -599,6 +595,184 @@ static void test_request_pack(void)
  * exactly as the same envelope encoded and decoded; a non-object or a
  * missing body is refused and nothing leaks.
  */
+/* A Celery 5.2 send_task('cworker.noop') envelope as it sits on the Redis list; %s: a header. */
+static const char celery_envelope[] =
+	"{\"body\": \"W1tdLCB7fSwgeyJjYWxsYmFja3MiOiBudWxsLCAiZXJyYmFja3MiOiBudWxsLCAiY2hhaW4iOiBud"
+	"WxsLCAiY2hvcmQiOiBudWxsfV0=\", \"content-encoding\": \"utf-8\", \"content-type\": "
+	"\"application/json\", \"headers\": {\"lang\": \"py\", \"task\": \"cworker.noop\", \"id\": "
+	"\"e9586ac6-6e31-4672-97a2-dbd523168ee1\", \"shadow\": null, \"eta\": null, \"expires\": "
+	"null, \"group\": null, \"group_index\": null, \"retries\": 0, \"timelimit\": [null, null], "
+	"\"root_id\": \"e9586ac6-6e31-4672-97a2-dbd523168ee1\", \"parent_id\": null, \"argsrepr\": "
+	"\"()\", \"kwargsrepr\": \"{}\", \"origin\": \"gen1670@vm\", \"ignore_result\": false%s}, "
+	"\"properties\": {\"correlation_id\": \"e9586ac6-6e31-4672-97a2-dbd523168ee1\", "
+	"\"reply_to\": \"a2a85067-070b-3188-88fe-5566835a7f7f\", \"delivery_mode\": 2, "
+	"\"delivery_info\": {\"exchange\": \"\", \"routing_key\": \"celery\"}, \"priority\": 0, "
+	"\"body_encoding\": \"base64\", \"delivery_tag\": "
+	"\"64181e74-fe92-4dae-9c60-396581880401\"}}";
+
+/* Read both ways: CHECK they agree, and that the scanner took it iff want_scanned. */
+static void both_ways(const char *text, size_t len, bool want_scanned, const char *what)
+{
+	bool scanned = false;
+	const char *why = envelope_readings_differ(text, len, &lim, &scanned);
+	if (why || scanned != want_scanned)
+		fprintf(stderr, "  %s: %s (scanned %d)\n", what, why ? why : "scanner", scanned);
+	CHECK(!why && scanned == want_scanned);
+}
+
+static void with_header(const char *extra, bool want_scanned)
+{
+	char *text = NULL;
+	CHECK(asprintf(&text, celery_envelope, extra) > 0);
+	both_ways(text, strlen(text), want_scanned, extra);
+	free(text);
+}
+
+/* The envelope with its first `from` replaced by `to`. */
+static void with_change(const char *from, const char *to, bool want_scanned)
+{
+	char *text = NULL, *out = NULL;
+	CHECK(asprintf(&text, celery_envelope, "") > 0);
+	char *at = strstr(text, from);
+	CHECK(at != NULL);
+	if (at && asprintf(&out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from)) > 0)
+		both_ways(out, strlen(out), want_scanned, to);
+	free(out);
+	free(text);
+}
+
+/*
+ * cw_proto_decode_task_envelope reads the plain envelopes Celery sends in one
+ * pass, and everything else exactly as the tree reader does.
+ */
+static void test_scanned_envelope(void)
+{
+	struct cw_envelope env;
+	struct cw_request req;
+	struct cw_error err = {0};
+	char *text = NULL;
+
+	CHECK(asprintf(&text, celery_envelope, "") > 0);
+	CHECK(cw_proto_decode_task_envelope(text, strlen(text), &lim, &env, &err) == CW_OK);
+	CHECK(env.task && !env.root && !env.headers && !env.properties);
+	CHECK(env.task && !strcmp(env.task->task, "cworker.noop") &&
+	      !strcmp(env.routing_key, "celery") &&
+	      !strcmp(env.delivery_tag, "64181e74-fe92-4dae-9c60-396581880401") &&
+	      !strcmp(env.content_type, "application/json") && env.priority == 0 &&
+	      !env.redelivered && env.task->group_index == -1 && !env.task->eta);
+	CHECK(cw_proto_decode_request(&env, &lim, &req, &err) == CW_OK);
+	CHECK(!strcmp(req.origin, "gen1670@vm") && json_array_size(req.args) == 0 &&
+	      !strcmp(req.reply_to, "a2a85067-070b-3188-88fe-5566835a7f7f"));
+	cw_request_clear(&req);
+	cw_envelope_clear(&env);
+	both_ways(text, strlen(text), true, "celery envelope");
+
+	/* the captured Celery messages: protocol 2 with ETA and priority is scanned; escapes
+	 * (unicode) and protocol 1 are not; all read alike */
+	static const struct {
+		const char *file;
+		bool scanned;
+	} files[] = {{"data/v2_eta_priority.json", true}, {"data/v2_unicode.json", false},
+		     {"data/v1_eta.json", false}, {"data/v2_pickle.json", true}};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		size_t n;
+		char *raw = slurp(files[i].file, &n);
+		both_ways(raw, n, files[i].scanned, files[i].file);
+		free(raw);
+	}
+
+	/* fields the scanner reads, with values */
+	static const struct {
+		const char *from, *to;
+	} read[] = {
+		{"\"retries\": 0", "\"retries\": 3, \"x\": [{}]"},
+		{"\"group_index\": null", "\"group_index\": 2"},
+		{"\"timelimit\": [null, null]", "\"timelimit\": [30, 12.5e0]"},
+		{"\"timelimit\": [null, null]", "\"timelimit\": null"},
+		{"\"shadow\": null", "\"shadow\": \"s\""},
+		{"\"eta\": null", "\"eta\": \"2026-12-07T10:00:00+00:00\""},
+		{"\"eta\": null", "\"eta\": \"not a time\""}, /* refused alike */
+		{"\"ignore_result\": false", "\"ignore_result\": true"},
+		{"\"priority\": 0", "\"priority\": 7"},
+		{"\"priority\": 0", "\"priority\": 7.5"},
+		{"\"priority\": 0", "\"priority\": \"7\""},
+		{"\"delivery_tag\": \"", "\"x\": 1, \"delivery_tag\": \""},
+		{"\"routing_key\": \"celery\"", "\"routing_key\": \"celery\", \"redelivered\": true"},
+		{"\"body_encoding\": \"base64\"", "\"body_encoding\": \"base65\""},
+		{"\"body\": \"W1td", "\"body\": \"W1sx"},   /* body not JSON: refused alike */
+		{"\"application/json\"", "\"application/x-python-serialize\""},
+	};
+	for (size_t i = 0; i < sizeof(read) / sizeof(read[0]); i++)
+		with_change(read[i].from, read[i].to, true);
+	with_change("W1td", "W1t!", false); /* bad base64: refused alike, after the scan */
+	/* left to the tree: repeats, odd types, escapes, non-ASCII, big or odd numbers */
+	static const struct {
+		const char *from, *to;
+	} tree[] = {
+		{"\"retries\": 0", "\"retries\": 1.0"},
+		{"\"retries\": 0", "\"retries\": 99999999999999999999"},
+		{"\"timelimit\": [null, null]", "\"timelimit\": [-1, null]"},
+		{"\"timelimit\": [null, null]", "\"timelimit\": [1]"},
+		{"\"timelimit\": [null, null]", "\"timelimit\": [\"1\", null]"},
+		{"\"timelimit\": [null, null]", "\"timelimit\": [1e999, null]"},
+		{"\"timelimit\": [null, null]", "\"timelimit\": [99999999999999999999, 1]"},
+		{"\"argsrepr\": \"()\"", "\"argsrepr\": \"(\\\"a\\\",)\""},
+		{"\"kwargsrepr\": \"{}\"", "\"kwargsrepr\": \"{'k': '\xc3\xa9'}\""},
+		{"\"id\": \"e9", "\"id\": 7, \"x\": \"e9"},
+		{"\"task\": \"cworker.noop\"", "\"task\": null"},
+		{"\"lang\"", "\"task\": \"other\", \"lang\""},
+		{"\"headers\": {", "\"headers\": null, \"x\": {"},
+		{"\"properties\": {", "\"properties\": 1, \"x\": {"},
+		{"\"delivery_info\": {", "\"delivery_info\": [], \"x\": {"},
+		{"\"content-type\": \"application/json\"", "\"content-type\": 5"},
+		{"\"delivery_tag\": \"", "\"delivery_tag\": 99999999999999999999, \"x\": \""},
+		{"\"body\": \"W1td", "\"body\": 5, \"x\": \"W1td"},
+		{"\"body\"", "\"b\\u006fdy\""},
+		{"{\"body\"", "[{\"body\""},
+	};
+	for (size_t i = 0; i < sizeof(tree) / sizeof(tree[0]); i++)
+		with_change(tree[i].from, tree[i].to, false);
+	/* read by the scanner, whatever they hold: fields it skips */
+	static const char *const skipped[] = {
+		", \"x\": 99999999999999999999", ", \"x\": -0.5e-3", ", \"x\": [[[]], {\"a\": {}}]",
+		", \"x\": true, \"y\": false, \"z\": null", ", \"lang\": 1",
+	};
+	for (size_t i = 0; i < sizeof(skipped) / sizeof(skipped[0]); i++)
+		with_header(skipped[i], true);
+	/* trailing text, nesting at the limit: refused alike */
+	with_change("}}", "}} x", false);
+	static const struct cw_proto_limits shallow = {1u << 20, 3};
+	bool deep;
+	CHECK(!envelope_readings_differ(text, strlen(text), &shallow, &deep) && !deep);
+	free(text);
+
+	/* every prefix, and every byte replaced by each of a few JSON-significant ones */
+	CHECK(asprintf(&text, celery_envelope, "") > 0);
+	size_t len = strlen(text);
+	long scanned = 0, differ = 0;
+	static const char subst[] = "\"\\{}[],:0-.eEtn \x01\x80";
+	for (size_t i = 0; i <= len; i++) {
+		bool sc;
+		if (envelope_readings_differ(text, i, &lim, &sc))
+			differ++;
+		scanned += sc;
+		for (size_t k = 0; k < sizeof(subst) - 1 && i < len; k++) {
+			char keep = text[i];
+			text[i] = subst[k];
+			if (envelope_readings_differ(text, len, &lim, &sc)) {
+				if (!differ)
+					fprintf(stderr, "  differ at %zu ('%c')\n", i, subst[k]);
+				differ++;
+			}
+			scanned += sc;
+			text[i] = keep;
+		}
+	}
+	CHECK(differ == 0);
+	CHECK(scanned > 1000); /* the scanner read many of them */
+	free(text);
+}
+
 static void test_adopt_envelope(void)
 {
 	struct cw_error err = {0};
@@ -665,6 +839,7 @@ int main(void)
 	test_json();
 	test_base64();
 	test_adopt_envelope();
+	test_scanned_envelope();
 	test_iso8601();
 	test_result_meta();
 	return check_summary();
