@@ -3,7 +3,7 @@
 #   1. build/       meson test: unit, fuzz (corpus replay), integration (pytest)
 #   2. bench/soak.py and bench/chaos.py in their short forms (build/, Redis)
 #   3. bench smokes: every comparison bench (docconv, footprint, latency, noop,
-#      amqp_noop, scaling, docstore, office, http, limits) in a short form; a
+#      amqp_noop, scaling, docstore, office, http, limits, mupdf_floor) in a short form; a
 #      smoke fails only when its script fails, the figures are not checked
 #   4. build-asan/  ASan+UBSan build: unit + integration suites
 #   5. build-fuzz/  short libFuzzer runs of every target (clang only)
@@ -146,7 +146,7 @@ else
 	for run in "docconv_bench.py --short" "footprint_bench.py --short" \
 		"latency_bench.py --smoke" "noop_bench.py -n 200" "amqp_noop_bench.py -n 200" \
 		"scaling_bench.py --short" "docstore_bench.py --short" "office_bench.py --short" \
-		"http_bench.py --short" "limits_bench.py --short"; do
+		"http_bench.py --short" "limits_bench.py --short" "mupdf_floor.py --short"; do
 		say "bench/$run"
 		t=$SECONDS
 		name=${run%%.py*}
@@ -155,7 +155,7 @@ else
 		CWORKER_EXE=$cw /usr/bin/python3 bench/$run --cworker "$cw" 2>&1 | tee "$log"
 		rc=${PIPESTATUS[0]}
 		# the ratio line (or the last figure) of the script's output
-		line=$(grep -aE '(cworker|python) ?/ ?(python|cworker|pandoc)|\| +x[0-9.]+$|limit error|per scrape' \
+		line=$(grep -aE '(cworker|python) ?/ ?(python|cworker|pandoc)|\| +x[0-9.]+$|limit error|per scrape|pace needs' \
 			"$log" | tail -n 1)
 		if ((rc == 0)); then
 			record "smoke $name" ok "$((SECONDS - t))s: $line"
