@@ -166,33 +166,48 @@ static int skip_member(struct rd *r, struct span key, unsigned *seen)
 	return value(r, &v);
 }
 
-static int array(struct rd *r)
+/* At '[' or '{': 1 when the container is empty (closed already), 0 when an element follows. */
+static int open_container(struct rd *r, char close)
 {
-	struct val v;
 	if (++r->depth >= r->max_depth)
 		return GIVE_UP;
 	r->p++;
 	ws(r);
-	if (r->p < r->end && *r->p == ']') {
+	if (r->p < r->end && *r->p == close) {
 		r->p++;
 		r->depth--;
-		return 0;
+		return 1;
 	}
-	for (;;) {
+	return 0;
+}
+
+/* After an element: 1 when `close` ends the container, 0 after a comma. */
+static int after_element(struct rd *r, char close)
+{
+	ws(r);
+	if (r->p >= r->end)
+		return GIVE_UP;
+	if (*r->p == close) {
+		r->p++;
+		r->depth--;
+		return 1;
+	}
+	if (*r->p++ != ',')
+		return GIVE_UP;
+	ws(r);
+	return 0;
+}
+
+static int array(struct rd *r)
+{
+	struct val v;
+	int rc = open_container(r, ']');
+	while (rc == 0) {
 		if (value(r, &v))
 			return GIVE_UP;
-		ws(r);
-		if (r->p >= r->end)
-			return GIVE_UP;
-		if (*r->p == ']') {
-			r->p++;
-			r->depth--;
-			return 0;
-		}
-		if (*r->p++ != ',')
-			return GIVE_UP;
-		ws(r);
+		rc = after_element(r, ']');
 	}
+	return rc < 0 ? GIVE_UP : 0;
 }
 
 /* Any value; containers are checked and skipped. */
@@ -228,16 +243,8 @@ static int value(struct rd *r, struct val *v)
 static int object(struct rd *r, member_fn member)
 {
 	unsigned seen = 0;
-	if (++r->depth >= r->max_depth)
-		return GIVE_UP;
-	r->p++;
-	ws(r);
-	if (r->p < r->end && *r->p == '}') {
-		r->p++;
-		r->depth--;
-		return 0;
-	}
-	for (;;) {
+	int rc = open_container(r, '}');
+	while (rc == 0) {
 		struct span key;
 		if (r->p >= r->end || *r->p != '"' || str(r, &key))
 			return GIVE_UP;
@@ -247,18 +254,9 @@ static int object(struct rd *r, member_fn member)
 		ws(r);
 		if (member(r, key, &seen))
 			return GIVE_UP;
-		ws(r);
-		if (r->p >= r->end)
-			return GIVE_UP;
-		if (*r->p == '}') {
-			r->p++;
-			r->depth--;
-			return 0;
-		}
-		if (*r->p++ != ',')
-			return GIVE_UP;
-		ws(r);
+		rc = after_element(r, '}');
 	}
+	return rc < 0 ? GIVE_UP : 0;
 }
 
 static bool is(struct span key, const char *name)

@@ -628,6 +628,11 @@ static void with_header(const char *extra, bool want_scanned)
 	free(text);
 }
 
+/* One edit of the Celery envelope: its first `from` becomes `to`. */
+struct change {
+	const char *from, *to;
+};
+
 /* The envelope with its first `from` replaced by `to`. */
 static void with_change(const char *from, const char *to, bool want_scanned)
 {
@@ -682,9 +687,7 @@ static void test_scanned_envelope(void)
 	}
 
 	/* fields the scanner reads, with values */
-	static const struct {
-		const char *from, *to;
-	} read[] = {
+	static const struct change read[] = {
 		{"\"retries\": 0", "\"retries\": 3, \"x\": [{}]"},
 		{"\"group_index\": null", "\"group_index\": 2"},
 		{"\"timelimit\": [null, null]", "\"timelimit\": [30, 12.5e0]"},
@@ -706,9 +709,7 @@ static void test_scanned_envelope(void)
 		with_change(read[i].from, read[i].to, true);
 	with_change("W1td", "W1t!", false); /* bad base64: refused alike, after the scan */
 	/* left to the tree: repeats, odd types, escapes, non-ASCII, big or odd numbers */
-	static const struct {
-		const char *from, *to;
-	} tree[] = {
+	static const struct change tree[] = {
 		{"\"retries\": 0", "\"retries\": 1.0"},
 		{"\"retries\": 0", "\"retries\": 99999999999999999999"},
 		{"\"timelimit\": [null, null]", "\"timelimit\": [-1, null]"},
