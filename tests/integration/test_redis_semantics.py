@@ -94,11 +94,13 @@ def test_prefetch_limit(redis_server, cworker_factory, app, c, m, disable):
 def test_multiple_queues(redis_server, cworker_factory, app):
     cworker_factory(["-c", "2", "-Q", "alpha,beta"], redis=redis_server)
     c = redis_server.client()
-    # the worker declares its queues as Celery does (before any producer did)
+    # the worker declares its queues as Celery does (before any producer did); the SADDs
+    # leave with its first write on the command connection, which can come just after the
+    # "ready" line this factory waits for
     for q in ("alpha", "beta"):
-        members = c.smembers(f"_kombu.binding.{q}")
-        assert any(m.decode().endswith(f"{PRIORITY_SEP}{q}") for m in members), \
-            f"_kombu.binding.{q} = {members}"
+        wait_for(lambda: any(m.decode().endswith(f"{PRIORITY_SEP}{q}")
+                             for m in c.smembers(f"_kombu.binding.{q}")), 5,
+                 what=f"_kombu.binding.{q}")
     ra = [app.send_task("cworker.add", args=[i, 1], queue="alpha") for i in range(10)]
     rb = [app.send_task("cworker.add", args=[i, 2], queue="beta") for i in range(10)]
     rc = app.send_task("cworker.add", args=[0, 0], queue="gamma")
