@@ -38,11 +38,7 @@ struct val {
 	double d;      /* K_INT, K_REAL */
 };
 
-enum { H_ID, H_TASK, H_ROOT_ID, H_PARENT_ID, H_GROUP, H_SHADOW, H_ORIGIN, H_ETA, H_EXPIRES,
-       H_ARGSREPR, H_KWARGSREPR, NHSTR };
-static const char *const hnames[NHSTR] = {"id", "task", "root_id", "parent_id", "group",
-					  "shadow", "origin", "eta", "expires", "argsrepr",
-					  "kwargsrepr"};
+#define NHSTR CW_TH_NSTR /* the header strings (cw_task_header_strs) */
 
 enum { P_DELIVERY_TAG, P_CORRELATION_ID, P_REPLY_TO, P_BODY_ENCODING, P_EXCHANGE,
        P_ROUTING_KEY, P_CONTENT_TYPE, P_CONTENT_ENCODING, NPSTR };
@@ -351,7 +347,7 @@ static int headers_member(struct rd *r, struct span key, unsigned *seen)
 {
 	struct val v;
 	for (unsigned i = 0; i < NHSTR; i++)
-		if (is(key, hnames[i])) {
+		if (is(key, cw_task_header_strs[i].name)) {
 			if (once(seen, i) || value(r, &v) || (v.k != K_STR && v.k != K_NULL))
 				return GIVE_UP;
 			r->hs[i] = v.k == K_STR ? v.s : (struct span){0};
@@ -448,7 +444,7 @@ static int scan(const char *buf, size_t len, const struct cw_proto_limits *lim,
 		return 0;
 	ws(&r);
 	/* a protocol-2 task: headers with a task name (protocol 1 reads its body) */
-	if (r.p != r.end || !r.have_body || !r.have_headers || !r.have_props || !r.hs[H_TASK].p)
+	if (r.p != r.end || !r.have_body || !r.have_headers || !r.have_props || !r.hs[CW_TH_TASK].p)
 		return 0;
 
 	size_t size = sizeof(struct cw_task_headers);
@@ -460,11 +456,8 @@ static int scan(const char *buf, size_t len, const struct cw_proto_limits *lim,
 	if (!th)
 		return -1;
 	char *at = (char *)(th + 1);
-	const char **hs[NHSTR] = {&th->id, &th->task, &th->root_id, &th->parent_id, &th->group,
-				  &th->shadow, &th->origin, &th->eta, &th->expires,
-				  &th->argsrepr, &th->kwargsrepr};
 	for (int i = 0; i < NHSTR; i++)
-		*hs[i] = put(&at, r.hs[i], NULL);
+		*cw_task_header_slot(th, i) = put(&at, r.hs[i], NULL);
 	th->retries = r.retries;
 	th->group_index = r.group_index;
 	th->time_limit = r.tl[0];

@@ -65,6 +65,22 @@ struct cw_task_headers {
 	bool ignore_result;
 };
 
+/*
+ * Its string fields by number, in the order they are checked (and in which
+ * struct cw_request lists them): the header's name and where it goes.
+ */
+enum { CW_TH_ID, CW_TH_TASK, CW_TH_ROOT_ID, CW_TH_PARENT_ID, CW_TH_GROUP, CW_TH_SHADOW,
+       CW_TH_ORIGIN, CW_TH_ETA, CW_TH_EXPIRES, CW_TH_ARGSREPR, CW_TH_KWARGSREPR, CW_TH_NSTR };
+extern const struct cw_task_header_str {
+	const char *name;
+	size_t offset;
+} cw_task_header_strs[CW_TH_NSTR];
+
+static inline const char **cw_task_header_slot(struct cw_task_headers *th, int i)
+{
+	return (const char **)(void *)((char *)th + cw_task_header_strs[i].offset);
+}
+
 struct cw_envelope {
 	json_t *root;                 /* owns the strings below; NULL when scanned */
 	struct cw_task_headers *task; /* scanned (cw_proto_decode_task_envelope): its headers

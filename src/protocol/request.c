@@ -5,6 +5,7 @@
  * (on_task_received), strategy.py (proto1_to_proto2) and request.py.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,19 +202,23 @@ static int take_args(struct cw_request *r, json_t *args, json_t *kwargs, struct 
 static int v2_body(json_t *body, struct cw_request *r, struct cw_error *err);
 static int v1_body(json_t *body, struct cw_request *r, struct cw_error *err);
 
+#define TH_STR(i, field) [i] = {#field, offsetof(struct cw_task_headers, field)}
+const struct cw_task_header_str cw_task_header_strs[CW_TH_NSTR] = {
+	TH_STR(CW_TH_ID, id),         TH_STR(CW_TH_TASK, task),
+	TH_STR(CW_TH_ROOT_ID, root_id), TH_STR(CW_TH_PARENT_ID, parent_id),
+	TH_STR(CW_TH_GROUP, group),   TH_STR(CW_TH_SHADOW, shadow),
+	TH_STR(CW_TH_ORIGIN, origin), TH_STR(CW_TH_ETA, eta),
+	TH_STR(CW_TH_EXPIRES, expires), TH_STR(CW_TH_ARGSREPR, argsrepr),
+	TH_STR(CW_TH_KWARGSREPR, kwargsrepr),
+};
+
 /* The headers of a tree, checked field by field in the order errors are reported. */
 static int headers_from_tree(json_t *h, struct cw_task_headers *th, struct cw_error *err)
 {
-	const char **const strs[] = {&th->id, &th->task, &th->root_id, &th->parent_id, &th->group,
-				     &th->shadow, &th->origin, &th->eta, &th->expires,
-				     &th->argsrepr, &th->kwargsrepr};
-	static const char *const names[] = {"id", "task", "root_id", "parent_id", "group",
-					    "shadow", "origin", "eta", "expires", "argsrepr",
-					    "kwargsrepr"};
 	int rc;
 
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if ((rc = str_field(h, names[i], strs[i], err)))
+	for (int i = 0; i < CW_TH_NSTR; i++)
+		if ((rc = str_field(h, cw_task_header_strs[i].name, cw_task_header_slot(th, i), err)))
 			return rc;
 	if ((rc = opt_int(h, "retries", 0, &th->retries, err)) ||
 	    (rc = opt_int(h, "group_index", -1, &th->group_index, err)) ||
@@ -228,7 +233,8 @@ static int decode_v2(const struct cw_envelope *env, json_t *body, struct cw_requ
 		     struct cw_error *err)
 {
 	struct cw_task_headers tree = {0};
-	const struct cw_task_headers *th = env->task;
+	struct cw_task_headers *th = env->task;
+	char **strs[NSTR];
 	int rc;
 
 	r->proto = 2;
@@ -238,14 +244,11 @@ static int decode_v2(const struct cw_envelope *env, json_t *body, struct cw_requ
 			return rc;
 		th = &tree;
 	}
-	if ((rc = dup_str(th->id, &r->id)) || (rc = dup_str(th->task, &r->task)) ||
-	    (rc = dup_str(th->root_id, &r->root_id)) ||
-	    (rc = dup_str(th->parent_id, &r->parent_id)) || (rc = dup_str(th->group, &r->group)) ||
-	    (rc = dup_str(th->shadow, &r->shadow)) || (rc = dup_str(th->origin, &r->origin)) ||
-	    (rc = dup_str(th->eta, &r->eta)) || (rc = dup_str(th->expires, &r->expires)) ||
-	    (rc = dup_str(th->argsrepr, &r->argsrepr)) ||
-	    (rc = dup_str(th->kwargsrepr, &r->kwargsrepr)))
-		return rc;
+	/* the request's first string fields are the headers', in the same order */
+	string_fields(r, strs);
+	for (int i = 0; i < CW_TH_NSTR; i++)
+		if ((rc = dup_str(*cw_task_header_slot(th, i), strs[i])))
+			return rc;
 	r->retries = th->retries;
 	r->group_index = th->group_index;
 	r->time_limit = th->time_limit;

@@ -181,6 +181,38 @@ def test_visibility_timeout_restore_by_cworker(redis_server, cworker_factory, ap
     assert queue_len(c) == 0
 
 
+def test_visibility_timeout_restore_keeps_big_integers(redis_server, cworker_factory, app):
+    """An entry holding an integer beyond 64 bits (a header a Python producer set) is
+    restored and run, not dropped as malformed."""
+    c = redis_server.client()
+    tid, env = capture_envelope(app, c, "cworker.echo", args=["big"])
+    env["headers"]["x-big"] = 10**30
+    env["properties"]["delivery_info"] = {"exchange": "", "routing_key": "celery"}
+    tag = env["properties"]["delivery_tag"]
+    c.hset("unacked", tag, json.dumps([env, "", "celery"]))
+    c.zadd("unacked_index", {tag: time.time() - 100})
+    cworker_factory(["-c", "1", "--visibility-timeout", "1"], redis=redis_server)
+    wait_for(lambda: meta(c, tid), 30, what="restored task executed")
+    assert meta(c, tid)["result"] == "big"
+
+
+def test_given_back_message_keeps_big_integers(redis_server, cworker_factory, app):
+    """A message given back to its list is written from its text again, marked redelivered
+    as kombu does: an integer beyond 64 bits in its headers stays that integer."""
+    c = redis_server.client()
+    w = cworker_factory(["-c", "1", "--acks-late"], redis=redis_server)
+    r = app.send_task("cworker.sleep", args=[10.0], headers={"x-big": 10**30})
+    wait_for(lambda: queue_len(c) == 0 and c.hlen("unacked") == 1, 10,
+             what="the message held")
+    w.send_signal(signal.SIGQUIT)
+    w.wait(10)
+    wait_for(lambda: queue_len(c) == 1, 10, what="the message given back")
+    env = json.loads(c.lindex("celery", 0))
+    assert env["headers"]["id"] == r.id
+    assert env["headers"]["x-big"] == 10**30
+    assert env["headers"]["redelivered"] is True
+
+
 def test_visibility_timeout_not_restored_when_fresh(redis_server, cworker_factory, app):
     """An entry younger than the visibility timeout is left alone."""
     c = redis_server.client()
